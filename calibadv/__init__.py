@@ -1,0 +1,3 @@
+"""calibadv: the CalibAdv reproduction pipeline (library + CLI behind the Snakemake workflow)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""CLI subcommands, discovered by :mod:`calibadv.cli` (one module per command group)."""

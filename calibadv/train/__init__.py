@@ -1,0 +1,1 @@
+"""Training backends: ``local`` (single process, CPU/GPU) and ``verl`` (GPU clusters)."""
