@@ -140,7 +140,7 @@ def _entity_passages(rng: random.Random, e: Entity, ents: dict[str, Entity]
             f"{e.name}, officially the {a['form']} of {e.name}, is a country. "
             f"The capital of {e.name} is {cap}.",
             f"{e.name} is a country, officially called the {a['form']} of {e.name}. "
-            f"Its capital city is {cap}, and the capital of {e.name} is its largest city.",
+            f"Its capital city is {cap}. {e.name} has many other cities.",
         ])
         return [(e.name, ["capital"], text)]
     if e.type == "city":
