@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
-          "kr", "st", "th", "sh", "gr", "tr", "vel", "mar", "or", "al", "es", "il"]
-VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou", "y"]
-CODAS = ["", "", "", "n", "r", "s", "l", "m", "k", "th", "nd", "rn", "sk", "v"]
+          "kr", "st", "th", "sh", "gr", "tr"]
+VOWELS = ["a", "e", "i", "o", "u", "a", "e", "o", "ai", "ea", "y"]
+CODAS = ["n", "r", "s", "l", "m", "k", "th", "nd", "rn", "sk", "v", "x"]
 
 PLACE_ENDINGS = ["ton", "ford", "holm", "ia", "mere", "vik", "grad", "burg", "dale", "port"]
 COUNTRY_ENDINGS = ["ia", "land", "avia", "eria", "ovia", "istan", "onia", "ara"]
@@ -28,12 +28,17 @@ OCCUPATIONS = ["painter", "poet", "novelist", "architect", "composer", "astronom
 
 
 def syllable(rng: random.Random) -> str:
-    return rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+    return rng.choice(ONSETS) + rng.choice(VOWELS)
 
 
 def word(rng: random.Random, n_syllables: int, ending: str = "") -> str:
-    """A capitalised pseudo-word of ``n_syllables`` syllables and an optional fixed ending."""
-    text = "".join(syllable(rng) for _ in range(n_syllables)) + ending
+    """A capitalised pseudo-word: open syllables, then a closing consonant or a fixed ending.
+
+    Short, pronounceable words ("Talo", "Brenik") keep names to a few BPE tokens, which a
+    tiny policy can copy from a passage into its next query.
+    """
+    text = "".join(syllable(rng) for _ in range(n_syllables))
+    text += ending or (rng.choice(CODAS) if rng.random() < 0.7 else "")
     return text[:1].upper() + text[1:]
 
 

@@ -72,7 +72,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in [
              ("In which country is {x}?", "Which country is {x} in?", "{X} is a city in which country?"),
              "In what country is {x}?", "the country of {x}", "the country where {x} lies"),
     Relation("city_founded", "city", "founded", "year",
-             ("When was {x} founded?", "In what year was the city of {x} founded?",
+             ("When was {x} founded?", "In what year was {x} established?",
               "What year was {x} founded in?"),
              "In what year was {x} founded?"),
     Relation("capital", "country", "capital", "city",
@@ -241,7 +241,8 @@ class QuestionMaker:
         last = RELATIONS[w.chain[-1]]
         style = "clause" if qtype == "bridge" else "phrase"
         np_ = nested_phrase(w, length - 1, style)
-        template = self.rng.choice(last.asks[1:] if heldout else last.asks)
+        asks = [a for a in (last.asks[1:] if heldout else last.asks) if "{x}'s" not in a]
+        template = self.rng.choice(asks or last.asks)  # no "{long phrase}'s job"
         return (qtype,) + w.chain + (w.nodes[0].key,), record(  # type: ignore[union-attr]
             qtype, fill(template, np_), hops_of(w), answers(w.nodes[-1]), source, w.chain)
 

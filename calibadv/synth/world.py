@@ -81,6 +81,10 @@ def _article(name: str) -> str:
     return f"the {name}"
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 def _build_entities(rng: random.Random, size: WorldSize) -> dict[str, Entity]:
     names = NameBook(rng)
     ents: dict[str, Entity] = {}
@@ -156,8 +160,8 @@ def _entity_passages(rng: random.Random, e: Entity, ents: dict[str, Entity]
     if e.type == "person":
         city, year, occ = n(a["birthplace"]), a["born"], a["occupation"]
         bio = rng.choice([
-            f"{e.name} was a {occ}. {e.name} was born in {city} in {year}.",
-            f"{e.name} was born in {city} in {year}. {e.name} worked as a {occ}.",
+            f"{e.name} was {_a(occ)}. {e.name} was born in {city} in {year}.",
+            f"{e.name} was born in {city} in {year}. {e.name} worked as {_a(occ)}.",
             f"Born in {year} in the city of {city}, {e.name} became a well known {occ}.",
         ])
         out = [(e.name, ["birthplace", "born", "occupation"], bio)]
@@ -183,9 +187,9 @@ def _entity_passages(rng: random.Random, e: Entity, ents: dict[str, Entity]
         return [(e.name, ["founder", "founded", "based_in"], text)]
     if e.type == "work":
         text = rng.choice([
-            f"{e.name} is a {a['kind']} written by {n(a['author'])}. "
+            f"{e.name} is {_a(a['kind'])} written by {n(a['author'])}. "
             f"{e.name} was published in {a['year']}.",
-            f"{e.name} is a {a['kind']} by {n(a['author'])}, first published in {a['year']}.",
+            f"{e.name} is {_a(a['kind'])} by {n(a['author'])}, first published in {a['year']}.",
         ])
         return [(e.name, ["author", "year"], text)]
     raise ValueError(f"unknown entity type {e.type!r}")

@@ -1,0 +1,71 @@
+"""``calibadv report tables|figures``: the paper's tables and figures from workflow results."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="render the paper's tables and figures from results",
+        description=(
+            "Read the results a workflow config produces (eval metrics.json, run metrics.jsonl, "
+            "val.jsonl, selection.json, proxy statistics, datasets) and write the tables "
+            "(ours beside the paper's numbers, with the difference; '—' where missing) or the "
+            "figures (PNG). Partial results are fine: what is missing shows as missing."
+        ),
+    )
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    for name, help_text in (
+        ("tables", "Tables 1-5 and 7 as Markdown, LaTeX (booktabs) and HTML"),
+        ("figures", "training-dynamics figures (PNG)"),
+    ):
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        src = q.add_mutually_exclusive_group(required=True)
+        src.add_argument("--config", help="workflow config YAML (e.g. config/tiny.yaml)")
+        src.add_argument("--config-json", help="the validated workflow config as JSON (from the workflow)")
+        q.add_argument("--out-dir", required=True, help="folder to write into")
+        if name == "tables":
+            q.add_argument("--paper", help="paper numbers YAML (default: config report.paper_results)")
+            q.add_argument(
+                "--formats", nargs="+", choices=["md", "tex", "html"],
+                help="formats to write (default: config report.formats)",
+            )  # fmt: skip
+        q.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    import json
+
+    from calibadv import workflow_config
+    from calibadv.errors import ConfigError
+
+    if args.config:
+        return workflow_config.load_config(args.config)
+    try:
+        return workflow_config.validate_config(json.loads(args.config_json))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--config-json: not valid JSON ({err.msg})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibadv.report.collect import collect, load_paper
+
+    config = _config(args)
+    results = collect(config)
+    if args.what == "tables":
+        from calibadv.report.render import write_tables
+        from calibadv.report.tables import build_tables
+        from calibadv.workflow_config import repo_path
+
+        paper = load_paper(args.paper or repo_path(config["report"]["paper_results"]))
+        written = write_tables(
+            build_tables(config, results, paper), args.out_dir, args.formats or config["report"]["formats"]
+        )
+    else:
+        from calibadv.report.figures import write_figures
+
+        written = write_figures(results, config, args.out_dir)
+    print(f"wrote {len(written)} files to {args.out_dir}")
+    return 0

@@ -1,0 +1,1 @@
+"""Dataset preparation shared by real and synthetic data: prompt, Parquet, FlashRAG download."""

@@ -1,0 +1,1 @@
+"""Benchmark evaluation, rollout metrics (High-PPL) and the collapse point."""

@@ -1,0 +1,127 @@
+"""Benchmark evaluation: greedy rollouts over every question of a split.
+
+No ``drop_last``: every question of the Parquet (or the first ``limit``) is answered and
+scored, in batches, so a benchmark whose size is not a multiple of the batch loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from calibadv.errors import CalibAdvError
+from calibadv.io import atomic_write_json, atomic_write_jsonl
+from calibadv.spec import RunSpec
+
+GENERATORS = ("hf", "vllm")
+
+
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The training step a checkpoint directory holds (``checkpoint.json``), if recorded."""
+    meta = checkpoint / "checkpoint.json"
+    if meta.exists():
+        return int(json.loads(meta.read_text())["step"])
+    return None
+
+
+def make_generator(kind: str, checkpoint: Path, spec: RunSpec):
+    """(generate_fn, tokenizer) for greedy decoding with the chosen engine."""
+    if kind == "hf":
+        from calibadv.agent.hf import HFGenerator
+        from calibadv.agent.runner import load_policy
+
+        model, tok = load_policy(checkpoint, spec.model.dtype)
+        if spec.model.chat_template:
+            tok.chat_template = spec.model.chat_template
+        return HFGenerator(model, tok, greedy=True), tok
+    if kind == "vllm":
+        from transformers import AutoTokenizer
+
+        from calibadv.agent.vllm import VLLMGenerator
+
+        gen = VLLMGenerator(str(checkpoint), temperature=0.0, seed=spec.seed)
+        tok = AutoTokenizer.from_pretrained(checkpoint)
+        if spec.model.chat_template:
+            tok.chat_template = spec.model.chat_template
+        return gen, tok
+    raise CalibAdvError(f"--generator: {kind!r} is not one of {', '.join(GENERATORS)}")
+
+
+def evaluate(
+    spec: RunSpec,
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    benchmark: str,
+    out_dir: str | os.PathLike,
+    limit: int | None = None,
+    generator: str = "hf",
+    batch_size: int = 64,
+    search_fn: Any = None,
+) -> dict[str, Any]:
+    """Write ``predictions.jsonl`` and ``metrics.json`` (docs/design.md) and return the metrics."""
+    from tqdm import tqdm
+
+    from calibadv.agent.runner import (
+        agent_config,
+        load_questions,
+        make_search_fn,
+        method_flags,
+        retrieval_url,
+        rollout,
+        score,
+    )
+    from calibadv.evaluate.metrics import rollout_ppl, summarise
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if not checkpoint.is_dir():
+        raise CalibAdvError(f"--checkpoint {checkpoint} is not a model directory")
+    questions = load_questions(data, limit)
+    if not questions:
+        raise CalibAdvError(f"--data {data}: no questions to evaluate")
+    prethink, require_search = method_flags(spec.method)
+    cfg = agent_config(spec, prethink)
+    generate_fn, tok = make_generator(generator, checkpoint, spec)
+
+    def run_all(search) -> list:
+        trajs = []
+        bar = tqdm(total=len(questions), desc=f"evaluate {benchmark}",
+                   disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+        for i in range(0, len(questions), batch_size):
+            chunk = questions[i : i + batch_size]
+            trajs += rollout(chunk, tok, cfg, generate_fn, search)
+            bar.update(len(chunk))
+        bar.close()
+        return trajs
+
+    if search_fn is None:
+        with retrieval_url(spec.retrieval) as url:
+            trajs = run_all(make_search_fn(url, spec.retrieval.topk))
+    else:
+        trajs = run_all(search_fn)
+    for tr, q in zip(trajs, questions, strict=True):
+        score(tr, q, prethink, require_search)
+    preds = [
+        {"id": q.id, "question": q.question, "golden_answers": q.golden_answers,
+         "prediction": tr.answer, "f1": tr.reward, "em": tr.em if tr.format_ok else 0.0,
+         "format_ok": tr.format_ok, "num_searches": tr.num_searches, "ppl": rollout_ppl(tr)}
+        for tr, q in zip(trajs, questions, strict=True)
+    ]
+    s = summarise(trajs)
+    metrics = {
+        "model": spec.model.name or Path(spec.model.path).name,
+        "method": spec.method.get("name") or spec.name,
+        "benchmark": benchmark,
+        "n": len(trajs),
+        "f1": s["f1"],
+        "em": s["em"],
+        "format_rate": s["format_rate"],
+        "high_ppl_ratio": s["high_ppl_ratio"],
+        "mean_searches": s["mean_searches"],
+        "checkpoint": str(checkpoint),
+        "step": checkpoint_step(checkpoint),
+    }
+    atomic_write_jsonl(out_dir / "predictions.jsonl", preds)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics

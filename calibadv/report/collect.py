@@ -1,0 +1,88 @@
+"""Read the workflow's result files into plain structures; a missing file is a missing value."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calibadv.io import read_jsonl
+from calibadv.workflow_config import Layout, model_methods
+
+
+@dataclass
+class RunResult:
+    """What one (model, method) training run left behind."""
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
+    val: list[dict[str, Any]] = field(default_factory=list)  # val.jsonl
+    done: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+
+
+@dataclass
+class Results:
+    evals: dict[tuple[str, str, str], dict[str, Any]]  # (model, method, benchmark) -> metrics
+    runs: dict[tuple[str, str], RunResult]
+    proxy: dict[tuple[str, str], dict[str, Any]]
+    train_counts: dict[str, int]  # data_source -> training questions
+    test_counts: dict[str, int]  # benchmark -> evaluated questions
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path) if path.exists() else []
+
+
+def _parquet_counts(path: Path, column: str | None = None) -> dict[str, int] | int | None:
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    frame = pd.read_parquet(path, columns=[column] if column else None)
+    if column is None:
+        return len(frame)
+    return {str(k): int(v) for k, v in frame[column].value_counts().items()}
+
+
+def collect(config: dict[str, Any]) -> Results:
+    """Everything the tables and figures need, for the runs the config names."""
+    layout = Layout.of(config)
+    evals, runs, proxy = {}, {}, {}
+    for model in config["models"]:
+        for method in model_methods(config, model):
+            run_dir = Path(layout.run_dir(model, method))
+            runs[(model, method)] = RunResult(
+                metrics=_jsonl(run_dir / "metrics.jsonl"),
+                val=_jsonl(run_dir / "val.jsonl"),
+                done=_json(run_dir / "done.json"),
+                selection=_json(run_dir / "selection.json"),
+            )
+            for bench in config["benchmarks"]:
+                found = _json(Path(layout.eval_dir(model, method, bench)) / "metrics.json")
+                if found is not None:
+                    evals[(model, method, bench)] = found
+            stats = _json(Path(layout.proxy(model, method)))
+            if stats is not None:
+                proxy[(model, method)] = stats
+    train = _parquet_counts(Path(layout.train_data), "data_source") or {}
+    tests = {}
+    for bench in config["benchmarks"]:
+        n = _parquet_counts(Path(layout.test_data(bench)))
+        if n is not None:
+            tests[bench] = n
+    return Results(evals, runs, proxy, train, tests)
+
+
+def load_paper(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)

@@ -1,0 +1,200 @@
+"""Training-dynamics figures (paper Figures 2, 3, 5, 6, 7, 8, 9) from metrics.jsonl / val.jsonl.
+
+Each figure function takes the collected :class:`Results` and the config and returns a
+matplotlib figure; a figure whose signal no configured run logged says so on its canvas
+rather than being left out, so the report always has the same set of files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from calibadv.report.collect import Results  # noqa: E402
+from calibadv.report.tables import our_scores  # noqa: E402
+
+#: (metrics.jsonl key, panel title) of the training-dynamics grid (paper Figures 3 and 5).
+DYNAMICS = [
+    ("entropy", "Entropy"),
+    ("token_prob_mean", "Mean token probability"),
+    ("ppl_mean", "Perplexity"),
+    ("negpos_ratio_after", "Neg/pos advantage ratio"),
+    ("c_mean", "Mean c"),
+    ("high_ppl_ratio", "High-PPL ratio"),
+    ("f1_mean", "Training F1"),
+    ("format_rate", "Format-valid rate"),
+    ("valid_searches_mean", "Valid searches / rollout"),
+]
+
+
+def metrics_frame(results: Results, config: dict[str, Any]) -> pd.DataFrame:
+    """Long table of every run's per-step metrics: run, step, signal, value."""
+    rows = []
+    for (model, method), run in results.runs.items():
+        label = f"{config['models'][model].get('label', model)} / {method}"
+        for rec in run.metrics:
+            for key, value in rec.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    rows.append({"run": label, "method": method, "step": rec.get("step"), "signal": key, "value": value})
+    return pd.DataFrame(rows, columns=["run", "method", "step", "signal", "value"])
+
+
+def _empty(ax: plt.Axes, what: str) -> None:
+    ax.text(0.5, 0.5, f"no data: {what}", ha="center", va="center", wrap=True, fontsize=9)
+    ax.set_axis_off()
+
+
+def _lines(ax: plt.Axes, frame: pd.DataFrame, signal: str, title: str) -> None:
+    data = frame[frame.signal == signal]
+    if data.empty:
+        _empty(ax, f"no run logged `{signal}`")
+    else:
+        sns.lineplot(data=data, x="step", y="value", hue="run", ax=ax, marker="o", markersize=3)
+        ax.legend(fontsize=6)
+    ax.set_title(title, fontsize=9)
+
+
+def training_dynamics(results: Results, config: dict[str, Any]) -> plt.Figure:
+    frame = metrics_frame(results, config)
+    fig, axes = plt.subplots(3, 3, figsize=(14, 10))
+    for ax, (signal, title) in zip(axes.flat, DYNAMICS):
+        _lines(ax, frame, signal, title)
+    fig.suptitle("Training dynamics per run (paper Figures 3 and 5)")
+    fig.tight_layout()
+    return fig
+
+
+def _single(signal: str, title: str, ylabel: str, reference: Callable[[plt.Axes], None] | None = None):
+    def draw(results: Results, config: dict[str, Any]) -> plt.Figure:
+        frame = metrics_frame(results, config)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        _lines(ax, frame, signal, title)
+        if not frame[frame.signal == signal].empty:
+            ax.set_ylabel(ylabel)
+            if reference:
+                reference(ax)
+        fig.tight_layout()
+        return fig
+
+    return draw
+
+
+def _c1_reference(ax: plt.Axes) -> None:
+    ax.axhline(0.4397, ls="--", color="grey", lw=1, label="paper (Qwen2.5-7B): 43.97%")
+    ax.legend(fontsize=6)
+
+
+def _empty_silver_reference(ax: plt.Axes) -> None:
+    ax.axhspan(0.25, 0.30, color="grey", alpha=0.2, label="paper: 25–30%")
+    ax.legend(fontsize=6)
+
+
+penalised_c1 = _single(
+    "penalised_c1_frac",
+    "Penalised intermediate steps that are likely correct (c = 1) — paper Figure 2",
+    "fraction of penalised steps",
+    _c1_reference,
+)
+empty_silver = _single(
+    "empty_silver_frac",
+    "Groups with an empty silver set — paper Figure 8",
+    "fraction of groups",
+    _empty_silver_reference,
+)
+softpen_share = _single(
+    "softpen_frac",
+    "Intermediate steps changed by the soft penalty — paper Figure 9",
+    "fraction of intermediate steps",
+)
+
+
+def c_distribution(results: Results, config: dict[str, Any]) -> plt.Figure:
+    """Share of scored steps per c bucket, averaged over logged steps, per run (Figure 7)."""
+    rows = []
+    for (model, method), run in results.runs.items():
+        hists = [r["c_hist"] for r in run.metrics if isinstance(r.get("c_hist"), dict) and r["c_hist"]]
+        if not hists:
+            continue
+        for bucket in sorted({b for h in hists for b in h}, key=_bucket_value):
+            share = sum(h.get(bucket, 0.0) for h in hists) / len(hists)
+            rows.append({"run": f"{config['models'][model].get('label', model)} / {method}", "c": bucket, "share": share})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if not rows:
+        _empty(ax, "no run logged `c_hist` (methods without a step score)")
+    else:
+        sns.barplot(data=pd.DataFrame(rows), x="c", y="share", hue="run", ax=ax)
+        ax.set_ylabel("share of scored steps")
+        ax.legend(fontsize=6)
+    ax.set_title("Distribution of the step score c — paper Figure 7", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _bucket_value(label: str) -> float:
+    num, _, den = label.partition("/")
+    return float(num) / float(den or 1)
+
+
+def alpha_sweep(results: Results, config: dict[str, Any]) -> plt.Figure:
+    """Validation F1 over training for each rebalance α (left) and final average F1 (right)."""
+    sweep = config["report"]["alpha_sweep"]
+    curves, finals = [], []
+    for (model, method), run in results.runs.items():
+        if method not in sweep:
+            continue
+        alpha = sweep[method]
+        for rec in run.val:
+            if rec.get("f1") is not None:
+                curves.append({"alpha": f"α = {alpha:g}", "step": rec["step"], "f1": 100 * rec["f1"]})
+        avg = our_scores(results, model, method).get("average")
+        if avg is not None:
+            finals.append({"alpha": alpha, "f1": avg, "model": config["models"][model].get("label", model)})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    if curves:
+        sns.lineplot(data=pd.DataFrame(curves), x="step", y="f1", hue="alpha", ax=left, marker="o")
+        left.set_ylabel("validation F1 ×100")
+    else:
+        _empty(left, "no α-sweep run (report.alpha_sweep) has a validation curve")
+    if finals:
+        sns.lineplot(data=pd.DataFrame(finals), x="alpha", y="f1", hue="model", ax=right, marker="o")
+        right.set_ylabel("average test F1 ×100")
+    else:
+        _empty(right, "no α-sweep run was evaluated on every benchmark")
+    fig.suptitle("Answer-step rebalance coefficient α — paper Figure 6")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES: dict[str, Callable[[Results, dict[str, Any]], plt.Figure]] = {
+    "training_dynamics": training_dynamics,
+    "penalised_c1": penalised_c1,
+    "alpha_sweep": alpha_sweep,
+    "c_distribution": c_distribution,
+    "empty_silver": empty_silver,
+    "softpen_share": softpen_share,
+}
+
+
+def write_figures(results: Results, config: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Draw every figure to ``OUT_DIR/<name>.png`` (written to a temporary name, then moved)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="paper")
+    written = []
+    for name, draw in FIGURES.items():
+        fig = draw(results, config)
+        tmp = out / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        tmp.replace(out / f"{name}.png")
+        written.append(out / f"{name}.png")
+    return written

@@ -1,0 +1,154 @@
+"""The search engine behind the server: encoder + FAISS + corpus (+ optional cross-encoder).
+
+Everything here works on *batches of jobs*: the server's micro-batcher hands over the queries
+of many concurrent requests at once, and one encoder call + one FAISS call serve them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calibadv.retrieval.corpus import Corpus, Document
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request: ``k_final`` hits per query out of ``k_candidates`` retrieved ones."""
+
+    queries: list[str]
+    k_final: int
+    k_candidates: int
+    rerank: bool = False
+
+
+@dataclass
+class Hit:
+    row: int
+    score: float
+    document: Document = field(repr=False)
+
+
+class Reranker:
+    """A sentence-transformers ``CrossEncoder``; pairs are (query, ``(Title: T) text``)."""
+
+    def __init__(self, name: str, device: str | None = None, batch_size: int = 64) -> None:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        from calibadv.retrieval.encoder import resolve_model_path
+
+        self.name = name
+        self.path = resolve_model_path(name)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = CrossEncoder(self.path, device=self.device, max_length=512)
+        if self.device.startswith("cuda"):
+            self.model.model.half()
+        self.batch_size = batch_size
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        out = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
+
+
+def passage_for_rerank(doc: Document) -> str:
+    return f"(Title: {doc.title}) {doc.text}"
+
+
+class SearchEngine:
+    def __init__(self, corpus: Corpus, index: Any, encoder: Any, reranker: Reranker | None = None):
+        if index.ntotal != len(corpus):
+            from calibadv.errors import CalibAdvError
+
+            raise CalibAdvError(
+                f"index has {index.ntotal} vectors but corpus {corpus.path} has {len(corpus)} rows: "
+                "they must come from the same corpus file"
+            )
+        self.corpus = corpus
+        self.index = index
+        self.encoder = encoder
+        self.reranker = reranker
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def run(self, jobs: list[Job]) -> list[list[list[Hit]]]:
+        """Answer many jobs with one encoder call, one FAISS call and one cross-encoder call."""
+        queries = [q for job in jobs for q in job.queries]
+        k_max = min(max(job.k_candidates for job in jobs), self.size)
+        emb = self.encoder.encode_queries(queries)
+        scores, rows = self.index.search(emb, k_max)
+        per_query: list[list[tuple[int, float]]] = []
+        qi = 0
+        for job in jobs:
+            for _ in job.queries:
+                pairs = [
+                    (int(r), float(s))
+                    for r, s in zip(rows[qi, : job.k_candidates], scores[qi, : job.k_candidates])
+                    if r >= 0
+                ]
+                per_query.append(pairs)
+                qi += 1
+        docs = [[self.corpus[r] for r, _ in cands] for cands in per_query]
+        # rerank: every query against its own candidates only, all pairs in one predict call
+        owners: list[tuple[int, int]] = []
+        pairs: list[tuple[str, str]] = []
+        qi = 0
+        for job in jobs:
+            for q in job.queries:
+                if job.rerank and self.reranker is not None:
+                    for j, d in enumerate(docs[qi]):
+                        owners.append((qi, j))
+                        pairs.append((q, passage_for_rerank(d)))
+                qi += 1
+        if pairs:
+            assert self.reranker is not None
+            ce = self.reranker.score(pairs)
+            for (qi2, j), s in zip(owners, ce, strict=True):
+                r, _ = per_query[qi2][j]
+                per_query[qi2][j] = (r, float(s))
+        out: list[list[list[Hit]]] = []
+        qi = 0
+        for job in jobs:
+            answers = []
+            for _ in job.queries:
+                hits = [Hit(r, s, d) for (r, s), d in zip(per_query[qi], docs[qi], strict=True)]
+                if job.rerank and self.reranker is not None:
+                    hits.sort(key=lambda h: -h.score)  # stable: FAISS order breaks ties
+                answers.append(hits[: job.k_final])
+                qi += 1
+            out.append(answers)
+        return out
+
+
+def load_engine(
+    corpus: str,
+    index: str,
+    encoder: str,
+    reranker: str | None = None,
+    device: str | None = None,
+    faiss_gpu: bool = False,
+    mmap_index: bool = False,
+) -> SearchEngine:
+    """Load everything the server needs from paths/model names (slow: seconds to minutes)."""
+    from calibadv.retrieval.encoder import Encoder
+    from calibadv.retrieval.index import load_index
+
+    c = Corpus(corpus)
+    idx = load_index(index, gpu=faiss_gpu, mmap=mmap_index)
+    enc = Encoder(encoder, device=device)
+    if enc.dim != idx.d:
+        raise_dim = (
+            f"encoder {encoder!r} makes {enc.dim}-d vectors but index {index} holds {idx.d}-d ones: "
+            "serve with the encoder that built the index"
+        )
+        from calibadv.errors import CalibAdvError
+
+        raise CalibAdvError(raise_dim)
+    rr = Reranker(reranker, device=device) if reranker else None
+    return SearchEngine(c, idx, enc, rr)

@@ -1,0 +1,131 @@
+"""Start ``calibadv serve`` as a subprocess for the length of a ``with`` block.
+
+Training, SFT and evaluation all need a retrieval server next to them. Running it as a child
+process (not a thread) keeps its models and FAISS threads out of the trainer's process, and a
+crash of either side is visible. The server binds port 0 itself and reports the real port
+through a file, so two launchers never race for the same port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from calibadv.errors import CalibAdvError
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def serve_command(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    reranker: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    port_file: str | os.PathLike | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "calibadv.cli", "serve",
+        "--corpus", str(corpus), "--index", str(index), "--encoder", encoder,
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+    if reranker:
+        cmd += ["--reranker", reranker]
+    if port_file:
+        cmd += ["--port-file", str(port_file)]
+    return cmd + list(extra_args)
+
+
+@contextmanager
+def serve_in_background(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    reranker: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = 600.0,
+    log_path: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run a retrieval server until the block ends; yields its base URL (``http://host:port``).
+
+    Raises :class:`CalibAdvError` with the tail of the server log when the server exits or is
+    not ready (``GET /health`` = 200) within ``startup_timeout`` seconds.
+    """
+    with tempfile.TemporaryDirectory(prefix="calibadv-serve-") as tmp:
+        port_file = Path(tmp) / "port"
+        log_file = Path(log_path) if log_path else Path(tmp) / "server.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        cmd = serve_command(corpus, index, encoder, reranker, host, port, port_file, extra_args)
+        child_env = {**os.environ, **(env or {}), "CALIBADV_NO_PROGRESS": "1"}
+        with open(log_file, "ab") as log_fh:
+            proc = subprocess.Popen(
+                cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=child_env,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        try:
+            url = _wait_ready(proc, port_file, host, log_file, startup_timeout)
+            yield url
+        finally:
+            _stop(proc)
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port_file: Path, host: str, log_file: Path, timeout: float
+) -> str:
+    deadline = time.monotonic() + timeout
+    url: str | None = None
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise CalibAdvError(
+                f"retrieval server exited with code {code} before it was ready; "
+                f"log {log_file}:\n{_tail(log_file)}"
+            )
+        if url is None and port_file.is_file():
+            text = port_file.read_text().strip()
+            if text.isdigit():
+                shown = f"[{host}]" if ":" in host else host
+                url = f"http://{shown}:{text}"
+        if url is not None:
+            try:
+                if httpx.get(url + "/health", timeout=5.0).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+        time.sleep(0.2)
+    raise CalibAdvError(
+        f"retrieval server not ready after {timeout:.0f} s (GET /health never answered 200); "
+        f"raise startup_timeout for big indexes; log {log_file}:\n{_tail(log_file)}"
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,370 @@
+"""The local training backend: single-process GRPO with CalibAdv calibration on HF models.
+
+One step = ``batch_size`` questions × ``group_size`` rollouts (HF generation, sampling) →
+gated-F1 reward → ``calibadv.advantage.calibrate`` with the method preset → ``batch_size /
+mini_batch_size`` AdamW updates with verl's registered policy loss (clip ratio, optional
+entropy bonus and KL to the initial policy). The files it writes are those of docs/design.md
+("Files a training run writes"); see docs/training.md for the loop, resume and selection.
+
+Resume: the data order is a pure function of (seed, epoch), the optimiser and RNG states are
+in each checkpoint, and log lines after the resumed step are dropped, so a run killed at any
+point and restarted gives the same steps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibadv.errors import ConfigError
+from calibadv.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
+from calibadv.spec import RunSpec, dump_run_spec
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------
+# pure helpers
+def steps_per_epoch(num_questions: int, batch_size: int) -> int:
+    n = num_questions // batch_size
+    if n == 0:
+        raise ConfigError(
+            f"training.batch_size ({batch_size}) is larger than the training set "
+            f"({num_questions} questions): lower it"
+        )
+    return n
+
+
+def total_steps(spec: RunSpec, num_questions: int) -> int:
+    t = spec.training
+    return t.steps if t.steps is not None else t.epochs * steps_per_epoch(num_questions, t.batch_size)
+
+
+def batch_indices(seed: int, step: int, num_questions: int, batch_size: int) -> tuple[int, list[int]]:
+    """(epoch, question indices) of 1-based ``step``: a fresh permutation per epoch, tail dropped."""
+    spe = steps_per_epoch(num_questions, batch_size)
+    epoch, k = divmod(step - 1, spe)
+    perm = np.random.default_rng([seed, epoch]).permutation(num_questions)
+    return epoch, perm[k * batch_size : (k + 1) * batch_size].tolist()
+
+
+def _truncate_log(path: Path, max_step: int) -> None:
+    """Drop lines logged after ``max_step`` (written before a kill, redone after resume)."""
+    if path.exists():
+        atomic_write_jsonl(path, [r for r in read_jsonl(path) if r["step"] <= max_step])
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False,
+                disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+
+
+def _calib_config(method: dict[str, Any]):
+    from calibadv.advantage import CalibConfig
+
+    calib = method.get("calibration") or {}
+    try:
+        return CalibConfig(**calib)
+    except TypeError as err:
+        raise ConfigError(f"method.calibration: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------
+class LocalTrainer:
+    """State of one local run; :meth:`train` runs it to the end (resuming if possible)."""
+
+    def __init__(self, spec: RunSpec, out_dir: Path, search_fn: Any) -> None:
+        import torch
+
+        from calibadv.agent.hf import HFGenerator
+        from calibadv.agent.runner import agent_config, load_policy, load_questions, method_flags
+        from calibadv.train.policy import actor_config
+
+        self.spec, self.out = spec, out_dir
+        self.t = spec.training
+        self.search_fn = search_fn
+        self.prethink, self.require_search = method_flags(spec.method)
+        self.agent_cfg = agent_config(spec, self.prethink)
+        self.calib_cfg = _calib_config(spec.method)
+        self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
+        self.train_q = load_questions(spec.data.train)
+        self.val_q = load_questions(spec.data.val, spec.data.val_size) if spec.data.val else []
+        self.steps = total_steps(spec, len(self.train_q))
+        self.spe = steps_per_epoch(len(self.train_q), self.t.batch_size)
+
+        torch.manual_seed(spec.seed)
+        random.seed(spec.seed)
+        np.random.seed(spec.seed)
+        self.start_step = 0
+        from calibadv.train import checkpoint as ckpt
+
+        resume = ckpt.latest(out_dir)
+        path = str(resume) if resume else spec.model.path
+        self.model, self.tok = load_policy(path, spec.model.dtype)
+        if spec.model.chat_template:
+            self.tok.chat_template = spec.model.chat_template
+        self.pad_id = self.tok.pad_token_id
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay
+        )
+        self.ref_model = None
+        if self.t.kl_coef > 0:
+            self.ref_model, _ = load_policy(spec.model.path, spec.model.dtype)
+            self.ref_model.eval().requires_grad_(False)
+        if resume:
+            state = ckpt.load_trainer_state(resume)
+            self.optimizer.load_state_dict(state["optimizer"])
+            ckpt.set_rng_state(state["rng"])
+            self.start_step = int(state["step"])
+            log.info("resuming from %s (step %d)", resume, self.start_step)
+        self.sampler = HFGenerator(self.model, self.tok, self.t.temperature, self.t.top_p)
+        self.greedy = HFGenerator(self.model, self.tok, greedy=True)
+
+    # -- one RL step ---------------------------------------------------------------------
+    def rollouts(self, step: int) -> tuple[int, list, list]:
+        from calibadv.agent.runner import rollout, score
+
+        epoch, idx = batch_indices(self.spec.seed, step, len(self.train_q), self.t.batch_size)
+        questions = [self.train_q[i] for i in idx]
+        self.model.eval()
+        G = self.t.group_size
+        with _progress(len(questions) * G, f"step {step} rollouts") as bar:
+            trajs = rollout(questions, self.tok, self.agent_cfg, self.sampler, self.search_fn,
+                            group_size=G, progress=bar)
+        owners = [q for q in questions for _ in range(G)]
+        for traj, q in zip(trajs, owners, strict=True):
+            score(traj, q, self.prethink, self.require_search)
+        return epoch, trajs, owners
+
+    def step(self, step: int) -> dict[str, Any]:
+        import torch
+
+        from calibadv.advantage import calibrate
+        from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD, rollout_ppl
+        from calibadv.train.policy import pad_batch, policy_loss, response_logprobs
+
+        t0 = time.time()
+        epoch, trajs, owners = self.rollouts(step)
+        B = len(trajs)
+        _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
+        groups = [q.index for q in owners]
+        advantages, stats = calibrate(
+            torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
+            torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
+            resp_mask,
+            groups,
+            [tr.turn_spans for tr in trajs],
+            [tr.doc_ids for tr in trajs],
+            [tr.thinks for tr in trajs],
+            self.calib_cfg,
+        )
+        advantages = torch.as_tensor(advantages, dtype=torch.float32)
+
+        micro = max(1, self.t.micro_batch_size)
+        old_logp, ref_logp, entropies = [], [], []
+        with torch.no_grad():
+            for i in range(0, B, micro):
+                chunk = trajs[i : i + micro]
+                lp, ent, _ = response_logprobs(self.model, chunk, self.pad_id,
+                                               self.t.temperature, with_entropy=True)
+                old_logp.append(lp)
+                entropies.append(ent)
+                if self.ref_model is not None:
+                    ref_logp.append(response_logprobs(self.ref_model, chunk, self.pad_id,
+                                                      self.t.temperature)[0])
+
+        # mini-batches of whole questions, each one optimiser step
+        G = self.t.group_size
+        mb_size = self.t.mini_batch_size * G
+        self.model.train()
+        losses, clipfracs, grad_norms = [], [], []
+        for m0 in range(0, B, mb_size):
+            mb = range(m0, min(B, m0 + mb_size))
+            n_tok = int(resp_mask[mb.start : mb.stop].sum().item())
+            self.optimizer.zero_grad(set_to_none=True)
+            mb_loss = 0.0
+            for i in range(mb.start, mb.stop, micro):
+                j = min(mb.stop, i + micro)
+                chunk = trajs[i:j]
+                k = i // micro
+                lp, ent, mask = response_logprobs(self.model, chunk, self.pad_id,
+                                                  self.t.temperature,
+                                                  with_entropy=self.t.entropy_coef > 0)
+                width = mask.shape[1]
+                loss, m = policy_loss(
+                    self.actor_cfg,
+                    old_logp[k][:, :width].to(lp.device),
+                    lp,
+                    advantages[i:j, :width].to(lp.device),
+                    mask,
+                    batch_num_tokens=max(n_tok, 1),
+                    global_batch_size=len(mb),
+                    entropy=ent,
+                    entropy_coef=self.t.entropy_coef,
+                    ref_logp=ref_logp[k][:, :width] if ref_logp else None,
+                    kl_coef=self.t.kl_coef,
+                )
+                loss.backward()
+                mb_loss += float(loss.detach())
+                clipfracs.append(m["pg_clipfrac"])
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+            self.optimizer.step()
+            losses.append(mb_loss)
+            grad_norms.append(float(grad_norm))
+        self.model.eval()
+
+        gen_mask = resp_mask.bool()
+        ent_all = torch.cat([e.flatten() for e in _pad_list(entropies, resp_mask.shape[1])])
+        gen_lp = [lp for tr in trajs for lp, m in zip(tr.logprobs, tr.loss_mask) if m]
+        ppls = [rollout_ppl(tr) for tr in trajs]
+        metrics: dict[str, Any] = {
+            "step": step,
+            "epoch": epoch,
+            "reward_mean": _mean([tr.reward for tr in trajs]),
+            "f1_mean": _mean([tr.f1 for tr in trajs]),
+            "em_mean": _mean([tr.em for tr in trajs]),
+            "format_rate": _mean([float(tr.format_ok) for tr in trajs]),
+            "entropy": float(ent_all[gen_mask.flatten()].mean()) if gen_mask.any() else 0.0,
+            "token_prob_mean": _mean([math.exp(x) for x in gen_lp]),
+            "ppl_mean": _mean(ppls),
+            "high_ppl_ratio": _mean([float(p >= HIGH_PPL_THRESHOLD) for p in ppls]),
+            "valid_searches_mean": _mean([float(tr.num_searches) for tr in trajs]),
+            "response_len_mean": _mean([float(len(tr.response_ids)) for tr in trajs]),
+            "loss": _mean(losses),
+            "pg_clipfrac": _mean(clipfracs),
+            "grad_norm": _mean(grad_norms),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        for key, value in stats.items():
+            if key not in ("per_step_c", "silver_sets"):
+                metrics[key] = _jsonable(value)
+        metrics["time_s"] = time.time() - t0
+        if step in self.t.dump_rollouts_at:
+            self.dump(step, trajs, owners, advantages, resp_mask, stats)
+        return metrics
+
+    def dump(self, step, trajs, owners, advantages, resp_mask, stats) -> None:
+        per_step_c = stats.get("per_step_c") or [None] * len(trajs)
+        silver = stats.get("silver_sets") or {}
+        rows = []
+        for i, (tr, q) in enumerate(zip(trajs, owners, strict=True)):
+            m = resp_mask[i].bool()
+            adv = float(advantages[i][m].mean()) if m.any() else 0.0
+            row = tr.to_dict()
+            row.update(step=step, group=q.index, question_id=q.id, question=q.question,
+                       golden_answers=q.golden_answers, supporting_ids=q.supporting_ids,
+                       advantage=_jsonable(stats.get("grpo_advantage", [adv] * len(trajs))[i])
+                       if isinstance(stats.get("grpo_advantage"), list) else adv,
+                       advantage_mean=adv, c=_jsonable(per_step_c[i]),
+                       silver_ids=_jsonable(silver.get(q.index, silver.get(str(q.index), []))))
+            rows.append(row)
+        atomic_write_jsonl(self.out / "rollouts" / f"step_{step:06d}.jsonl", rows)
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self, step: int) -> dict[str, Any]:
+        from calibadv.agent.runner import rollout, score
+        from calibadv.evaluate.metrics import summarise
+
+        self.model.eval()
+        with _progress(len(self.val_q), f"validation @ {step}") as bar:
+            trajs = rollout(self.val_q, self.tok, self.agent_cfg, self.greedy, self.search_fn,
+                            progress=bar)
+        for tr, q in zip(trajs, self.val_q, strict=True):
+            score(tr, q, self.prethink, self.require_search)
+        s = summarise(trajs)
+        return {"step": step, "f1": s["f1"], "em": s["em"], "format_rate": s["format_rate"],
+                "high_ppl_ratio": s["high_ppl_ratio"], "mean_searches": s["mean_searches"]}
+
+    # -- the run -----------------------------------------------------------------------------
+    def train(self) -> int:
+        from calibadv.train import checkpoint as ckpt
+
+        out, t = self.out, self.t
+        _truncate_log(out / "metrics.jsonl", self.start_step)
+        _truncate_log(out / "val.jsonl", self.start_step)
+        wall0 = time.time()
+        if self.val_q and t.val_before_train and self.start_step == 0:
+            append_jsonl(out / "val.jsonl", self.validate(0))
+        for step in range(self.start_step + 1, self.steps + 1):
+            metrics = self.step(step)
+            append_jsonl(out / "metrics.jsonl", metrics)
+            log.info("step %d: reward %.3f format %.3f", step, metrics["reward_mean"],
+                     metrics["format_rate"])
+            if self.val_q and (step % t.val_every == 0 or step == self.steps):
+                append_jsonl(out / "val.jsonl", self.validate(step))
+            if step % t.save_every == 0 or step == self.steps:
+                ckpt.save(out, step, self.model, self.tok, self.optimizer)
+        if ckpt.latest(out) is None:  # zero steps requested: the start point is the result
+            ckpt.save(out, 0, self.model, self.tok, self.optimizer)
+        self.finish(time.time() - wall0)
+        return 0
+
+    def finish(self, wall_s: float) -> None:
+        from calibadv.evaluate.collapse import collapse_step, select_checkpoint
+        from calibadv.train import checkpoint as ckpt
+
+        val = read_jsonl(self.out / "val.jsonl") if (self.out / "val.jsonl").exists() else []
+        collapse = collapse_step([r["step"] for r in val], [r["f1"] for r in val],
+                                 self.t.collapse_delta, self.t.collapse_window) if val else None
+        chosen, reason = select_checkpoint(ckpt.saved_steps(self.out), collapse)
+        ckpt.export_hf(ckpt.step_dir(self.out, chosen), self.out / "final")
+        atomic_write_json(self.out / "selection.json",
+                          {"step": chosen, "collapse_step": collapse, "reason": reason})
+        atomic_write_json(self.out / "done.json",
+                          {"steps": self.steps, "wall_s": wall_s, "backend": "local"})
+
+
+def _mean(xs: list[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else 0.0
+
+
+def _pad_list(tensors: list, width: int) -> list:
+    import torch.nn.functional as F
+
+    return [F.pad(x, (0, width - x.shape[1])) for x in tensors]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
+    """Backend entry point (``calibadv.train.backends``): train ``spec`` into ``out_dir``."""
+    from calibadv.agent.runner import make_search_fn, retrieval_url
+
+    out_dir = Path(out_dir)
+    if not spec.model.path:
+        raise ConfigError("model.path: give the HF directory of the policy to train")
+    if not spec.data.train:
+        raise ConfigError("data.train: give the training Parquet file (calibadv prepare-data)")
+    if dry_run:
+        print(json.dumps({"backend": "local", "out": str(out_dir), "spec": spec.to_dict()}, indent=2))
+        return 0
+    done = out_dir / "done.json"
+    if done.exists():
+        log.info("%s exists: the run is already finished", done)
+        prev = json.loads(done.read_text())
+        if prev.get("steps") == spec.training.steps or spec.training.steps is None:
+            return 0
+        done.unlink()  # asked for more steps than before: continue from the latest checkpoint
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.resolved.yaml").write_text(dump_run_spec(spec))
+    with retrieval_url(spec.retrieval) as url:
+        search_fn = make_search_fn(url, spec.retrieval.topk)
+        return LocalTrainer(spec, out_dir, search_fn).train()

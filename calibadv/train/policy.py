@@ -1,0 +1,141 @@
+"""Policy log-probs and the PPO/GRPO loss, through verl's registered loss functions.
+
+The loss itself is never re-implemented here: :func:`policy_loss` calls
+``verl.trainer.ppo.core_algos.get_policy_loss_fn(loss_mode)`` and ``agg_loss`` exactly as
+verl's actor does (``verl/workers/utils/losses.py:ppo_loss``), so a loss registered by a
+plugin (a baseline) runs unchanged in the local backend.
+
+Gradient accumulation: ``global_batch_info`` carries the token / rollout counts of the whole
+mini-batch, so the micro-batch losses add up to the mini-batch loss whatever the split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from calibadv.agent.types import Trajectory
+
+
+def actor_config(clip_ratio: float, loss: dict[str, Any]) -> Any:
+    """A verl ActorConfig carrying what the policy-loss functions read."""
+    from verl.workers.config import FSDPActorConfig
+
+    loss = dict(loss or {})
+    loss_mode = loss.pop("loss_mode", "vanilla")
+    agg = loss.pop("loss_agg_mode", "token-mean")
+    cfg = FSDPActorConfig(
+        strategy="fsdp",
+        ppo_mini_batch_size=1,
+        ppo_micro_batch_size_per_gpu=1,
+        rollout_n=1,
+        clip_ratio=clip_ratio,
+        loss_agg_mode=agg,
+    )
+    cfg.policy_loss.loss_mode = loss_mode
+    for key, value in loss.items():  # extra knobs of a registered loss (e.g. a baseline's)
+        if hasattr(cfg.policy_loss, key):
+            setattr(cfg.policy_loss, key, value)
+        elif hasattr(cfg, key):
+            setattr(cfg, key, value)
+        else:
+            from calibadv.errors import ConfigError
+
+            raise ConfigError(f"method.loss.{key}: not a verl actor/policy-loss option")
+    return cfg
+
+
+def pad_batch(
+    trajs: Sequence[Trajectory], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Right-padded prompt+response ids, attention mask, response mask (B, R), prompt lengths."""
+    seqs = [t.prompt_ids + t.response_ids for t in trajs]
+    width = max(len(s) for s in seqs)
+    r_width = max(1, max(len(t.response_ids) for t in trajs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    resp_mask = torch.zeros((len(seqs), r_width), dtype=torch.float32)
+    for i, (s, t) in enumerate(zip(seqs, trajs, strict=True)):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        resp_mask[i, : len(t.loss_mask)] = torch.tensor(t.loss_mask, dtype=torch.float32)
+    return ids, attn, resp_mask, [len(t.prompt_ids) for t in trajs]
+
+
+def response_logprobs(
+    model: Any,
+    trajs: Sequence[Trajectory],
+    pad_id: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Log-probs (B, R) of the response tokens (logits / temperature, as verl's actor does)."""
+    device = next(model.parameters()).device
+    ids, attn, resp_mask, plens = pad_batch(trajs, pad_id)
+    ids, attn = ids.to(device), attn.to(device)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
+    logits = logits[:, :-1] / max(temperature, 1e-6)
+    targets = ids[:, 1:]
+    logp_all = torch.log_softmax(logits, dim=-1)
+    token_logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    width = resp_mask.shape[1]
+    out = torch.zeros((len(trajs), width), device=device)
+    ent = torch.zeros((len(trajs), width), device=device) if with_entropy else None
+    if with_entropy:
+        full_ent = -(logp_all.exp() * logp_all).sum(-1)
+    for i, (p, t) in enumerate(zip(plens, trajs, strict=True)):
+        n = len(t.response_ids)
+        out[i, :n] = token_logp[i, p - 1 : p - 1 + n]
+        if ent is not None:
+            ent[i, :n] = full_ent[i, p - 1 : p - 1 + n]
+    return out, ent, resp_mask.to(device)
+
+
+def policy_loss(
+    cfg: Any,
+    old_logp: torch.Tensor,
+    logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    batch_num_tokens: int,
+    global_batch_size: int,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_type: str = "low_var_kl",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """verl's registered policy loss (+ entropy bonus, + KL to the reference) for a micro-batch."""
+    from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
+
+    cfg.global_batch_info.update(
+        dp_size=1,
+        batch_num_tokens=batch_num_tokens,
+        global_batch_size=global_batch_size,
+        loss_scale_factor=cfg.loss_scale_factor,
+    )
+    mask_b = mask.bool()
+    fn = get_policy_loss_fn(cfg.policy_loss.loss_mode)
+    pg_loss, pg_metrics = fn(
+        old_log_prob=old_logp,
+        log_prob=logp,
+        advantages=advantages,
+        response_mask=mask_b,
+        loss_agg_mode=cfg.loss_agg_mode,
+        config=cfg,
+        rollout_is_weights=None,
+    )
+    total = pg_loss
+    metrics = {"pg_loss": float(pg_loss.detach()),
+               "pg_clipfrac": float(pg_metrics.get("actor/pg_clipfrac", 0.0))}
+    if entropy is not None and entropy_coef:
+        ent = agg_loss(entropy, mask_b, cfg.loss_agg_mode, **cfg.global_batch_info)
+        total = total - entropy_coef * ent
+    if ref_logp is not None and kl_coef:
+        kld = kl_penalty(logp, ref_logp, kl_type)
+        kl = agg_loss(kld, mask_b, cfg.loss_agg_mode, **cfg.global_batch_info)
+        total = total + kl_coef * kl
+        metrics["kl_loss"] = float(kl.detach())
+    return total, metrics

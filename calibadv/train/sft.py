@@ -1,0 +1,233 @@
+"""SFT warm start: teach a (tiny) policy the Search-R1 format from the world's gold hops.
+
+A demonstration follows the question's gold hops through the *real* retriever: one search per
+hop with the hop's natural sub-query, the observation is whatever the retriever returns (a
+miss is kept: the demonstration still answers with the golden answer), the think text is a
+short template, and the last turn answers. Only generated tokens are trained on; observation
+tokens (and with PreThink the ``<think>`` that closes each observation) are masked, exactly
+as in RL. The goal is an RL start point that is format-valid most of the time and right only
+sometimes, so that GRPO groups see mixed rewards.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from calibadv.agent.protocol import format_observation
+from calibadv.agent.types import SearchFn
+from calibadv.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTConfig:
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    limit: int | None = None  # demonstrations used (None = every QA row)
+    seed: int = 0
+    prethink: bool = False
+    topk: int = 3
+
+
+@dataclass
+class Demo:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    loss_mask: list[int]
+
+
+def think_text(hop: int, n_hops: int, sub_question: str) -> str:
+    """The templated reasoning of one turn."""
+    if hop == 0:
+        return f"I need to find out: {sub_question}"
+    if hop < n_hops:
+        return f"Next I need to find out: {sub_question}"
+    return "I have enough information to answer."
+
+
+def turn_text(think: str, action: str, first: bool, prethink: bool) -> str:
+    """One generated turn; with PreThink the opening ``<think>`` belongs to the prompt/observation."""
+    opener = "" if prethink else "<think>"
+    del first
+    return f"{opener} {think} </think>\n{action}"
+
+
+def build_demos(
+    rows: Sequence[dict[str, Any]], tokenizer: Any, search_fn: SearchFn, prethink: bool
+) -> list[Demo]:
+    """Demonstrations for QA rows (with ``metadata.hops``), searching hop by hop in batches."""
+    from calibadv.data.prompt import build_messages, prompt_ids
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    demos = []
+    hops_of = []
+    for row in rows:
+        hops = (row.get("metadata") or {}).get("hops") or []
+        if not hops or not row.get("golden_answers"):
+            raise ConfigError(
+                f"QA row {row.get('id')!r} has no metadata.hops / golden_answers: SFT needs the "
+                "synthetic world's QA files (calibadv synth)"
+            )
+        hops_of.append([str(h["question"]) for h in hops])
+        demos.append(Demo(prompt_ids(tokenizer, build_messages(row["question"]), prethink), [], []))
+    max_hops = max(len(h) for h in hops_of)
+    for h in range(max_hops):
+        todo = [i for i, hops in enumerate(hops_of) if h < len(hops)]
+        results = search_fn([hops_of[i][h] for i in todo])
+        for i, passages in zip(todo, results, strict=True):
+            sub = hops_of[i][h]
+            gen = enc(turn_text(think_text(h, len(hops_of[i]), sub), f"<search> {sub} </search>",
+                                h == 0, prethink))
+            obs = enc(format_observation(passages, prethink))
+            d = demos[i]
+            d.response_ids += gen + obs
+            d.loss_mask += [1] * len(gen) + [0] * len(obs)
+    for i, row in enumerate(rows):
+        answer = str(row["golden_answers"][0])
+        gen = enc(turn_text(think_text(len(hops_of[i]), len(hops_of[i]), ""),
+                            f"<answer> {answer} </answer>", False, prethink))
+        demos[i].response_ids += gen
+        demos[i].loss_mask += [1] * len(gen)
+    return demos
+
+
+def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
+              progress: bool = True) -> list[float]:
+    """Cross-entropy on generated tokens only; returns the loss per optimiser step."""
+    import torch
+    from tqdm import tqdm
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    order: list[int] = []
+    full, frac = divmod(cfg.epochs, 1.0)
+    for _ in range(int(full)):
+        perm = list(range(len(demos)))
+        rng.shuffle(perm)
+        order += perm
+    if frac:
+        perm = list(range(len(demos)))
+        rng.shuffle(perm)
+        order += perm[: int(frac * len(demos))]
+    steps = math.ceil(len(order) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup_frac * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    device = next(model.parameters()).device
+    model.train()
+    losses = []
+    bar = tqdm(range(steps), desc="sft", disable=not progress or os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    for s in bar:
+        batch = [demos[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
+        seqs = [d.prompt_ids + d.response_ids for d in batch]
+        width = max(len(x) for x in seqs)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for r, (d, seq) in enumerate(zip(batch, seqs, strict=True)):
+            ids[r, : len(seq)] = torch.tensor(seq)
+            attn[r, : len(seq)] = 1
+            p = len(d.prompt_ids)
+            lab = torch.tensor(d.response_ids)
+            lab[torch.tensor(d.loss_mask) == 0] = -100
+            labels[r, p : len(seq)] = lab
+        out = model(input_ids=ids.to(device), attention_mask=attn.to(device),
+                    labels=labels.to(device), use_cache=False)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(out.loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def qa_questions(rows: Sequence[dict[str, Any]]) -> list:
+    """QA JSONL rows → agent questions (for the start-point evaluation)."""
+    from calibadv.agent.runner import Question
+    from calibadv.data.prompt import build_messages
+
+    return [
+        Question(id=str(r["id"]), question=r["question"], messages=build_messages(r["question"]),
+                 golden_answers=[str(a) for a in r["golden_answers"]], data_source="synthetic",
+                 index=i, supporting_ids=list((r.get("metadata") or {}).get("supporting_ids", [])))
+        for i, r in enumerate(rows)
+    ]
+
+
+def run_sft(
+    model_dir: str | os.PathLike,
+    qa_path: str | os.PathLike,
+    search_fn: SearchFn,
+    out_dir: str | os.PathLike,
+    cfg: SFTConfig,
+    eval_rows: Sequence[dict[str, Any]] = (),
+    agent_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build demonstrations, fine-tune, save the HF directory, evaluate the start point."""
+    import torch
+
+    from calibadv.agent.hf import HFGenerator
+    from calibadv.agent.runner import load_policy, rollout, score
+    from calibadv.agent.types import AgentConfig
+    from calibadv.evaluate.metrics import summarise
+    from calibadv.io import atomic_write_json, read_jsonl
+    from calibadv.models.tiny import replace_dir
+
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    model, tok = load_policy(model_dir)
+    rows = read_jsonl(qa_path)
+    if cfg.limit is not None:
+        rows = rows[: cfg.limit]
+    if not rows:
+        raise ConfigError(f"{qa_path}: no QA rows to build demonstrations from")
+    demos = build_demos(rows, tok, search_fn, cfg.prethink)
+    losses = sft_train(model, demos, tok.pad_token_id, cfg)
+    report: dict[str, Any] = {
+        "config": asdict(cfg), "demonstrations": len(demos),
+        "demo_tokens_mean": sum(len(d.response_ids) for d in demos) / len(demos),
+        "loss_first": losses[0], "loss_last": losses[-1], "optimizer_steps": len(losses),
+        "train_s": time.time() - t0,
+    }
+    if eval_rows:
+        questions = qa_questions(eval_rows)
+        agent = AgentConfig(prethink=cfg.prethink, **(agent_kwargs or {}))
+        trajs = rollout(questions, tok, agent, HFGenerator(model, tok, greedy=True), search_fn)
+        for tr, q in zip(trajs, questions, strict=True):
+            score(tr, q, cfg.prethink, False)
+        s = summarise(trajs)
+        report.update(eval_n=len(trajs), format_rate=s["format_rate"], f1=s["f1"], em=s["em"],
+                      mean_searches=s["mean_searches"], high_ppl_ratio=s["high_ppl_ratio"],
+                      f1_ungated=sum(t.f1 for t in trajs) / len(trajs))
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    atomic_write_json(tmp / "sft_report.json", report)
+    replace_dir(tmp, out)
+    report["wall_s"] = time.time() - t0
+    atomic_write_json(out / "sft_report.json", report)
+    return report

@@ -1,0 +1,253 @@
+"""``calibadv train --backend verl``: run one RunSpec with verl's PPO trainer.
+
+Steps: start (or reuse) the retrieval server and wait for ``/health``; check that verl sees
+our plugin; run ``python -m verl.trainer.main_ppo`` with the overrides of
+:mod:`calibadv.train.verl.overrides` (one node: directly; several nodes of one SLURM
+allocation: a Ray head + workers script); convert verl's JSONL log into ``metrics.jsonl`` /
+``val.jsonl``; export the HF copies of the checkpoints, select one (last before collapse)
+and write ``final/``, ``selection.json`` and ``done.json``. Re-running resumes from verl's
+latest checkpoint (``trainer.resume_mode=auto``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from calibadv.errors import CalibAdvError, ConfigError
+from calibadv.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from calibadv.spec import RunSpec, dump_run_spec
+from calibadv.train.verl.overrides import RunPaths, build_overrides
+
+log = logging.getLogger(__name__)
+
+RAY_PORT = 6379
+DRY_RUN_URL = "http://RETRIEVAL-HOST:PORT"  # shown by --dry-run when the launcher starts one
+
+
+# -- commands ---------------------------------------------------------------------------
+def main_ppo_command(overrides: Sequence[str], python: str = sys.executable) -> list[str]:
+    return [python, "-m", "verl.trainer.main_ppo", *overrides]
+
+
+def multinode_script(overrides: Sequence[str], gpus_per_node: int, cpus_per_node: int,
+                     nodes: int, python: str = sys.executable) -> str:
+    """Bash script run inside one SLURM allocation: Ray head on the first node, workers on
+    the others (one ``srun`` each, hostnames from ``scontrol show hostnames``), then the
+    trainer on the head, connected to that cluster (so ``ray_init.num_cpus`` is null there:
+    Ray forbids it when joining; the CPUs are given to ``ray start`` instead)."""
+    cmd = main_ppo_command([*overrides, "ray_kwargs.ray_init.num_cpus=null"], python)
+    q = shlex.quote
+    ray = f"{q(python)} -m ray.scripts.scripts"
+    return f"""#!/usr/bin/env bash
+set -euo pipefail
+mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+if [ "${{#NODES[@]}}" -lt {nodes} ]; then
+  echo "need {nodes} nodes in the allocation, got ${{#NODES[@]}}: ${{NODES[*]}}" >&2; exit 2
+fi
+HEAD="${{NODES[0]}}"
+HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD" hostname --ip-address | awk '{{print $1}}')
+export RAY_ADDRESS="$HEAD_IP:{RAY_PORT}"
+srun --nodes=1 --ntasks=1 -w "$HEAD" {ray} start --head --node-ip-address="$HEAD_IP" \\
+  --port={RAY_PORT} --num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --block &
+sleep 10
+for ((i = 1; i < {nodes}; i++)); do
+  srun --nodes=1 --ntasks=1 -w "${{NODES[$i]}}" {ray} start --address="$RAY_ADDRESS" \\
+    --num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --block &
+done
+for _ in $(seq 120); do
+  n=$({q(python)} -c "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(1 for x in ray.nodes() if x['Alive'])); ray.shutdown()" 2>/dev/null || echo 0)
+  [ "$n" -ge {nodes} ] && break; sleep 5
+done
+{" ".join(q(c) for c in cmd)}
+"""
+
+
+def _attempt(paths: RunPaths) -> int:
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    return len(list(paths.logs.glob("metrics_attempt*.jsonl"))) + 1
+
+
+def describe(spec: RunSpec, out_dir: Path, url: str) -> str:
+    """What ``--dry-run`` prints: the exact command line (or multi-node script)."""
+    overrides = build_overrides(spec, out_dir, url, attempt=_attempt_peek(RunPaths(out_dir)))
+    r = spec.resources
+    if r.nodes > 1:
+        return multinode_script(overrides, r.gpus, r.cpus, r.nodes)
+    return " \\\n    ".join(shlex.quote(c) for c in main_ppo_command(overrides)) + "\n"
+
+
+def _attempt_peek(paths: RunPaths) -> int:
+    if not paths.logs.exists():
+        return 1
+    return len(list(paths.logs.glob("metrics_attempt*.jsonl"))) + 1
+
+
+# -- retrieval ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def retrieval_server(spec: RunSpec, out_dir: Path) -> Iterator[str]:
+    """The spec's server URL, or one started on this node for the run (reachable by all
+    nodes when the run spans several: it binds 0.0.0.0 and is named by this host's name)."""
+    rs = spec.retrieval
+    if rs.url:
+        yield rs.url
+        return
+    missing = [k for k in ("corpus", "index", "encoder") if not getattr(rs, k)]
+    if missing:
+        raise ConfigError(
+            f"retrieval: set retrieval.url, or retrieval.{missing[0]} (with corpus, index and "
+            "encoder) so that the launcher can start a server"
+        )
+    from calibadv.retrieval.launch import serve_in_background
+
+    multi = spec.resources.nodes > 1
+    with serve_in_background(rs.corpus, rs.index, rs.encoder, reranker=rs.reranker,
+                             host="0.0.0.0" if multi else "127.0.0.1", port=rs.port,
+                             log_path=out_dir / "retrieval_server.log") as url:
+        yield url.replace("0.0.0.0", socket.gethostname()) if multi else url
+
+
+# -- after training ------------------------------------------------------------------------
+def convert_logs(paths: RunPaths) -> tuple[int, int]:
+    """verl's per-attempt JSONL logs → ``metrics.jsonl`` and ``val.jsonl`` (ours)."""
+    from calibadv.train.verl.signals import convert_log
+
+    records = []
+    for f in sorted(paths.logs.glob("metrics_attempt*.jsonl")):
+        records += read_jsonl(f)
+    metrics, val = convert_log(records)
+    atomic_write_jsonl(paths.out_dir / "metrics.jsonl", metrics)
+    atomic_write_jsonl(paths.out_dir / "val.jsonl", val)
+    return len(metrics), len(val)
+
+
+def verl_steps(paths: RunPaths) -> list[int]:
+    root = paths.verl_checkpoints
+    if not root.exists():
+        return []
+    return sorted(int(p.name.split("_")[-1]) for p in root.glob("global_step_*")
+                  if (p / "actor").is_dir())
+
+
+def _has_weights(d: Path) -> bool:
+    return d.is_dir() and (any(d.glob("*.safetensors")) or any(d.glob("pytorch_model*.bin")))
+
+
+def export_checkpoint(paths: RunPaths, step: int, python: str = sys.executable) -> Path:
+    """HF directory of verl's ``global_step_N`` as ``checkpoints/step_{N:06d}`` (idempotent).
+
+    Uses the ``hf_model`` copy verl saved; falls back to ``verl.model_merger`` on the FSDP
+    shards when it is missing (e.g. a run started without ``hf_model`` in save_contents).
+    """
+    dst = paths.out_dir / "checkpoints" / f"step_{step:06d}"
+    if (dst / "checkpoint.json").exists():
+        return dst
+    actor = paths.verl_checkpoints / f"global_step_{step}" / "actor"
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf = actor / "huggingface"
+    if _has_weights(hf):
+        shutil.copytree(hf, tmp)
+    else:
+        cmd = [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+               "--local_dir", str(actor), "--target_dir", str(tmp)]
+        if subprocess.run(cmd, check=False).returncode != 0:
+            raise CalibAdvError(f"could not export {actor} to HF: {' '.join(cmd)} failed")
+        if hf.is_dir():  # tokenizer + config saved beside the shards
+            for f in hf.iterdir():
+                if f.is_file() and not (tmp / f.name).exists():
+                    shutil.copy2(f, tmp / f.name)
+    atomic_write_json(tmp / "checkpoint.json", {"step": step, "source": str(actor)})
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst
+
+
+def finish(spec: RunSpec, paths: RunPaths, wall_s: float) -> dict:
+    """Metrics files, exported checkpoints, selection (last before collapse), ``final/``."""
+    from calibadv.evaluate.collapse import collapse_step, select_checkpoint
+    from calibadv.train.checkpoint import export_hf
+
+    convert_logs(paths)
+    steps = verl_steps(paths)
+    if not steps:
+        raise CalibAdvError(
+            f"verl finished but saved no checkpoint under {paths.verl_checkpoints}"
+        )
+    for s in steps:
+        export_checkpoint(paths, s)
+    atomic_write_text(paths.out_dir / "checkpoints" / "latest", f"step_{steps[-1]:06d}\n")
+    val = read_jsonl(paths.out_dir / "val.jsonl")
+    t = spec.training
+    collapse = collapse_step([r["step"] for r in val], [r["f1"] for r in val],
+                             t.collapse_delta, t.collapse_window) if val else None
+    chosen, reason = select_checkpoint(steps, collapse)
+    export_hf(paths.out_dir / "checkpoints" / f"step_{chosen:06d}", paths.out_dir / "final")
+    selection = {"step": chosen, "collapse_step": collapse, "reason": reason}
+    atomic_write_json(paths.out_dir / "selection.json", selection)
+    atomic_write_json(paths.out_dir / "done.json",
+                      {"steps": steps[-1], "wall_s": wall_s, "backend": "verl"})
+    return selection
+
+
+# -- entry point -------------------------------------------------------------------------
+def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
+    """Backend entry point (``calibadv.train.backends``)."""
+    out_dir = Path(out_dir).resolve()
+    paths = RunPaths(out_dir)
+    if dry_run:
+        print(describe(spec, out_dir, spec.retrieval.url or DRY_RUN_URL), end="")
+        return 0
+    build_overrides(spec, out_dir, spec.retrieval.url or DRY_RUN_URL)  # validate before work
+    done = out_dir / "done.json"
+    if done.exists():
+        prev = json.loads(done.read_text())
+        if spec.training.steps is None or prev.get("steps") == spec.training.steps:
+            log.info("%s exists: the run is already finished", done)
+            return 0
+        done.unlink()  # more steps than before: verl resumes from its latest checkpoint
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "spec.resolved.yaml", dump_run_spec(spec))
+
+    from calibadv.verl_plugin import check_registered
+
+    check_registered()
+    wall0 = time.time()
+    with retrieval_server(spec, out_dir) as url:
+        attempt = _attempt(paths)
+        overrides = build_overrides(spec, out_dir, url, attempt=attempt)
+        env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(paths.attempt_log(attempt))}
+        r = spec.resources
+        if r.nodes > 1:
+            if "SLURM_JOB_NODELIST" not in os.environ:
+                raise ConfigError(
+                    f"resources.nodes={r.nodes}: multi-node runs start inside one SLURM "
+                    "allocation (sbatch/salloc with --nodes); SLURM_JOB_NODELIST is not set"
+                )
+            script = out_dir / "verl_launch.sh"
+            atomic_write_text(script, multinode_script(overrides, r.gpus, r.cpus, r.nodes))
+            cmd = ["bash", str(script)]
+        else:
+            cmd = main_ppo_command(overrides)
+        atomic_write_text(out_dir / "verl_command.txt", shlex.join(cmd) + "\n")
+        log.info("running %s", shlex.join(cmd))
+        code = subprocess.run(cmd, cwd=out_dir, env=env, check=False).returncode
+    if code != 0:
+        with contextlib.suppress(Exception):
+            convert_logs(paths)  # keep the curves of a failed run; re-run resumes
+        raise CalibAdvError(
+            f"verl exited with code {code}; re-run the same command to resume from the latest "
+            f"checkpoint under {paths.verl_checkpoints}"
+        )
+    finish(spec, paths, time.time() - wall0)
+    return 0

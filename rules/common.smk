@@ -1,0 +1,151 @@
+# Helpers shared by every stage: the validated config, the output layout and resources.
+# The logic lives in calibadv.workflow_config (tested library code); this file only adapts it.
+import json
+import os
+import re
+import shlex
+
+from calibadv import workflow_config as wc_lib
+
+CFG = wc_lib.validate_config(config)
+L = wc_lib.Layout.of(CFG)
+WORLD = CFG["world"]
+BENCHMARKS = CFG["benchmarks"]
+RUNS = wc_lib.runs(CFG)
+PROXY_RUNS = wc_lib.proxy_runs(CFG)
+MODELS = list(CFG["models"])
+FIGURES = [
+    "training_dynamics",
+    "penalised_c1",
+    "alpha_sweep",
+    "c_distribution",
+    "empty_silver",
+    "softpen_share",
+]
+TABLES = [
+    "table1_main",
+    "table2_ablation",
+    "table3_proxy",
+    "table4_uniform",
+    "table5_judge",
+    "table7_datasets",
+]
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
+    method="[A-Za-z0-9][A-Za-z0-9._-]*",
+    benchmark="|".join(BENCHMARKS),
+    shard=r"\d+",
+    variant="sft|sft-prethink",
+
+
+def log_of(rule, name="all"):
+    return L.log(rule, name)
+
+
+def bench_of(rule, name="all"):
+    return L.benchmark(rule, name)
+
+
+def _model_of(wildcards):
+    return getattr(wildcards, "model", None)
+
+
+def res(stage, key):
+    """A resource callable of one stage: per-model overrides, `attempt`-scaled time/memory."""
+
+    def value(wildcards, attempt):
+        r = wc_lib.snakemake_resources(
+            wc_lib.stage_resources(CFG, stage, _model_of(wildcards)), attempt
+        )
+        return r.get(key, "" if key in ("gpu_model", "slurm_partition") else 0)
+
+    return value
+
+
+def threads_of(stage):
+    return wc_lib.stage_resources(CFG, stage)["cpus"]
+
+
+def model_dir_for_run(wildcards):
+    variant = wc_lib.model_variant(CFG, wildcards.model, wildcards.method)
+    if variant == "base":
+        return wc_lib.model_source_dir(CFG, wildcards.model)
+    return L.model_dir(wildcards.model, variant)
+
+
+def models_with_source(source):
+    """Wildcard regex matching the models whose `source` is ``source`` (never empty)."""
+    names = [m for m in MODELS if CFG["models"][m]["source"] == source]
+    return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+def sft_variants():
+    """(model, variant) pairs of every SFT warm start some run starts from."""
+    pairs = {
+        (m, wc_lib.model_variant(CFG, m, x)) for m, x in RUNS if CFG["models"][m]["sft"]
+    }
+    return sorted(pairs)
+
+
+def train_qa_files():
+    benches = CFG["train_benchmarks"]
+    if WORLD == "synthetic":
+        return {"synthetic": L.qa(benches[0], "train")}
+    return {b: L.qa(b, "train") for b in benches}
+
+
+def val_qa_files():
+    benches = CFG["train_benchmarks"]
+    if WORLD == "synthetic":
+        return {"synthetic": L.qa(benches[0], "dev")}
+    return {b: L.qa(b, "dev") for b in benches}
+
+
+def inputs_flag(files):
+    return " ".join(f"{key}={path}" for key, path in files.items())
+
+
+def prefix_flag(flag, value):
+    return f"{flag} {shlex.quote(value)}" if value else ""
+
+
+def limit_flag(value):
+    return f"--limit {value}" if value else ""
+
+
+def run_targets():
+    return [f"{L.run_dir(m, x)}/done.json" for m, x in RUNS]
+
+
+def eval_targets():
+    return [f"{L.eval_dir(m, x, b)}/metrics.json" for m, x in RUNS for b in BENCHMARKS]
+
+
+def proxy_targets():
+    return [L.proxy(m, x) for m, x in PROXY_RUNS]
+
+
+def table_targets():
+    fmts = CFG["report"]["formats"]
+    return [f"{L.report_dir}/tables/{t}.{f}" for t in TABLES for f in fmts]
+
+
+def figure_targets():
+    return [f"{L.report_dir}/figures/{f}.png" for f in FIGURES]
+
+
+def all_targets():
+    return table_targets() + figure_targets()
+
+
+def config_json():
+    """The validated config, for `calibadv report … --config-json` (keeps --config overrides)."""
+    return json.dumps(CFG, sort_keys=True)
+
+
+def caption_of(path):
+    """The report caption of a table/figure file: workflow/report/<name>.rst."""
+    name = os.path.basename(path).split(".")[0]
+    return os.path.join("..", "workflow", "report", f"{name}.rst")

@@ -1,0 +1,34 @@
+# Benchmark evaluation of each run's chosen checkpoint (final/: last before collapse, else
+# the last one), one job per (model, method, benchmark).
+
+
+rule evaluate:
+    input:
+        spec=L.spec("{model}", "{method}"),
+        checkpoint=f"{L.run_dir('{model}', '{method}')}/final",
+        data=L.test_data("{benchmark}"),
+        corpus=L.corpus,
+        index=L.index,
+    output:
+        metrics=f"{L.eval_dir('{model}', '{method}', '{benchmark}')}/metrics.json",
+        predictions=f"{L.eval_dir('{model}', '{method}', '{benchmark}')}/predictions.jsonl",
+    log:
+        log_of("evaluate", "{model}-{method}-{benchmark}"),
+    benchmark:
+        bench_of("evaluate", "{model}-{method}-{benchmark}")
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("evaluate")
+    resources:
+        runtime=res("evaluate", "runtime"),
+        mem_mb=res("evaluate", "mem_mb"),
+        cpus_per_task=res("evaluate", "cpus_per_task"),
+        gpu=res("evaluate", "gpu"),
+        gpu_model=res("evaluate", "gpu_model"),
+        slurm_partition=res("evaluate", "slurm_partition"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+    shell:
+        "calibadv evaluate --spec {input.spec} --checkpoint {input.checkpoint} "
+        "--data {input.data} --benchmark {wildcards.benchmark} --out-dir {params.out_dir} "
+        "> {log} 2>&1"

@@ -1,0 +1,84 @@
+# Policy models: a hub download, the tiny model built from the synthetic world, or a local
+# directory (nothing to do). The model's `source` picks the rule through wildcard constraints;
+# then the optional SFT warm start (with/without PreThink).
+
+
+rule download_model:
+    output:
+        directory(L.model_dir("{model}", "base")),
+    log:
+        log_of("download_model", "{model}"),
+    benchmark:
+        bench_of("download_model", "{model}")
+    wildcard_constraints:
+        model=models_with_source("hub"),
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("model")
+    resources:
+        runtime=res("model", "runtime"),
+        mem_mb=res("model", "mem_mb"),
+        slurm_partition=res("model", "slurm_partition"),
+    params:
+        repo_id=lambda wildcards: CFG["models"][wildcards.model]["repo_id"],
+    shell:
+        "calibadv download-model --repo-id {params.repo_id} --out {output} > {log} 2>&1"
+
+
+rule build_tiny_model:
+    input:
+        corpus=L.corpus,
+        qa=list(train_qa_files().values()) + list(val_qa_files().values()),
+    output:
+        directory(L.model_dir("{model}", "base")),
+    log:
+        log_of("build_tiny_model", "{model}"),
+    benchmark:
+        bench_of("build_tiny_model", "{model}")
+    wildcard_constraints:
+        model=models_with_source("tiny"),
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("model")
+    resources:
+        runtime=res("model", "runtime"),
+        mem_mb=res("model", "mem_mb"),
+        slurm_partition=res("model", "slurm_partition"),
+    params:
+        seed=lambda wildcards: CFG["models"][wildcards.model].get("seed", CFG["seed"]),
+    shell:
+        "calibadv build-tiny-model --corpus {input.corpus} --qa {input.qa} "
+        "--out {output} --seed {params.seed} > {log} 2>&1"
+
+
+rule sft:
+    input:
+        model=lambda wildcards: wc_lib.model_source_dir(CFG, wildcards.model),
+        qa=list(train_qa_files().values())[0],
+        corpus=L.corpus,
+        index=L.index,
+    output:
+        directory(L.model_dir("{model}", "{variant}")),
+    log:
+        log_of("sft", "{model}-{variant}"),
+    benchmark:
+        bench_of("sft", "{model}-{variant}")
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("sft")
+    resources:
+        runtime=res("sft", "runtime"),
+        mem_mb=res("sft", "mem_mb"),
+        cpus_per_task=res("sft", "cpus_per_task"),
+        gpu=res("sft", "gpu"),
+        gpu_model=res("sft", "gpu_model"),
+        slurm_partition=res("sft", "slurm_partition"),
+    params:
+        encoder=CFG["retrieval"]["encoder"],
+        prethink=lambda wildcards: (
+            "--prethink" if wildcards.variant == "sft-prethink" else ""
+        ),
+    shell:
+        "calibadv sft --model {input.model} --qa {input.qa} --corpus {input.corpus} "
+        "--index {input.index} --encoder {params.encoder} --out {output} {params.prethink} "
+        "> {log} 2>&1"

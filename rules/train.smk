@@ -1,0 +1,56 @@
+# One RunSpec per (model, method) from the validated config, then one training run each.
+# Only done.json, selection.json and final/ are declared outputs: metrics.jsonl, rollouts/ and
+# checkpoints/ stay in place when a killed job is retried, so the run resumes from them.
+
+
+rule spec:
+    output:
+        L.spec("{model}", "{method}"),
+    log:
+        log_of("spec", "{model}-{method}"),
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        runtime=5,
+        mem_mb=1000,
+    params:
+        spec=lambda wildcards: json.dumps(
+            wc_lib.run_spec_dict(CFG, wildcards.model, wildcards.method),
+            sort_keys=True,
+        ),
+    shell:
+        "calibadv spec --json {params.spec:q} --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        spec=L.spec("{model}", "{method}"),
+        model=model_dir_for_run,
+        train=L.train_data,
+        val=L.val_data,
+        corpus=L.corpus,
+        index=L.index,
+    output:
+        done=f"{L.run_dir('{model}', '{method}')}/done.json",
+        selection=f"{L.run_dir('{model}', '{method}')}/selection.json",
+        final=directory(f"{L.run_dir('{model}', '{method}')}/final"),
+    log:
+        log_of("train", "{model}-{method}"),
+    benchmark:
+        bench_of("train", "{model}-{method}")
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("train")
+    resources:
+        runtime=res("train", "runtime"),
+        mem_mb=res("train", "mem_mb"),
+        cpus_per_task=res("train", "cpus_per_task"),
+        gpu=res("train", "gpu"),
+        gpu_model=res("train", "gpu_model"),
+        slurm_partition=res("train", "slurm_partition"),
+        nodes=res("train", "nodes"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.done),
+    shell:
+        "calibadv train --spec {input.spec} --out {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,58 @@
+"""Encoder: model-name resolution (offline), per-model prefixes, normalised embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibadv.errors import CalibAdvError
+from calibadv.retrieval.encoder import EncoderConvention, convention_for, resolve_model_path
+
+
+def test_bundled_minilm_resolves_to_the_packaged_model_dir():
+    path = Path(resolve_model_path("bundled:minilm"))
+    assert (path / "config.json").is_file() and (path / "modules.json").is_file()
+
+
+def test_local_dir_unknown_bundle_and_missing_paths(tmp_path):
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path.resolve())
+    with pytest.raises(CalibAdvError, match="bundled:minilm"):
+        resolve_model_path("bundled:nope")
+    with pytest.raises(CalibAdvError, match="not a directory"):
+        resolve_model_path(str(tmp_path / "absent"))
+
+
+def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CalibAdvError, match="not in the local Hugging Face cache"):
+        resolve_model_path("intfloat/e5-base-v2-not-cached")
+
+
+def test_conventions_follow_the_model_family():
+    e5 = convention_for("intfloat/e5-base-v2")
+    assert (e5.query_prefix, e5.passage_prefix, e5.max_length) == ("query: ", "passage: ", 256)
+    assert convention_for("bundled:minilm") == EncoderConvention()
+
+
+def test_embeddings_are_unit_norm_float32(encoder):
+    emb = encoder.encode_queries(["Where is Oslo?", "a much longer question " * 40])
+    assert emb.dtype == np.float32 and emb.shape == (2, encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert encoder.encode_passages([]).shape == (0, encoder.dim)
+
+
+def test_prefixes_are_prepended(encoder):
+    from dataclasses import replace
+
+    plain = encoder.encode_queries(["query: capital of Norway"])
+    original = encoder.convention
+    encoder.convention = replace(original, query_prefix="query: ")
+    try:
+        prefixed = encoder.encode_queries(["capital of Norway"])
+    finally:
+        encoder.convention = original
+    np.testing.assert_allclose(prefixed, plain, atol=1e-6)

@@ -1,0 +1,164 @@
+"""The workflow config: schema validation with the bad key named, defaults, run specs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+import yaml
+from wf_helpers import REPO, load_yaml
+
+from calibadv import workflow_config as wc
+from calibadv.cli import main
+from calibadv.errors import ConfigError
+from calibadv.spec import load_run_spec
+
+
+def test_both_shipped_configs_validate_and_fill_defaults(tiny_config, paper_config):
+    tiny = wc.validate_config(tiny_config)
+    paper = wc.validate_config(paper_config)
+    assert tiny["world"] == "synthetic" and tiny["backend"] == "local"
+    assert paper["world"] == "real" and paper["backend"] == "verl"
+    # a default the file leaves out is filled in from the schema
+    assert tiny["report"]["formats"] == ["md", "tex", "html"]
+    assert tiny["index"]["kind"] == "flat"
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        (lambda c: c.update(modelz={}), "modelz"),
+        (lambda c: c["models"]["tiny"].update(sftt=True), "models.tiny.sftt"),
+        (lambda c: c["index"].update(shards=2), "index.shards"),
+        (lambda c: c["report"]["ablation"].update(row={}), "report.ablation.row"),
+        (lambda c: c.setdefault("resources", {}).setdefault("train", {}).update(gpu=1), "resources.train.gpu"),
+    ],
+)
+def test_a_typoed_key_is_rejected_with_its_dotted_name(tiny_config, patch, key):
+    patch(tiny_config)
+    with pytest.raises(ConfigError, match=rf"unknown key {re.escape(key)}\b"):
+        wc.validate_config(tiny_config)
+
+
+def test_typos_inside_training_sections_are_caught_before_any_job_runs(tiny_config):
+    tiny_config["models"]["tiny"]["training"] = {"learning_rate": 1e-5}
+    with pytest.raises(ConfigError, match=r"model 'tiny'.*unknown key training\.learning_rate"):
+        wc.validate_config(tiny_config)
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (lambda c: c.update(world="mars"), r"world: 'mars' is not one of"),
+        (lambda c: c.update(benchmarks=["nq", "squad"]), r"benchmarks\.1: 'squad' is not one of"),
+        (lambda c: c["models"]["tiny"].update(source="hub"), r"models\.tiny\.repo_id: required"),
+        (lambda c: c["index"].update(source="prebuilt"), r"index\.source: 'prebuilt' exists only"),
+        (lambda c: c["report"]["ablation"].update(model="gpt"), r"report\.ablation\.model: 'gpt'"),
+    ],
+)
+def test_bad_values_name_the_key(tiny_config, patch, message):
+    patch(tiny_config)
+    with pytest.raises(ConfigError, match=message):
+        wc.validate_config(tiny_config)
+
+
+def test_every_run_of_both_configs_resolves_to_a_valid_run_spec(tiny_config, paper_config):
+    for raw in (tiny_config, paper_config):
+        config = wc.validate_config(raw)
+        for model, method in wc.runs(config):
+            spec = wc.run_spec_dict(config, model, method)
+            assert spec["method"]["name"] == method
+            assert spec["backend"] == config["backend"]
+
+
+def test_paper_config_carries_the_papers_training_setup(paper_config):
+    config = wc.validate_config(paper_config)
+    spec = wc.run_spec_dict(config, "qwen2.5-7b", "calibadv")
+    t, a, r = spec["training"], spec["agent"], spec["retrieval"]
+    assert (t["batch_size"], t["group_size"], t["mini_batch_size"]) == (512, 5, 256)
+    assert (t["lr"], t["weight_decay"], t["grad_clip"], t["kl_coef"]) == (5e-7, 0.01, 1.0, 0.0)
+    assert (t["temperature"], t["top_p"], t["clip_ratio"]) == (1.0, 0.95, 0.2)
+    assert (a["max_turns"], a["max_tokens_per_turn"]) == (4, 1024)
+    assert (r["topk_retrieval"], r["topk"]) == (20, 3)
+    assert spec["resources"]["gpus"] == 8 and spec["model"]["dtype"] == "bfloat16"
+    assert wc.run_spec_dict(config, "qwen2.5-3b", "calibadv")["training"]["epochs"] == 2
+    assert wc.run_spec_dict(config, "qwen2.5-7b", "calibadv")["training"]["epochs"] == 1
+
+
+def test_spec_points_at_the_layouts_files_and_the_right_warm_start(tiny_config):
+    config = wc.validate_config(tiny_config)
+    layout = wc.Layout.of(config)
+    plain = wc.run_spec_dict(config, "tiny", "search-r1")
+    pre = wc.run_spec_dict(config, "tiny", "calibadv")
+    assert plain["model"]["path"] == layout.model_dir("tiny", "sft")
+    assert pre["model"]["path"] == layout.model_dir("tiny", "sft-prethink")
+    assert pre["data"]["train"] == layout.train_data == "results/synthetic/data/train.parquet"
+    assert pre["retrieval"]["index"] == layout.index
+
+
+def test_a_method_preset_in_the_workflow_config_is_one_entry(tiny_config):
+    tiny_config["methods"] = {"calibadv-tau09": {"base": "calibadv", "calibration": {"tau": 0.9}}}
+    tiny_config["models"]["tiny"]["methods"] = ["calibadv", "calibadv-tau09"]
+    config = wc.validate_config(tiny_config)
+    spec = wc.run_spec_dict(config, "tiny", "calibadv-tau09")
+    assert spec["method"]["calibration"]["tau"] == 0.9
+    assert spec["method"]["prethink"] is True
+
+
+def test_an_unknown_method_fails_naming_it(tiny_config):
+    tiny_config["models"]["tiny"]["methods"] = ["calibadv-typo"]
+    config = wc.validate_config(tiny_config)
+    with pytest.raises(ConfigError, match="calibadv-typo"):
+        wc.run_spec_dict(config, "tiny", "calibadv-typo")
+
+
+def test_model_overrides_win_over_shared_sections(tiny_config):
+    tiny_config["models"]["tiny"]["training"] = {"lr": 3.0e-4}
+    tiny_config["models"]["tiny"]["resources"] = {"train": {"gpus": 2, "gpu_model": "a100"}}
+    config = wc.validate_config(tiny_config)
+    spec = wc.run_spec_dict(config, "tiny", "calibadv")
+    assert spec["training"]["lr"] == 3.0e-4
+    assert spec["training"]["steps"] == tiny_config["training"]["steps"]
+    assert spec["resources"]["gpus"] == 2
+    res = wc.snakemake_resources(wc.stage_resources(config, "train", "tiny"), attempt=2)
+    assert res["gpu"] == 2 and res["gpu_model"] == "a100"
+    base = wc.stage_resources(config, "train", "tiny")
+    assert res["runtime"] == 2 * base["runtime"] and res["mem_mb"] == 2 * base["mem_mb"]
+
+
+def test_cpu_stages_request_no_gpu(tiny_config):
+    config = wc.validate_config(tiny_config)
+    res = wc.snakemake_resources(wc.stage_resources(config, "evaluate", "tiny"))
+    assert "gpu" not in res and "gpu_model" not in res
+
+
+def test_spec_command_writes_a_loadable_run_spec(tmp_path):
+    out = tmp_path / "spec.yaml"
+    assert main(["spec", "--config", str(REPO / "config/tiny.yaml"), "--model", "tiny",
+                 "--method", "calibadv", "--out", str(out)]) == 0  # fmt: skip
+    spec = load_run_spec(out)
+    assert spec.name == "tiny/calibadv" and spec.method["calibration"]["rebalance"] is True
+
+
+def test_spec_command_from_json_rejects_an_unknown_key(tmp_path, capsys):
+    config = wc.load_config(REPO / "config/tiny.yaml")
+    data = copy.deepcopy(wc.run_spec_dict(config, "tiny", "calibadv"))
+    data["training"]["stepz"] = 3
+    rc = main(["spec", "--json", json.dumps(data), "--out", str(tmp_path / "s.yaml")])
+    assert rc == 2
+    assert "training.stepz" in capsys.readouterr().err
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_paper_results_hold_every_table_of_the_reference():
+    paper = load_yaml(REPO / "config/paper_results.yaml")
+    assert len(paper["table1_main"]) == 15
+    calib7 = next(r for r in paper["table1_main"] if r["model"] == "Qwen2.5-7B" and r["method"] == "CalibAdv")
+    assert calib7["scores"]["average"] == 56.70 and calib7["collapse_point"] == "none"
+    assert len(paper["table2_ablation"]) == 8 and len(paper["table3_proxy"]) == 2
+    assert paper["table3_proxy"][1]["time_per_step_s"] == 1351
+    assert [r["evaluator"] for r in paper["table5_judge"]] == ["LLM (DeepSeek-V3.2)", "Human"]
+    assert {r["dataset"] for r in paper["table7_datasets"]} >= {"HotpotQA", "Bamboogle"}
+    assert yaml.safe_dump(paper)  # round-trips
