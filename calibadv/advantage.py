@@ -156,50 +156,63 @@ def think_similarity(a: Sequence[str], b: Sequence[str]) -> float:
 
 @register_scorer("paper")
 def _score_paper(doc_ids, thinks, silver, config, judge) -> list[tuple[int, int]]:
-    """Paper: share of the step's documents that are silver."""
-    return [(sum(d in silver for d in docs), len(docs)) for docs in doc_ids]
+    """Paper: share of the step's documents that are silver (each id once)."""
+    return [(len(silver.intersection(docs)), len(docs)) for docs in doc_ids]
 
 
 @register_scorer("official")
 def _score_official(doc_ids, thinks, silver, config, judge) -> list[tuple[int, int]]:
-    """Authors' code: only *newly* retrieved silver documents count, and a step that repeats an
-    earlier one (similar think, or >= doc_overlap shared ids with one earlier step) scores 0."""
+    """Authors' code: only *newly* retrieved silver documents count (each id once), and a step
+    that repeats an earlier one (similar think, or >= doc_overlap ids shared with one earlier
+    step) scores 0."""
     out: list[tuple[int, int]] = []
     seen: set[str] = set()
     earlier: list[set[str]] = []
-    words: list[list[str]] | None = None
+    words: list[str | None] = [None] * len(doc_ids)
     overlap, cutoff = config.doc_overlap, config.think_similarity
     for t, docs in enumerate(doc_ids):
         current = set(docs)
-        a = sum(d in silver and d not in seen for d in docs)
+        a = len((current & silver) - seen) if t else len(current & silver)
         if a and t:
-            if any(len(current & prev) >= overlap for prev in earlier):
-                a = 0
-            else:
-                if words is None:
-                    words = [think.split() for think in thinks[: len(doc_ids)]]
-                    words += [[]] * (len(doc_ids) - len(words))
-                if _repeats_earlier(words, t, cutoff):
+            for prev in earlier:
+                if len(current & prev) >= overlap:
                     a = 0
+                    break
+            if a and _repeats_earlier(words, thinks, t, cutoff):
+                a = 0
         out.append((a, len(docs)))
         seen |= current
         earlier.append(current)
     return out
 
 
-def _repeats_earlier(words: list[list[str]], t: int, cutoff: float) -> bool:
+class _Codebook(dict):
+    """Word → one private character, so a word sequence becomes a str and rapidfuzz runs its
+    fast string kernel: the edit distance over words is the edit distance over these chars."""
+
+    def __missing__(self, word: str) -> str:
+        char = self[word] = chr(0x10000 + len(self))
+        return char
+
+
+def _repeats_earlier(words: list[str | None], thinks: Sequence[str], t: int, cutoff: float) -> bool:
     """Whether think t has word-level edit similarity > cutoff with an earlier think.
 
-    Similarity can't exceed min(len)/max(len), so most pairs are settled by their lengths
-    before the edit distance runs.
+    Thinks are encoded on first use (``words`` caches them, one char per word).
+    Similarity can't exceed min(len)/max(len), so many pairs are settled by their lengths.
     """
+    if words[0] is None or words[t] is None:
+        book = _Codebook()
+        for s in range(len(words)):
+            words[s] = "".join(map(book.__getitem__, thinks[s].split())) if s < len(thinks) else ""
     mine = words[t]
     n = len(mine)
     if not n:
         return False
-    for other in words[:t]:
+    for s in range(t):
+        other = words[s]
         m = len(other)
-        if m and min(n, m) > cutoff * max(n, m):
+        if m and (n > cutoff * m if n < m else m > cutoff * n):
             if Levenshtein.normalized_similarity(mine, other, score_cutoff=cutoff) > cutoff:
                 return True
     return False
@@ -449,9 +462,9 @@ def _scale_segments(flat: torch.Tensor, starts: list[int], lens: list[int], mult
     total = int(sum(lens))
     which = torch.repeat_interleave(torch.arange(len(lens), device=device), lens_t, output_size=total)
     offset = torch.tensor(starts, dtype=torch.long, device=device) - (torch.cumsum(lens_t, 0) - lens_t)
-    idx = offset[which] + torch.arange(total, device=device)
-    factor = torch.tensor(mults, dtype=flat.dtype, device=device)[which]
-    flat[idx] = flat[idx] * factor
+    idx = offset.index_select(0, which).add_(torch.arange(total, device=device))
+    factor = torch.tensor(mults, dtype=flat.dtype, device=device).index_select(0, which)
+    flat.index_copy_(0, idx, flat.index_select(0, idx).mul_(factor))
 
 
 def _negpos(row_sums: torch.Tensor) -> float | None:
@@ -539,8 +552,9 @@ def _span_mask_counts(spans: list[tuple[int, int, int]], response_mask: torch.Te
     total = int(sum(s[2] - s[1] for s in spans))
     which = torch.repeat_interleave(torch.arange(len(spans), device=device), lens, output_size=total)
     first = torch.cumsum(lens, 0) - lens
-    cols = starts[which] + torch.arange(total, device=device) - first[which]
-    picked = response_mask[rows[which], cols].to(torch.float64)
+    flat_start = rows * response_mask.shape[1] + starts - first
+    idx = flat_start.index_select(0, which).add_(torch.arange(total, device=device))
+    picked = response_mask.reshape(-1).index_select(0, idx).to(torch.float64)
     counts = torch.zeros(len(spans), dtype=torch.float64, device=device).index_add_(0, which, picked)
     return counts.tolist()
 

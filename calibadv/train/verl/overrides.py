@@ -8,6 +8,7 @@ renamed or silently ignored key fails a test instead of a 200 GPU-hour run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,11 @@ class RunPaths:
         return self.logs / f"metrics_attempt{attempt:03d}.jsonl"
 
 
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./]*")
+_QUOTE_RUN = re.compile(r"(\\*)('|$)")
+_KEYWORDS = {"null", "true", "false", "inf", "nan", "+inf", "-inf"}
+
+
 def hydra_value(value: Any) -> str:
     """A Python value as a hydra override value (strings quoted when hydra would misparse)."""
     if value is None:
@@ -54,9 +60,13 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     text = str(value)
-    if text and all(c.isalnum() or c in "_-./" for c in text) and not text[0].isdigit():
+    if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # hydra quoted strings: backslashes are literal except in a run that precedes a quote
+    # (or the closing quote), which is doubled; interpolations ``${`` are escaped as ``\\${``.
+    escaped = _QUOTE_RUN.sub(lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
+                             text.replace("${", "\\${"))
+    return "'" + escaped + "'"
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:

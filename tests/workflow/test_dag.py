@@ -1,0 +1,92 @@
+"""The DAG: lint, formatting, and dry runs of both shipped configs (job counts per rule)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wf_helpers import REPO, job_counts, snakemake, write_config
+
+BIN = Path(sys.executable).parent
+
+
+def test_snakemake_lint_is_clean():
+    proc = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_check_passes():
+    proc = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
+    proc = snakemake("-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
+    counts = job_counts(proc.stdout)
+    runs = 10 + 2 + 2  # qwen2.5-7b: ladder + α sweep + judge; qwen2.5-3b and llama: 2 each
+    assert counts == {
+        "download_corpus": 1,
+        "download_index": 1,
+        "download_model": 3,
+        "download_qa": 7 + 2 + 2,  # every test split, train + dev of HotpotQA and 2Wiki
+        "prepare_train": 1,
+        "prepare_val": 1,
+        "prepare_test": 7,
+        "spec": runs,
+        "train": runs,
+        "evaluate": runs * 7,
+        "proxy_stats": 3 + 2,  # calibadv on every model, prethink-softpen and judge on 7B
+        "tables": 1,
+        "figures": 1,
+        "all": 1,
+        "total": 1 + 1 + 3 + 11 + 3 + 2 * runs + 7 * runs + 5 + 3,
+    }
+
+
+def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
+    counts = job_counts(snakemake("-n", "-d", str(tmp_path)).stdout)
+    assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
+    assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
+    assert counts["sft"] == 2  # with and without PreThink: search-r1 starts from the plain one
+    assert counts["train"] == counts["spec"] == 5 and counts["evaluate"] == 35
+    assert "download_model" not in counts
+
+
+def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
+    models = dict(tiny_config["models"])
+    models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}
+    cfg = write_config(tmp_path / "c.yaml", models=models)
+    counts = job_counts(snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path)).stdout)
+    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 2
+
+
+def test_gpu_counts_and_attempt_scaled_runtime_reach_the_jobs(tmp_path):
+    proc = snakemake(
+        "-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path),
+        "train", "--forcerun", "train", "-p",
+        str(tmp_path / "results/real/runs/qwen2.5-3b/calibadv/done.json"),
+    )  # fmt: skip
+    text = proc.stdout
+    block = text[text.index("rule train:") :]
+    resources = next(line for line in block.splitlines() if "resources:" in line)
+    assert "gpu=8" in resources and "runtime=4320" in resources and "cpus_per_task=64" in resources
+
+
+def test_a_typo_in_the_config_stops_the_workflow_naming_the_key(tmp_path, tiny_config):
+    tiny_config["index"]["num_shard"] = 2
+    cfg = write_config(tmp_path / "c.yaml", index=tiny_config["index"])
+    proc = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "num_shard" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("profile", ["slurm", "tests/workflow/profiles/slurm-local"])
+def test_profiles_are_found_and_select_the_slurm_executor(tmp_path, profile):
+    proc = snakemake("-n", "--profile", profile, "--configfile", str(REPO / "config/tiny.yaml"),
+                     "-d", str(tmp_path))  # fmt: skip
+    assert "Job stats" in proc.stdout
