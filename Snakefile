@@ -5,6 +5,8 @@
 #   snakemake --configfile config/config.yaml --profile slurm   # the paper, on a cluster
 #
 # Wiring only: every rule calls one `calibadv` subcommand (see docs/workflow.md).
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -14,10 +16,12 @@ min_version("9.0")
 # deep-merge the two, mixing the tiny model into the paper's runs).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/tiny.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "tiny.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(
+    config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+)
 
 
 include: "rules/common.smk"

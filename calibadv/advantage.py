@@ -168,7 +168,7 @@ def _score_official(doc_ids, thinks, silver, config, judge) -> list[tuple[int, i
     out: list[tuple[int, int]] = []
     seen: set[str] = set()
     earlier: list[set[str]] = []
-    words: list[str | None] = [None] * len(doc_ids)
+    words: list[list[str] | None] = [None] * len(doc_ids)
     overlap, cutoff = config.doc_overlap, config.think_similarity
     for t, docs in enumerate(doc_ids):
         current = set(docs)
@@ -186,25 +186,15 @@ def _score_official(doc_ids, thinks, silver, config, judge) -> list[tuple[int, i
     return out
 
 
-class _Codebook(dict):
-    """Word → one private character, so a word sequence becomes a str and rapidfuzz runs its
-    fast string kernel: the edit distance over words is the edit distance over these chars."""
-
-    def __missing__(self, word: str) -> str:
-        char = self[word] = chr(0x10000 + len(self))
-        return char
-
-
-def _repeats_earlier(words: list[str | None], thinks: Sequence[str], t: int, cutoff: float) -> bool:
+def _repeats_earlier(words: list[list[str] | None], thinks: Sequence[str], t: int, cutoff: float) -> bool:
     """Whether think t has word-level edit similarity > cutoff with an earlier think.
 
-    Thinks are encoded on first use (``words`` caches them, one char per word).
-    Similarity can't exceed min(len)/max(len), so many pairs are settled by their lengths.
+    Thinks are split on first use (``words`` caches them). Similarity can't exceed
+    min(len)/max(len), so many pairs are settled by their lengths before any edit distance.
     """
-    if words[0] is None or words[t] is None:
-        book = _Codebook()
-        for s in range(len(words)):
-            words[s] = "".join(map(book.__getitem__, thinks[s].split())) if s < len(thinks) else ""
+    for s in range(t + 1):
+        if words[s] is None:
+            words[s] = thinks[s].split() if s < len(thinks) else []
     mine = words[t]
     n = len(mine)
     if not n:

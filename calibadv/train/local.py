@@ -72,11 +72,7 @@ def _progress(total: int, desc: str):
 def _calib_config(method: dict[str, Any]):
     from calibadv.advantage import CalibConfig
 
-    calib = method.get("calibration") or {}
-    try:
-        return CalibConfig(**calib)
-    except TypeError as err:
-        raise ConfigError(f"method.calibration: {err}") from None
+    return CalibConfig.from_dict(method.get("calibration"), where="method.calibration")
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +242,7 @@ class LocalTrainer:
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         for key, value in stats.items():
-            if key not in ("per_step_c", "silver_sets"):
+            if key not in ("per_step_c", "silver_sets", "rollout_advantage"):
                 metrics[key] = _jsonable(value)
         metrics["time_s"] = time.time() - t0
         if step in self.t.dump_rollouts_at:
@@ -256,6 +252,7 @@ class LocalTrainer:
     def dump(self, step, trajs, owners, advantages, resp_mask, stats) -> None:
         per_step_c = stats.get("per_step_c") or [None] * len(trajs)
         silver = stats.get("silver_sets") or {}
+        rollout_adv = stats.get("rollout_advantage")
         rows = []
         for i, (tr, q) in enumerate(zip(trajs, owners, strict=True)):
             m = resp_mask[i].bool()
@@ -263,8 +260,7 @@ class LocalTrainer:
             row = tr.to_dict()
             row.update(step=step, group=q.index, question_id=q.id, question=q.question,
                        golden_answers=q.golden_answers, supporting_ids=q.supporting_ids,
-                       advantage=_jsonable(stats.get("grpo_advantage", [adv] * len(trajs))[i])
-                       if isinstance(stats.get("grpo_advantage"), list) else adv,
+                       advantage=float(rollout_adv[i]) if rollout_adv else adv,
                        advantage_mean=adv, c=_jsonable(per_step_c[i]),
                        silver_ids=_jsonable(silver.get(q.index, silver.get(str(q.index), []))))
             rows.append(row)

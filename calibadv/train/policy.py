@@ -21,29 +21,33 @@ from calibadv.agent.types import Trajectory
 
 def actor_config(clip_ratio: float, loss: dict[str, Any]) -> Any:
     """A verl ActorConfig carrying what the policy-loss functions read."""
-    from verl.workers.config import FSDPActorConfig
+    import dataclasses
+
+    from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+
+    from calibadv.errors import ConfigError
 
     loss = dict(loss or {})
-    loss_mode = loss.pop("loss_mode", "vanilla")
-    agg = loss.pop("loss_agg_mode", "token-mean")
+    pl_fields = {f.name for f in dataclasses.fields(PolicyLossConfig)}
+    actor_fields = {f.name for f in dataclasses.fields(FSDPActorConfig)}
+    pl_kwargs = {"loss_mode": loss.pop("loss_mode", "vanilla")}
+    actor_kwargs = {"loss_agg_mode": loss.pop("loss_agg_mode", "token-mean")}
+    for key, value in loss.items():  # extra knobs of a registered loss (e.g. a baseline's)
+        if key in pl_fields:
+            pl_kwargs[key] = value
+        elif key in actor_fields:
+            actor_kwargs[key] = value
+        else:
+            raise ConfigError(f"method.loss.{key}: not a verl actor/policy-loss option")
     cfg = FSDPActorConfig(
         strategy="fsdp",
         ppo_mini_batch_size=1,
         ppo_micro_batch_size_per_gpu=1,
         rollout_n=1,
         clip_ratio=clip_ratio,
-        loss_agg_mode=agg,
+        policy_loss=PolicyLossConfig(**pl_kwargs),
+        **actor_kwargs,
     )
-    cfg.policy_loss.loss_mode = loss_mode
-    for key, value in loss.items():  # extra knobs of a registered loss (e.g. a baseline's)
-        if hasattr(cfg.policy_loss, key):
-            setattr(cfg.policy_loss, key, value)
-        elif hasattr(cfg, key):
-            setattr(cfg, key, value)
-        else:
-            from calibadv.errors import ConfigError
-
-            raise ConfigError(f"method.loss.{key}: not a verl actor/policy-loss option")
     return cfg
 
 

@@ -44,7 +44,7 @@ def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
         "tables": 1,
         "figures": 1,
         "all": 1,
-        "total": 1 + 1 + 3 + 11 + 3 + 2 * runs + 7 * runs + 5 + 3,
+        "total": 5 + 11 + 9 + 9 * runs + 5 + 3,  # downloads, QA, data, runs, proxy, report
     }
 
 
@@ -65,11 +65,10 @@ def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 2
 
 
-def test_gpu_counts_and_attempt_scaled_runtime_reach_the_jobs(tmp_path):
+def test_gpu_counts_and_runtime_from_the_config_reach_the_jobs(tmp_path):
     proc = snakemake(
+        "results/real/runs/qwen2.5-3b/calibadv/done.json",
         "-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path),
-        "train", "--forcerun", "train", "-p",
-        str(tmp_path / "results/real/runs/qwen2.5-3b/calibadv/done.json"),
     )  # fmt: skip
     text = proc.stdout
     block = text[text.index("rule train:") :]

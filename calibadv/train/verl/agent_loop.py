@@ -110,7 +110,7 @@ class CalibAdvSearchAgentLoop(AgentLoopBase):
         from calibadv.data.prompt import prompt_ids
 
         messages = list(plain(kwargs["raw_prompt"]))
-        ids = await self.loop.run_in_executor(
+        ids = await asyncio.get_running_loop().run_in_executor(
             None, lambda: prompt_ids(self.tokenizer, messages, self.settings.agent.prethink)
         )
         ids = self._cap_text_prompt_length(list(ids))

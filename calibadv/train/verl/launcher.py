@@ -84,7 +84,8 @@ def describe(spec: RunSpec, out_dir: Path, url: str) -> str:
     r = spec.resources
     if r.nodes > 1:
         return multinode_script(overrides, r.gpus, r.cpus, r.nodes)
-    return " \\\n    ".join(shlex.quote(c) for c in main_ppo_command(overrides)) + "\n"
+    cmd = [shlex.quote(c) for c in main_ppo_command(overrides)]
+    return " \\\n    ".join([" ".join(cmd[:3]), *cmd[3:]]) + "\n"
 
 
 def _attempt_peek(paths: RunPaths) -> int:
@@ -219,6 +220,12 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "spec.resolved.yaml", dump_run_spec(spec))
 
+    r = spec.resources
+    if r.nodes > 1 and "SLURM_JOB_NODELIST" not in os.environ:
+        raise ConfigError(
+            f"resources.nodes={r.nodes}: multi-node runs start inside one SLURM allocation "
+            "(sbatch/salloc with --nodes); SLURM_JOB_NODELIST is not set"
+        )
     from calibadv.verl_plugin import check_registered
 
     check_registered()
@@ -227,13 +234,7 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         attempt = _attempt(paths)
         overrides = build_overrides(spec, out_dir, url, attempt=attempt)
         env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(paths.attempt_log(attempt))}
-        r = spec.resources
         if r.nodes > 1:
-            if "SLURM_JOB_NODELIST" not in os.environ:
-                raise ConfigError(
-                    f"resources.nodes={r.nodes}: multi-node runs start inside one SLURM "
-                    "allocation (sbatch/salloc with --nodes); SLURM_JOB_NODELIST is not set"
-                )
             script = out_dir / "verl_launch.sh"
             atomic_write_text(script, multinode_script(overrides, r.gpus, r.cpus, r.nodes))
             cmd = ["bash", str(script)]

@@ -91,8 +91,10 @@ def to_metrics_row(step: int, data: Mapping[str, Any]) -> dict[str, Any] | None:
     return row
 
 
-_VAL_FIELDS = {"f1": "f1", "em": "em", "format_ok": "format_rate", "high_ppl": "high_ppl_ratio",
-               "num_searches": "mean_searches"}
+#: reward_extra_info key (calibadv.train.verl.reward) → val.jsonl column. As in the local
+#: backend's validation, ``f1`` and ``em`` are gated by the format check.
+_VAL_FIELDS = {"score": "f1", "gated_em": "em", "format_ok": "format_rate",
+               "high_ppl": "high_ppl_ratio", "num_searches": "mean_searches"}
 
 
 def to_val_row(step: int, data: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,188 @@
+"""Retrieval server throughput/latency: micro-batching on vs off, same corpus, same run.
+
+    python benchmarks/bench_retrieval.py                # 100k passages, 1/8/64 clients
+    python benchmarks/bench_retrieval.py --passages 20000 --seconds 5   # quicker
+
+What it builds (cached under --work-dir, default results/bench/retrieval):
+- a synthetic corpus of --passages wiki-18-style rows (templated sentences, seeded);
+- embeddings: the first --real passages are encoded by the real MiniLM (bundled:minilm,
+  CPU); every other row gets a real-embedding mixture (two random real rows + small noise,
+  L2-normalised). A flat index costs the same per vector whatever the vectors hold, so the
+  timing is that of a real 100k index; encoding all 100k passages on 2 shared CPU cores would
+  take hours;
+- a FAISS IndexFlatIP through the production merge code.
+
+Then it starts two real `calibadv serve` subprocesses (batching on / --no-batching) one after the
+other and drives each with closed-loop asyncio clients (one query per request, topk=3, as a
+rollout worker does) for --seconds per concurrency level. Query encoding is real MiniLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORDS = (
+    "river city king battle album film river station novel island church bridge election "
+    "army song museum mountain school team species painter league railway castle treaty "
+    "festival bishop harbour theatre college village empire senate desert prize singer"
+).split()
+NAMES = "Anna Boris Carla Dmitri Elena Farid Greta Hugo Ines Jonas Kira Luca Mara Nils Olga".split()
+
+
+def synth_corpus(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            a, b, c = rng.sample(WORDS, 3)
+            name = rng.choice(NAMES)
+            year = rng.randint(1500, 2020)
+            title = f"{name} {a} {i}"
+            text = (f"The {a} of {name} was built in {year} near the {b}. It is known for its {c} "
+                    f"and for the {rng.choice(WORDS)} held there every {rng.randint(2, 9)} years.")
+            fh.write(json.dumps({"id": str(i), "contents": f'"{title}"\n{text}'}) + "\n")
+
+
+def synth_queries(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"when was the {rng.choice(WORDS)} of {rng.choice(NAMES)} built near the "
+            f"{rng.choice(WORDS)}" for _ in range(n)]
+
+
+def build(work: Path, n: int, n_real: int, seed: int) -> tuple[Path, Path]:
+    from calibadv.retrieval.corpus import Corpus
+    from calibadv.retrieval.encoder import Encoder
+    from calibadv.retrieval.index import merge_shards
+
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / f"corpus-{n}-{seed}.jsonl"
+    index = work / f"index-{n}-{n_real}-{seed}.faiss"
+    if not corpus.is_file():
+        synth_corpus(corpus, n, seed)
+    if index.is_file():
+        return corpus, index
+    real = work / f"real-{n_real}-{seed}.npy"
+    if not real.is_file():
+        enc = Encoder("bundled:minilm", device="cpu", batch_size=128)
+        c = Corpus(corpus)
+        t = time.perf_counter()
+        emb = enc.encode_passages(c.contents_range(0, min(n_real, n)))
+        print(f"encoded {len(emb)} passages with MiniLM in {time.perf_counter() - t:.0f} s",
+              file=sys.stderr)
+        np.save(real, emb)
+    emb = np.load(real)
+    rng = np.random.default_rng(seed)
+    rest = n - len(emb)
+    i, j = rng.integers(0, len(emb), rest), rng.integers(0, len(emb), rest)
+    w = rng.uniform(0.2, 0.8, (rest, 1)).astype(np.float32)
+    mix = w * emb[i] + (1 - w) * emb[j] + 0.05 * rng.standard_normal((rest, emb.shape[1]), dtype=np.float32)
+    mix /= np.linalg.norm(mix, axis=1, keepdims=True)
+    allemb = np.concatenate([emb, mix.astype(np.float32)])
+    shard = work / f"emb-{n}-{n_real}-{seed}.npy"
+    np.save(shard, allemb)
+    merge_shards([shard], index)
+    shard.unlink()
+    return corpus, index
+
+
+async def drive(url: str, clients: int, seconds: float, queries: list[str]) -> dict[str, float]:
+    import httpx
+
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+    errors = 0
+
+    async def one(cid: int, client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        k = cid
+        while time.perf_counter() < stop:
+            q = queries[k % len(queries)]
+            k += clients
+            t = time.perf_counter()
+            r = await client.post(url + "/retrieve",
+                                  json={"queries": [q], "topk": 3, "return_scores": True})
+            if r.status_code != 200:
+                errors += 1
+            lat.append(time.perf_counter() - t)
+
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        for q in queries[:4]:  # warm up
+            await client.post(url + "/retrieve", json={"queries": [q], "topk": 3})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, client) for c in range(clients)))
+        wall = time.perf_counter() - t0
+    arr = np.array(lat) * 1000
+    return {"qps": len(lat) / wall, "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99)), "requests": len(lat), "errors": errors}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--passages", type=int, default=100_000)
+    ap.add_argument("--real", type=int, default=2000, help="passages encoded by the real model")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work-dir", default="results/bench/retrieval")
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args()
+    os.environ.setdefault("CALIBADV_NO_PROGRESS", "1")
+
+    from calibadv.retrieval.launch import serve_in_background
+
+    corpus, index = build(Path(args.work_dir), args.passages, args.real, args.seed)
+    queries = synth_queries(4096, args.seed + 1)
+    modes = {
+        "batching": ["--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch)],
+        "no-batching": ["--no-batching"],
+    }
+    results: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in modes}
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        urls = {
+            mode: stack.enter_context(serve_in_background(
+                corpus, index, "bundled:minilm", extra_args=[*extra, "--device", "cpu"],
+                startup_timeout=900))
+            for mode, extra in modes.items()
+        }  # fmt: skip
+        # both servers are up for the whole run and levels alternate between them, so load
+        # from anything else on the machine hits both modes alike
+        for c in args.clients:
+            for mode, url in urls.items():
+                r = results[mode][c] = asyncio.run(drive(url, c, args.seconds, queries))
+                print(f"{mode:12s} clients={c:3d} qps={r['qps']:7.1f} p50={r['p50_ms']:7.1f} ms "
+                      f"p99={r['p99_ms']:7.1f} ms n={r['requests']} errors={r['errors']}",
+                      file=sys.stderr)
+        load = os.getloadavg()
+
+    print(f"\nretrieval server, {args.passages} passages (MiniLM 384-d, FAISS IndexFlatIP), "
+          f"CPU threads={os.cpu_count()}, {args.seconds:.0f} s per level, 1 query/request, topk=3, "
+          f"load average at the end {load[0]:.1f}\n")
+    print("| clients | batching q/s | p50 ms | p99 ms | no batching q/s | p50 ms | p99 ms | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in args.clients:
+        b, n = results["batching"][c], results["no-batching"][c]
+        print(f"| {c} | {b['qps']:.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {n['qps']:.1f} | "
+              f"{n['p50_ms']:.1f} | {n['p99_ms']:.1f} | {b['qps'] / n['qps']:.2f}x |")
+    top = max(args.clients)
+    ratio = results["batching"][top]["qps"] / results["no-batching"][top]["qps"]
+    print(f"\nthroughput ratio at {top} clients (batching / no batching): {ratio:.2f}x (target >= 3x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
