@@ -111,6 +111,14 @@ def prefix_flag(flag, value):
     return f"{flag} {shlex.quote(value)}" if value else ""
 
 
+def sft_flags(wildcards):
+    """`calibadv sft` flags from models.<m>.sft_options (+ the config's retrieval top-k)."""
+    options = CFG["models"][wildcards.model]["sft_options"]
+    flags = [f"--topk {CFG['retrieval']['topk']}"]
+    flags += [f"--{k.replace('_', '-')} {v}" for k, v in sorted(options.items())]
+    return " ".join(flags)
+
+
 def limit_flag(value):
     return f"--limit {value}" if value else ""
 

@@ -81,4 +81,5 @@ rule sft:
     shell:
         "calibadv sft --model {input.model} --qa {input.qa} --corpus {input.corpus} "
         "--index {input.index} --encoder {params.encoder} --out {output} {params.prethink} "
+        "{params.options} "
         "> {log} 2>&1"

@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     load = partial(
         load_engine, args.corpus, args.index, args.encoder, args.reranker,
         device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
+        threads=args.threads,
     )  # fmt: skip
     return run_server(load, cfg, host=args.host, port=args.port, port_file=args.port_file)
 
@@ -122,6 +123,8 @@ def register(sub: Any) -> None:
     srv.add_argument("--port-file", default=None, help="write the bound port to this file")
     srv.add_argument("--device", default=None, help="model device (default: GPU if any)")
     srv.add_argument("--faiss-gpu", action="store_true", help="put the index on GPUs (faiss-gpu)")
+    srv.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for torch/FAISS (default: all cores)")
     srv.add_argument("--mmap-index", action="store_true", help="memory-map the index file")
     srv.add_argument("--topk", type=int, default=3, help="default results per query")
     srv.add_argument("--max-topk", type=int, default=100, help="largest topk accepted")

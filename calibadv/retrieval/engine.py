@@ -134,8 +134,19 @@ def load_engine(
     device: str | None = None,
     faiss_gpu: bool = False,
     mmap_index: bool = False,
+    threads: int | None = None,
 ) -> SearchEngine:
-    """Load everything the server needs from paths/model names (slow: seconds to minutes)."""
+    """Load everything the server needs from paths/model names (slow: seconds to minutes).
+
+    ``threads`` caps torch and FAISS CPU threads: a server sharing a node with a trainer (or
+    with other jobs) is faster with fewer threads than cores than with spinning OpenMP teams.
+    """
+    if threads:
+        import faiss
+        import torch
+
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
     from calibadv.retrieval.encoder import Encoder
     from calibadv.retrieval.index import load_index
 

@@ -44,7 +44,7 @@ class RunPaths:
         return self.logs / f"metrics_attempt{attempt:03d}.jsonl"
 
 
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./]*")
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./:]*")
 _QUOTE_RUN = re.compile(r"(\\*)('|$)")
 _KEYWORDS = {"null", "true", "false", "inf", "nan", "+inf", "-inf"}
 
@@ -67,6 +67,11 @@ def hydra_value(value: Any) -> str:
     escaped = _QUOTE_RUN.sub(lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
                              text.replace("${", "\\${"))
     return "'" + escaped + "'"
+
+
+def _local(path: str) -> str:
+    """Absolute path: verl runs in the run directory, not where the spec was written."""
+    return str(Path(path).expanduser().resolve())
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
@@ -110,10 +115,12 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
     micro = max(1, t.micro_batch_size)
     use_kl = t.kl_coef > 0
 
+    train, val = _local(spec.data.train), _local(spec.data.val or spec.data.train)
+    model = _local(spec.model.path) if Path(spec.model.path).exists() else spec.model.path
     kv: list[tuple[str, Any]] = [
         # data
-        ("data.train_files", spec.data.train),
-        ("data.val_files", spec.data.val or spec.data.train),
+        ("data.train_files", train),
+        ("data.val_files", val),
         ("data.train_batch_size", t.batch_size),
         ("data.max_prompt_length", MAX_PROMPT_LENGTH),
         ("data.max_response_length", a.max_response_tokens),
@@ -124,7 +131,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("data.seed", spec.seed),
         ("data.val_max_samples", spec.data.val_size if spec.data.val_size else -1),
         # model + actor (full fine-tuning with FSDP)
-        ("actor_rollout_ref.model.path", spec.model.path),
+        ("actor_rollout_ref.model.path", model),
         ("actor_rollout_ref.model.use_remove_padding", True),
         ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
         ("actor_rollout_ref.actor.strategy", "fsdp"),
