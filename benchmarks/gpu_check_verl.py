@@ -103,7 +103,8 @@ class HFServerManager:
             output_scores=True, return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id)
         new = out.sequences[0, ids.shape[1]:]
-        logp = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        logp = self.model.compute_transition_scores(out.sequences, out.scores,
+                                                    normalize_logits=True)
         return TokenOutput(token_ids=new.tolist(), log_probs=logp[0].float().tolist())
 
 

@@ -27,8 +27,11 @@ rule evaluate:
         gpu_model=res("evaluate", "gpu_model"),
         slurm_partition=res("evaluate", "slurm_partition"),
     params:
+        generator=CFG["evaluation"]["generator"],
+        batch_size=CFG["evaluation"]["batch_size"],
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     shell:
         "calibadv evaluate --spec {input.spec} --checkpoint {input.checkpoint} "
         "--data {input.data} --benchmark {wildcards.benchmark} --out-dir {params.out_dir} "
+        "--generator {params.generator} --batch-size {params.batch_size} "
         "> {log} 2>&1"

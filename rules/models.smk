@@ -78,6 +78,7 @@ rule sft:
         prethink=lambda wildcards: (
             "--prethink" if wildcards.variant == "sft-prethink" else ""
         ),
+        options=sft_flags,
     shell:
         "calibadv sft --model {input.model} --qa {input.qa} --corpus {input.corpus} "
         "--index {input.index} --encoder {params.encoder} --out {output} {params.prethink} "

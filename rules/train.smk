@@ -3,6 +3,11 @@
 # checkpoints/ stay in place when a killed job is retried, so the run resumes from them.
 
 
+# Writing a spec takes a second: never queue it on a cluster.
+localrules:
+    spec,
+
+
 rule spec:
     output:
         L.spec("{model}", "{method}"),

@@ -44,8 +44,10 @@ def collapse_step(
     for v in sm:
         peak = max(peak, v)
         peaks.append(peak)
+    tol = 1e-9  # averaging equal scores must not read as a drop
     for i in range(len(sm)):
-        if sm[i] < peaks[i] - delta and all(sm[j] < peaks[i] - delta for j in range(i, len(sm))):
+        floor = peaks[i] - delta - tol
+        if sm[i] < floor and all(sm[j] < floor for j in range(i, len(sm))):
             return steps[i]
     return None
 

@@ -40,9 +40,16 @@ class Passage:
         return asdict(self)
 
 
-def format_passages(passages: Sequence[Passage]) -> str:
-    """``Doc 1(Title: T) text`` lines, as the agent shows them inside ``<information>``."""
-    return "\n".join(f"Doc {i}(Title: {p.title}) {p.text}" for i, p in enumerate(passages, 1))
+def format_passages(passages: Sequence[Passage], quote_titles: bool = False) -> str:
+    """``Doc 1(Title: T) text`` lines, as the agent shows them inside ``<information>``.
+
+    Search-R1 prints the raw first line of ``contents``, which in wiki-18 keeps its quotes
+    (``Doc 1(Title: "Oslo") ...``); ``quote_titles=True`` reproduces that byte for byte.
+    """
+    def title(p: Passage) -> str:
+        return f'"{p.title}"' if quote_titles else p.title
+
+    return "\n".join(f"Doc {i}(Title: {title(p)}) {p.text}" for i, p in enumerate(passages, 1))
 
 
 class RetrievalRequestError(CalibAdvError):

@@ -157,6 +157,8 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
         sched.step()
         losses.append(float(out.loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if s % 20 == 0 or s == steps - 1:
+            log.info("sft step %d/%d loss %.3f", s + 1, steps, losses[-1])
     model.eval()
     return losses
 

@@ -36,7 +36,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         root / "dev.parquet", "--split", "dev", "--limit", "8")
     cli("sft", "--model", root / "tiny", "--qa", w / "train.jsonl", "--corpus",
         w / "corpus.jsonl", "--index", root / "index.faiss", "--out", root / "sft",
-        "--limit", "300", "--epochs", "2", "--eval-qa", w / "dev.jsonl", "--eval-limit", "8",
+        "--limit", "200", "--epochs", "2", "--eval-qa", w / "dev.jsonl", "--eval-limit", "8",
         "--max-tokens-per-turn", "32")
     return {"root": root, "world": w, "model": root / "tiny", "sft": root / "sft",
             "index": root / "index.faiss", "corpus": w / "corpus.jsonl",

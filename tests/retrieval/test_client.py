@@ -128,3 +128,4 @@ def test_format_passages_numbers_docs_without_trailing_newline():
     ps = [Passage("1", "Oslo", "Oslo is cold.", 0.9), Passage("2", "Lima", "Lima is warm.", 0.1)]
     assert format_passages(ps) == "Doc 1(Title: Oslo) Oslo is cold.\nDoc 2(Title: Lima) Lima is warm."
     assert format_passages([]) == ""
+    assert format_passages(ps[:1], quote_titles=True) == 'Doc 1(Title: "Oslo") Oslo is cold.'

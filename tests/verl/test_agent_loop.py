@@ -148,7 +148,8 @@ def test_generation_requests_carry_stops_budget_and_one_session(trainer_config, 
         assert sp["max_tokens"] <= 1024
     assert first["request_id"] == second["request_id"]  # sticky session → prefix cache
     # the second request continues the exact token sequence: no re-tokenisation
-    assert second["prompt_ids"] == out.prompt_ids + out.response_ids[: out.extra_fields["turn_spans"][1][0]]
+    second_turn_start = out.extra_fields["turn_spans"][1][0]
+    assert second["prompt_ids"] == out.prompt_ids + out.response_ids[:second_turn_start]
 
 
 def test_output_converts_like_verls_own(trainer_config, tokenizer, monkeypatch):

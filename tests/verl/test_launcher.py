@@ -23,7 +23,7 @@ def test_dry_run_prints_the_main_ppo_command_and_touches_nothing(make_spec, tmp_
     for piece in ("algorithm.adv_estimator=calibadv", "trainer.v1.trainer_mode=calibadv",
                   "actor_rollout_ref.rollout.n=5", "data.train_batch_size=512",
                   "actor_rollout_ref.actor.optim.lr=5e-07", "trainer.resume_mode=auto",
-                  "'pkg://calibadv.train.verl.reward'"):
+                  "reward.custom_reward_function.path=pkg://calibadv.train.verl.reward"):
         assert piece in text, piece
     assert not out.exists()
 

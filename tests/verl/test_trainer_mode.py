@@ -59,12 +59,11 @@ def tq_session():
     import transfer_queue as tq
     from omegaconf import OmegaConf
 
-    from calibadv.train.verl.overrides import RunPaths  # noqa: F401
-
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     import verl
 
-    conf = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/transfer_queue/transfer_queue.yaml")
+    conf_dir = Path(verl.__file__).parent / "trainer" / "config" / "transfer_queue"
+    conf = OmegaConf.load(conf_dir / "transfer_queue.yaml")
     conf.backend.SimpleStorage.num_data_storage_units = 1
     tq.init(conf)
     yield tq

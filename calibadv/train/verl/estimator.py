@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from calibadv.errors import ConfigError
-
 METRIC_PREFIX = "calibadv/"
 _NON_SCALAR_STATS = ("per_step_c", "silver_sets", "rollout_advantage")
 
@@ -76,7 +74,7 @@ def _section(config: Any, key: str) -> Mapping[str, Any]:
 
 
 def calib_config_from_algorithm(config: Any):
-    """``CalibConfig`` from ``algorithm.calibadv.calibration`` (verl passes ``config.algorithm``)."""
+    """``CalibConfig`` from ``algorithm.calibadv.calibration`` (verl passes config.algorithm)."""
     from calibadv.advantage import CalibConfig
 
     calib = dict(_section(_section(config, "calibadv"), "calibration"))

@@ -32,6 +32,8 @@ from calibadv.train.verl.overrides import RunPaths, build_overrides
 log = logging.getLogger(__name__)
 
 RAY_PORT = 6379
+_COUNT_NODES = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
+                "print(sum(1 for n in ray.nodes() if n['Alive']))")
 DRY_RUN_URL = "http://RETRIEVAL-HOST:PORT"  # shown by --dry-run when the launcher starts one
 
 
@@ -55,6 +57,7 @@ mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 if [ "${{#NODES[@]}}" -lt {nodes} ]; then
   echo "need {nodes} nodes in the allocation, got ${{#NODES[@]}}: ${{NODES[*]}}" >&2; exit 2
 fi
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # stop the Ray nodes when the trainer ends
 HEAD="${{NODES[0]}}"
 HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD" hostname --ip-address | awk '{{print $1}}')
 export RAY_ADDRESS="$HEAD_IP:{RAY_PORT}"
@@ -66,7 +69,7 @@ for ((i = 1; i < {nodes}; i++)); do
     --num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --block &
 done
 for _ in $(seq 120); do
-  n=$({q(python)} -c "import ray; ray.init(address='auto', logging_level='ERROR'); print(sum(1 for x in ray.nodes() if x['Alive'])); ray.shutdown()" 2>/dev/null || echo 0)
+  n=$({q(python)} -c {q(_COUNT_NODES)} 2>/dev/null || echo 0)
   [ "$n" -ge {nodes} ] && break; sleep 5
 done
 {" ".join(q(c) for c in cmd)}
