@@ -30,12 +30,61 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = (
-    "river city king battle album film river station novel island church bridge election "
-    "army song museum mountain school team species painter league railway castle treaty "
-    "festival bishop harbour theatre college village empire senate desert prize singer"
-).split()
-NAMES = "Anna Boris Carla Dmitri Elena Farid Greta Hugo Ines Jonas Kira Luca Mara Nils Olga".split()
+WORDS = [
+    "river",
+    "city",
+    "king",
+    "battle",
+    "album",
+    "film",
+    "river",
+    "station",
+    "novel",
+    "island",
+    "church",
+    "bridge",
+    "election",
+    "army",
+    "song",
+    "museum",
+    "mountain",
+    "school",
+    "team",
+    "species",
+    "painter",
+    "league",
+    "railway",
+    "castle",
+    "treaty",
+    "festival",
+    "bishop",
+    "harbour",
+    "theatre",
+    "college",
+    "village",
+    "empire",
+    "senate",
+    "desert",
+    "prize",
+    "singer",
+]
+NAMES = [
+    "Anna",
+    "Boris",
+    "Carla",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Luca",
+    "Mara",
+    "Nils",
+    "Olga",
+]
 
 
 def synth_corpus(path: Path, n: int, seed: int) -> None:
@@ -46,15 +95,22 @@ def synth_corpus(path: Path, n: int, seed: int) -> None:
             name = rng.choice(NAMES)
             year = rng.randint(1500, 2020)
             title = f"{name} {a} {i}"
-            text = (f"The {a} of {name} was built in {year} near the {b}. It is known for its {c} "
-                    f"and for the {rng.choice(WORDS)} held there every {rng.randint(2, 9)} years.")
-            fh.write(json.dumps({"id": str(i), "contents": f'"{title}"\n{text}'}) + "\n")
+            text = (
+                f"The {a} of {name} was built in {year} near the {b}. It is known for its {c} "
+                f"and for the {rng.choice(WORDS)} held there every {rng.randint(2, 9)} years."
+            )
+            fh.write(
+                json.dumps({"id": str(i), "contents": f'"{title}"\n{text}'}) + "\n"
+            )
 
 
 def synth_queries(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    return [f"when was the {rng.choice(WORDS)} of {rng.choice(NAMES)} built near the "
-            f"{rng.choice(WORDS)}" for _ in range(n)]
+    return [
+        f"when was the {rng.choice(WORDS)} of {rng.choice(NAMES)} built near the "
+        f"{rng.choice(WORDS)}"
+        for _ in range(n)
+    ]
 
 
 def build(work: Path, n: int, n_real: int, seed: int) -> tuple[Path, Path]:
@@ -75,15 +131,21 @@ def build(work: Path, n: int, n_real: int, seed: int) -> tuple[Path, Path]:
         c = Corpus(corpus)
         t = time.perf_counter()
         emb = enc.encode_passages(c.contents_range(0, min(n_real, n)))
-        print(f"encoded {len(emb)} passages with MiniLM in {time.perf_counter() - t:.0f} s",
-              file=sys.stderr)
+        print(
+            f"encoded {len(emb)} passages with MiniLM in {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
         np.save(real, emb)
     emb = np.load(real)
     rng = np.random.default_rng(seed)
     rest = n - len(emb)
     i, j = rng.integers(0, len(emb), rest), rng.integers(0, len(emb), rest)
     w = rng.uniform(0.2, 0.8, (rest, 1)).astype(np.float32)
-    mix = w * emb[i] + (1 - w) * emb[j] + 0.05 * rng.standard_normal((rest, emb.shape[1]), dtype=np.float32)
+    mix = (
+        w * emb[i]
+        + (1 - w) * emb[j]
+        + 0.05 * rng.standard_normal((rest, emb.shape[1]), dtype=np.float32)
+    )
     mix /= np.linalg.norm(mix, axis=1, keepdims=True)
     allemb = np.concatenate([emb, mix.astype(np.float32)])
     shard = work / f"emb-{n}-{n_real}-{seed}.npy"
@@ -93,7 +155,9 @@ def build(work: Path, n: int, n_real: int, seed: int) -> tuple[Path, Path]:
     return corpus, index
 
 
-async def drive(url: str, clients: int, seconds: float, queries: list[str]) -> dict[str, float]:
+async def drive(
+    url: str, clients: int, seconds: float, queries: list[str]
+) -> dict[str, float]:
     """Closed loop: each client sends its next request as soon as the previous one returns.
 
     The load generator uses aiohttp: httpx's connection pool tops out at ~40 requests/s with
@@ -113,36 +177,51 @@ async def drive(url: str, clients: int, seconds: float, queries: list[str]) -> d
             q = queries[k % len(queries)]
             k += clients
             t = time.perf_counter()
-            async with session.post(url + "/retrieve",
-                                    json={"queries": [q], "topk": 3, "return_scores": True}) as r:
+            async with session.post(
+                url + "/retrieve",
+                json={"queries": [q], "topk": 3, "return_scores": True},
+            ) as r:
                 body = await r.json()
                 if r.status != 200 or len(body["result"][0]) != 3:
                     errors += 1
             lat.append(time.perf_counter() - t)
 
     conn = aiohttp.TCPConnector(limit=clients + 8)
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=300)) as session:
+    async with aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=300)
+    ) as session:
         for q in queries[:4]:  # warm up
-            async with session.post(url + "/retrieve", json={"queries": [q], "topk": 3}) as r:
+            async with session.post(
+                url + "/retrieve", json={"queries": [q], "topk": 3}
+            ) as r:
                 await r.read()
         t0 = time.perf_counter()
         stop = t0 + seconds
         await asyncio.gather(*(one(c, session) for c in range(clients)))
         wall = time.perf_counter() - t0
     arr = np.array(lat) * 1000
-    return {"qps": len(lat) / wall, "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99)), "requests": len(lat), "errors": errors}
+    return {
+        "qps": len(lat) / wall,
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "requests": len(lat),
+        "errors": errors,
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passages", type=int, default=100_000)
-    ap.add_argument("--real", type=int, default=2000, help="passages encoded by the real model")
+    ap.add_argument(
+        "--real", type=int, default=2000, help="passages encoded by the real model"
+    )
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--max-batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None, help="server torch/FAISS threads")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="server torch/FAISS threads"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work-dir", default="results/bench/retrieval")
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -155,9 +234,16 @@ def main() -> int:
 
     corpus, index = build(Path(args.work_dir), args.passages, args.real, args.seed)
     queries = synth_queries(4096, args.seed + 1)
-    common = ["--device", "cpu"] + (["--threads", str(args.threads)] if args.threads else [])
+    common = ["--device", "cpu"] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
     modes = {
-        "batching": ["--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch)],
+        "batching": [
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+            "--max-batch",
+            str(args.max_batch),
+        ],
         "no-batching": ["--no-batching"],
     }
     results: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in modes}
@@ -176,28 +262,44 @@ def main() -> int:
             for mode, url in urls.items():
                 before = httpx.get(url + "/health").json()["batches"]
                 r = results[mode][c] = asyncio.run(drive(url, c, args.seconds, queries))
-                if before is not None:  # mean queries per engine call (warm-up included)
-                    r["mean_batch"] = (r["requests"] + 4) / (httpx.get(url + "/health").json()["batches"] - before)
-                print(f"{mode:12s} clients={c:3d} qps={r['qps']:7.1f} p50={r['p50_ms']:7.1f} ms "
-                      f"p99={r['p99_ms']:7.1f} ms n={r['requests']} errors={r['errors']} "
-                      f"mean_batch={r.get('mean_batch', 1):.1f}",
-                      file=sys.stderr)
+                if (
+                    before is not None
+                ):  # mean queries per engine call (warm-up included)
+                    r["mean_batch"] = (r["requests"] + 4) / (
+                        httpx.get(url + "/health").json()["batches"] - before
+                    )
+                print(
+                    f"{mode:12s} clients={c:3d} qps={r['qps']:7.1f} p50={r['p50_ms']:7.1f} ms "
+                    f"p99={r['p99_ms']:7.1f} ms n={r['requests']} errors={r['errors']} "
+                    f"mean_batch={r.get('mean_batch', 1):.1f}",
+                    file=sys.stderr,
+                )
         load = os.getloadavg()
 
-    print(f"\nretrieval server, {args.passages} passages (MiniLM 384-d, FAISS IndexFlatIP), "
-          f"CPU threads={os.cpu_count()}, {args.seconds:.0f} s per level, 1 query/request, topk=3, "
-          f"load average at the end {load[0]:.1f}\n")
-    print("| clients | batching q/s | p50 ms | p99 ms | no batching q/s | p50 ms | p99 ms | ratio |")
+    print(
+        f"\nretrieval server, {args.passages} passages (MiniLM 384-d, FAISS IndexFlatIP), "
+        f"CPU threads={os.cpu_count()}, {args.seconds:.0f} s per level, 1 query/request, topk=3, "
+        f"load average at the end {load[0]:.1f}\n"
+    )
+    print(
+        "| clients | batching q/s | p50 ms | p99 ms | no batching q/s | p50 ms | p99 ms | ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in args.clients:
         b, n = results["batching"][c], results["no-batching"][c]
-        print(f"| {c} | {b['qps']:.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {n['qps']:.1f} | "
-              f"{n['p50_ms']:.1f} | {n['p99_ms']:.1f} | {b['qps'] / n['qps']:.2f}x |")
+        print(
+            f"| {c} | {b['qps']:.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {n['qps']:.1f} | "
+            f"{n['p50_ms']:.1f} | {n['p99_ms']:.1f} | {b['qps'] / n['qps']:.2f}x |"
+        )
     top = max(args.clients)
     ratio = results["batching"][top]["qps"] / results["no-batching"][top]["qps"]
-    print(f"\nthroughput ratio at {top} clients (batching / no batching): {ratio:.2f}x (target >= 3x)")
+    print(
+        f"\nthroughput ratio at {top} clients (batching / no batching): {ratio:.2f}x (target >= 3x)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"args": vars(args), "results": results}, indent=2)
+        )
     return 0
 
 

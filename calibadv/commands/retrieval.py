@@ -18,8 +18,17 @@ def _encode(args: argparse.Namespace) -> int:
         overrides["passage_prefix"] = args.passage_prefix
     if args.max_length is not None:
         overrides["max_length"] = args.max_length
-    encoder = Encoder(args.encoder, device=args.device, batch_size=args.batch_size, **overrides)
-    encode_shard(corpus, encoder, args.shard, args.num_shards, args.out, chunk_size=args.chunk_size)
+    encoder = Encoder(
+        args.encoder, device=args.device, batch_size=args.batch_size, **overrides
+    )
+    encode_shard(
+        corpus,
+        encoder,
+        args.shard,
+        args.num_shards,
+        args.out,
+        chunk_size=args.chunk_size,
+    )
     return 0
 
 
@@ -53,29 +62,48 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
         threads=args.threads,
     )  # fmt: skip
-    return run_server(load, cfg, host=args.host, port=args.port, port_file=args.port_file)
+    return run_server(
+        load, cfg, host=args.host, port=args.port, port_file=args.port_file
+    )
 
 
 def _download_corpus(args: argparse.Namespace) -> int:
     from calibadv.retrieval.download import download_corpus
 
-    download_corpus(args.out, repo_id=args.repo_id, filename=args.filename,
-                    revision=args.revision, cache_dir=args.cache_dir)
+    download_corpus(
+        args.out,
+        repo_id=args.repo_id,
+        filename=args.filename,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
     return 0
 
 
 def _download_index(args: argparse.Namespace) -> int:
     from calibadv.retrieval.download import download_index
 
-    download_index(args.out, repo_id=args.repo_id, parts=args.parts,
-                   revision=args.revision, cache_dir=args.cache_dir)
+    download_index(
+        args.out,
+        repo_id=args.repo_id,
+        parts=args.parts,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+    )
     return 0
 
 
 def register(sub: Any) -> None:
-    from calibadv.retrieval.download import CORPUS_FILE, CORPUS_REPO, INDEX_PARTS, INDEX_REPO
+    from calibadv.retrieval.download import (
+        CORPUS_FILE,
+        CORPUS_REPO,
+        INDEX_PARTS,
+        INDEX_REPO,
+    )
 
-    idx = sub.add_parser("index", help="build a dense index: encode shards, merge into FAISS")
+    idx = sub.add_parser(
+        "index", help="build a dense index: encode shards, merge into FAISS"
+    )
     isub = idx.add_subparsers(dest="index_command", metavar="STEP", required=True)
 
     enc = isub.add_parser(
@@ -85,15 +113,27 @@ def register(sub: Any) -> None:
         "shard) and OUT.json. Resumable: finished chunks in OUT.parts/ are kept after a kill.",
     )
     enc.add_argument("--corpus", required=True, help="corpus JSONL ({id, contents})")
-    enc.add_argument("--encoder", required=True, help="model dir, hub id or bundled:minilm")
-    enc.add_argument("--shard", type=int, default=0, help="this shard's number (0-based)")
+    enc.add_argument(
+        "--encoder", required=True, help="model dir, hub id or bundled:minilm"
+    )
+    enc.add_argument(
+        "--shard", type=int, default=0, help="this shard's number (0-based)"
+    )
     enc.add_argument("--num-shards", type=int, default=1, help="number of shards")
     enc.add_argument("--out", required=True, help="output .npy")
-    enc.add_argument("--chunk-size", type=int, default=4096, help="passages per resumable chunk")
+    enc.add_argument(
+        "--chunk-size", type=int, default=4096, help="passages per resumable chunk"
+    )
     enc.add_argument("--batch-size", type=int, default=256, help="encoder batch size")
-    enc.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: GPU if any)")
-    enc.add_argument("--passage-prefix", default=None, help="override the model's passage prefix")
-    enc.add_argument("--max-length", type=int, default=None, help="override max tokens (256)")
+    enc.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 (default: GPU if any)"
+    )
+    enc.add_argument(
+        "--passage-prefix", default=None, help="override the model's passage prefix"
+    )
+    enc.add_argument(
+        "--max-length", type=int, default=None, help="override max tokens (256)"
+    )
     enc.set_defaults(func=_encode)
 
     mrg = isub.add_parser(
@@ -103,8 +143,12 @@ def register(sub: Any) -> None:
     )
     mrg.add_argument("--shards", nargs="+", required=True, help="shard .npy files")
     mrg.add_argument("--out", required=True, help="output FAISS index file")
-    mrg.add_argument("--kind", default="flat", choices=["flat", "hnsw"],
-                     help="flat = exact inner product (paper); hnsw = approximate, CPU-friendly")
+    mrg.add_argument(
+        "--kind",
+        default="flat",
+        choices=["flat", "hnsw"],
+        help="flat = exact inner product (paper); hnsw = approximate, CPU-friendly",
+    )
     mrg.add_argument("--hnsw-m", type=int, default=64, help="HNSW graph degree")
     mrg.set_defaults(func=_merge)
 
@@ -114,28 +158,62 @@ def register(sub: Any) -> None:
         description="Reads a corpus JSONL, a FAISS index and encoder/reranker models; serves "
         "POST /retrieve and GET /health (503 until loaded). Binds 127.0.0.1 unless --host.",
     )
-    srv.add_argument("--corpus", required=True, help="corpus JSONL (row i = index vector i)")
+    srv.add_argument(
+        "--corpus", required=True, help="corpus JSONL (row i = index vector i)"
+    )
     srv.add_argument("--index", required=True, help="FAISS index file")
-    srv.add_argument("--encoder", required=True, help="query encoder (same as the index's)")
-    srv.add_argument("--reranker", default=None, help="cross-encoder model: enables reranking")
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    srv.add_argument(
+        "--encoder", required=True, help="query encoder (same as the index's)"
+    )
+    srv.add_argument(
+        "--reranker", default=None, help="cross-encoder model: enables reranking"
+    )
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback)"
+    )
     srv.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
-    srv.add_argument("--port-file", default=None, help="write the bound port to this file")
-    srv.add_argument("--device", default=None, help="model device (default: GPU if any)")
-    srv.add_argument("--faiss-gpu", action="store_true", help="put the index on GPUs (faiss-gpu)")
-    srv.add_argument("--threads", type=int, default=None,
-                     help="CPU threads for torch/FAISS (default: all cores)")
-    srv.add_argument("--mmap-index", action="store_true", help="memory-map the index file")
+    srv.add_argument(
+        "--port-file", default=None, help="write the bound port to this file"
+    )
+    srv.add_argument(
+        "--device", default=None, help="model device (default: GPU if any)"
+    )
+    srv.add_argument(
+        "--faiss-gpu", action="store_true", help="put the index on GPUs (faiss-gpu)"
+    )
+    srv.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch/FAISS (default: all cores)",
+    )
+    srv.add_argument(
+        "--mmap-index", action="store_true", help="memory-map the index file"
+    )
     srv.add_argument("--topk", type=int, default=3, help="default results per query")
     srv.add_argument("--max-topk", type=int, default=100, help="largest topk accepted")
-    srv.add_argument("--retrieval-topk", type=int, default=20, help="candidates for reranking")
-    srv.add_argument("--rerank-topk", type=int, default=3, help="results after reranking")
+    srv.add_argument(
+        "--retrieval-topk", type=int, default=20, help="candidates for reranking"
+    )
+    srv.add_argument(
+        "--rerank-topk", type=int, default=3, help="results after reranking"
+    )
     srv.add_argument("--max-queries", type=int, default=512, help="queries per request")
-    srv.add_argument("--max-query-chars", type=int, default=4096, help="characters per query")
-    srv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit")
-    srv.add_argument("--no-batching", action="store_true", help="one engine call per request")
-    srv.add_argument("--max-batch", type=int, default=64, help="queries per merged batch")
-    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="batch collection window")
+    srv.add_argument(
+        "--max-query-chars", type=int, default=4096, help="characters per query"
+    )
+    srv.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="request body limit"
+    )
+    srv.add_argument(
+        "--no-batching", action="store_true", help="one engine call per request"
+    )
+    srv.add_argument(
+        "--max-batch", type=int, default=64, help="queries per merged batch"
+    )
+    srv.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="batch collection window"
+    )
     srv.set_defaults(func=_serve)
 
     dc = sub.add_parser(
@@ -159,7 +237,9 @@ def register(sub: Any) -> None:
     )
     di.add_argument("--out", required=True, help="output FAISS index file")
     di.add_argument("--repo-id", default=INDEX_REPO)
-    di.add_argument("--parts", nargs="+", default=list(INDEX_PARTS), help="part files, in order")
+    di.add_argument(
+        "--parts", nargs="+", default=list(INDEX_PARTS), help="part files, in order"
+    )
     di.add_argument("--revision", default=None, help="pin a hub revision")
     di.add_argument("--cache-dir", default=None, help="hub cache folder")
     di.set_defaults(func=_download_index)

@@ -34,7 +34,30 @@ _EXPORTS = {
     "serve_in_background": "launch",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AsyncRetrievalClient",
+    "Corpus",
+    "Document",
+    "Encoder",
+    "EncoderConvention",
+    "Passage",
+    "Reranker",
+    "RetrievalClient",
+    "RetrievalRequestError",
+    "RetrievalUnavailableError",
+    "SearchEngine",
+    "ServerConfig",
+    "create_app",
+    "encode_shard",
+    "format_passages",
+    "join_contents",
+    "load_index",
+    "merge_shards",
+    "resolve_model_path",
+    "serve_in_background",
+    "shard_range",
+    "split_contents",
+]
 
 
 def __getattr__(name: str) -> Any:

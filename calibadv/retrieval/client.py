@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -33,8 +33,12 @@ class Passage:
         doc = item.get("document", item)
         title, text = split_contents(str(doc.get("contents", "")))
         score = item.get("score") if "document" in item else None
-        return cls(id=str(doc.get("id", "")), title=title, text=text,
-                   score=None if score is None else float(score))
+        return cls(
+            id=str(doc.get("id", "")),
+            title=title,
+            text=text,
+            score=None if score is None else float(score),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,10 +50,13 @@ def format_passages(passages: Sequence[Passage], quote_titles: bool = False) -> 
     Search-R1 prints the raw first line of ``contents``, which in wiki-18 keeps its quotes
     (``Doc 1(Title: "Oslo") ...``); ``quote_titles=True`` reproduces that byte for byte.
     """
+
     def title(p: Passage) -> str:
         return f'"{p.title}"' if quote_titles else p.title
 
-    return "\n".join(f"Doc {i}(Title: {title(p)}) {p.text}" for i, p in enumerate(passages, 1))
+    return "\n".join(
+        f"Doc {i}(Title: {title(p)}) {p.text}" for i, p in enumerate(passages, 1)
+    )
 
 
 class RetrievalRequestError(CalibAdvError):
@@ -125,7 +132,9 @@ class RetrievalClient:
     @staticmethod
     def _payload(queries: Sequence[str], topk: int) -> dict[str, Any]:
         if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries; wrap a single query in a list")
+            raise TypeError(
+                "search() takes a list of queries; wrap a single query in a list"
+            )
         return {"queries": list(queries), "topk": int(topk), "return_scores": True}
 
     def _check(self, resp: httpx.Response) -> bool:
@@ -175,14 +184,16 @@ class RetrievalClient:
             self._client.close()
             self._client = None
 
-    def __enter__(self) -> RetrievalClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- async --------------------------------------------------------------------------
-    async def asearch(self, queries: Sequence[str], topk: int = 3) -> list[list[Passage]]:
+    async def asearch(
+        self, queries: Sequence[str], topk: int = 3
+    ) -> list[list[Passage]]:
         payload = self._payload(queries, topk)
         if not payload["queries"]:
             return []
@@ -212,10 +223,12 @@ class RetrievalClient:
 class AsyncRetrievalClient(RetrievalClient):
     """Same client whose ``search`` is a coroutine (for asyncio rollout loops)."""
 
-    async def search(self, queries: Sequence[str], topk: int = 3) -> list[list[Passage]]:  # type: ignore[override]
+    async def search(
+        self, queries: Sequence[str], topk: int = 3
+    ) -> list[list[Passage]]:  # type: ignore[override]
         return await self.asearch(queries, topk)
 
-    async def __aenter__(self) -> AsyncRetrievalClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -94,9 +95,11 @@ class Corpus:
     def __init__(self, path: str | os.PathLike, cache: bool = True) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise CalibAdvError(f"corpus file {self.path} does not exist: pass --corpus FILE.jsonl")
+            raise CalibAdvError(
+                f"corpus file {self.path} does not exist: pass --corpus FILE.jsonl"
+            )
         self._spans = self._load_spans(cache)
-        self._fh = open(self.path, "rb")
+        self._fh = open(self.path, "rb")  # noqa: SIM115 - lives as long as the memory map
         self._mm = (
             mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
             if self.path.stat().st_size
@@ -174,9 +177,13 @@ class Corpus:
         Fast path: wiki-18's ids are row numbers, so ``row_of("17")`` reads row 17 and checks
         its id. Any other layout falls back to a dict built once by a full scan.
         """
-        if doc_id.isdigit() and str(int(doc_id)) == doc_id and int(doc_id) < len(self):
-            if self[int(doc_id)].id == doc_id:
-                return int(doc_id)
+        if (
+            doc_id.isdigit()
+            and str(int(doc_id)) == doc_id
+            and int(doc_id) < len(self)
+            and self[int(doc_id)].id == doc_id
+        ):
+            return int(doc_id)
         if self._id_to_row is None:
             self._id_to_row = {}
             for row in range(len(self)):
@@ -189,7 +196,7 @@ class Corpus:
             self._mm = None
         self._fh.close()
 
-    def __enter__(self) -> Corpus:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

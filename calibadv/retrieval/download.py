@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,13 +59,13 @@ def concat_parts(parts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise CalibAdvError(f"index parts missing: {', '.join(missing)}")
-    handles = [open(p, "rb") for p in paths]
-    try:
-        return _stream_to(Path(out), [(str(p), h) for p, h in zip(paths, handles)],
-                          sum(p.stat().st_size for p in paths))
-    finally:
-        for h in handles:
-            h.close()
+    with ExitStack() as stack:
+        handles = [stack.enter_context(open(p, "rb")) for p in paths]
+        return _stream_to(
+            Path(out),
+            [(str(p), h) for p, h in zip(paths, handles, strict=True)],
+            sum(p.stat().st_size for p in paths),
+        )
 
 
 def gunzip_file(src: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -76,18 +77,31 @@ def gunzip_file(src: str | os.PathLike, out: str | os.PathLike) -> Path:
         with gzip.open(src, "rb") as fh:
             return _stream_to(Path(out), [(str(src), fh)], 0)
     except (OSError, EOFError) as err:
-        raise CalibAdvError(f"{src} is not a valid gzip file ({err}); delete it and download again") from err
+        raise CalibAdvError(
+            f"{src} is not a valid gzip file ({err}); delete it and download again"
+        ) from err
 
 
-def hub_file(repo_id: str, filename: str, revision: str | None = None,
-             cache_dir: str | os.PathLike | None = None) -> Path:
+def hub_file(
+    repo_id: str,
+    filename: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """One file of a hub *dataset* repo, through the hub client's resumable cache."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset",
-                                    revision=revision, cache_dir=cache_dir))
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id,
+                filename=filename,
+                repo_type="dataset",
+                revision=revision,
+                cache_dir=cache_dir,
+            )
+        )
     except LocalEntryNotFoundError as err:
         raise CalibAdvError(
             f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
@@ -97,9 +111,13 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None,
         raise CalibAdvError(f"downloading {repo_id}/{filename} failed: {err}") from err
 
 
-def download_index(out: str | os.PathLike, repo_id: str = INDEX_REPO,
-                   parts: Sequence[str] = INDEX_PARTS, revision: str | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> Path:
+def download_index(
+    out: str | os.PathLike,
+    repo_id: str = INDEX_REPO,
+    parts: Sequence[str] = INDEX_PARTS,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """Fetch the index parts and join them into ``out`` (a FAISS ``IndexFlatIP`` file)."""
     out = Path(out)
     if out.is_file():
@@ -108,9 +126,13 @@ def download_index(out: str | os.PathLike, repo_id: str = INDEX_REPO,
     return concat_parts(local, out)
 
 
-def download_corpus(out: str | os.PathLike, repo_id: str = CORPUS_REPO,
-                    filename: str = CORPUS_FILE, revision: str | None = None,
-                    cache_dir: str | os.PathLike | None = None) -> Path:
+def download_corpus(
+    out: str | os.PathLike,
+    repo_id: str = CORPUS_REPO,
+    filename: str = CORPUS_FILE,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """Fetch the gzipped corpus and decompress it to ``out`` (JSONL)."""
     out = Path(out)
     if out.is_file():

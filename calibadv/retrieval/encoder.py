@@ -40,7 +40,9 @@ def resolve_model_path(name: str) -> str:
     and the local cache, so a pre-fetched model works without network.
     """
     if not name:
-        raise CalibAdvError("empty model name: pass a directory, a hub id or bundled:minilm")
+        raise CalibAdvError(
+            "empty model name: pass a directory, a hub id or bundled:minilm"
+        )
     if name.startswith("bundled:"):
         key = name.split(":", 1)[1]
         if key not in BUNDLED_MODELS:
@@ -53,7 +55,9 @@ def resolve_model_path(name: str) -> str:
     if path.is_dir():
         return str(path.resolve())
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise CalibAdvError(f"model {name!r} is not a directory: pass a model folder or a hub id")
+        raise CalibAdvError(
+            f"model {name!r} is not a directory: pass a model folder or a hub id"
+        )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -83,7 +87,12 @@ class EncoderConvention:
 #: Substring of the (lower-cased) model name → convention. First match wins; order matters.
 CONVENTIONS: list[tuple[str, EncoderConvention]] = [
     ("e5", EncoderConvention(query_prefix="query: ", passage_prefix="passage: ")),
-    ("bge", EncoderConvention(query_prefix="Represent this sentence for searching relevant passages: ")),
+    (
+        "bge",
+        EncoderConvention(
+            query_prefix="Represent this sentence for searching relevant passages: "
+        ),
+    ),
 ]
 DEFAULT_CONVENTION = EncoderConvention()
 
@@ -122,7 +131,9 @@ class Encoder:
         try:
             self.model = SentenceTransformer(self.path, device=self.device)
         except (OSError, ValueError) as err:
-            raise CalibAdvError(f"cannot load encoder {name!r} from {self.path}: {err}") from err
+            raise CalibAdvError(
+                f"cannot load encoder {name!r} from {self.path}: {err}"
+            ) from err
         self.model.max_seq_length = self.convention.max_length
         if self.device.startswith("cuda"):
             self.model.half()
@@ -131,8 +142,9 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
         )
         return int(get())
 

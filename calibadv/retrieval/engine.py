@@ -34,7 +34,9 @@ class Hit:
 class Reranker:
     """A sentence-transformers ``CrossEncoder``; pairs are (query, ``(Title: T) text``)."""
 
-    def __init__(self, name: str, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, device: str | None = None, batch_size: int = 64
+    ) -> None:
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -51,7 +53,9 @@ class Reranker:
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        out = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        out = self.model.predict(
+            pairs, batch_size=self.batch_size, show_progress_bar=False
+        )
         return np.asarray(out, dtype=np.float32).reshape(len(pairs), -1)[:, 0]
 
 
@@ -60,7 +64,9 @@ def passage_for_rerank(doc: Document) -> str:
 
 
 class SearchEngine:
-    def __init__(self, corpus: Corpus, index: Any, encoder: Any, reranker: Reranker | None = None):
+    def __init__(
+        self, corpus: Corpus, index: Any, encoder: Any, reranker: Reranker | None = None
+    ):
         if index.ntotal != len(corpus):
             from calibadv.errors import CalibAdvError
 
@@ -89,7 +95,9 @@ class SearchEngine:
             for _ in job.queries:
                 pairs = [
                     (int(r), float(s))
-                    for r, s in zip(rows[qi, : job.k_candidates], scores[qi, : job.k_candidates])
+                    for r, s in zip(
+                        rows[qi, : job.k_candidates], scores[qi, : job.k_candidates]
+                    )
                     if r >= 0
                 ]
                 per_query.append(pairs)
@@ -117,7 +125,10 @@ class SearchEngine:
         for job in jobs:
             answers = []
             for _ in job.queries:
-                hits = [Hit(r, s, d) for (r, s), d in zip(per_query[qi], docs[qi], strict=True)]
+                hits = [
+                    Hit(r, s, d)
+                    for (r, s), d in zip(per_query[qi], docs[qi], strict=True)
+                ]
                 if job.rerank and self.reranker is not None:
                     hits.sort(key=lambda h: -h.score)  # stable: FAISS order breaks ties
                 answers.append(hits[: job.k_final])

@@ -107,9 +107,13 @@ def encode_shard(
     chunks = [np.load(parts / f"chunk_{k:06d}.npy") for k in range(len(chunk_starts))]
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
     if emb.shape[0] != end - start:
-        raise CalibAdvError(f"{parts}: chunks hold {emb.shape[0]} rows, expected {end - start}")
+        raise CalibAdvError(
+            f"{parts}: chunks hold {emb.shape[0]} rows, expected {end - start}"
+        )
     atomic_write_bytes(out, _npy_bytes(emb))
-    atomic_write_json(shard_meta_path(out), {**manifest, "dim": int(emb.shape[1]) if emb.size else 0})
+    atomic_write_json(
+        shard_meta_path(out), {**manifest, "dim": int(emb.shape[1]) if emb.size else 0}
+    )
     for k in range(len(chunk_starts)):
         (parts / f"chunk_{k:06d}.npy").unlink(missing_ok=True)
     mpath.unlink(missing_ok=True)
@@ -127,7 +131,9 @@ def _ordered_shards(shards: Sequence[str | os.PathLike]) -> list[Path]:
     paths = [Path(p) for p in shards]
     for p in paths:
         if not p.is_file():
-            raise CalibAdvError(f"shard {p} does not exist: run `calibadv index encode` for it")
+            raise CalibAdvError(
+                f"shard {p} does not exist: run `calibadv index encode` for it"
+            )
     metas = [shard_meta_path(p) for p in paths]
     if not all(m.is_file() for m in metas):
         return paths  # no sidecars (hand-made embeddings): trust the order given
@@ -141,7 +147,10 @@ def _ordered_shards(shards: Sequence[str | os.PathLike]) -> list[Path]:
                 "pass all shards of one encode run"
             )
         expected = meta["end"]
-    if expected != info[0][0]["corpus_rows"] or len({m["num_shards"] for m, _ in info}) != 1:
+    if (
+        expected != info[0][0]["corpus_rows"]
+        or len({m["num_shards"] for m, _ in info}) != 1
+    ):
         raise CalibAdvError(
             f"shards cover rows [0, {expected}) of a corpus of {info[0][0]['corpus_rows']} rows: "
             "some shards are missing"
@@ -171,7 +180,9 @@ def _flat(dim: int, opts: dict[str, Any]) -> Any:
 def _hnsw(dim: int, opts: dict[str, Any]) -> Any:
     import faiss
 
-    index = faiss.IndexHNSWFlat(dim, int(opts.get("hnsw_m", 64)), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(
+        dim, int(opts.get("hnsw_m", 64)), faiss.METRIC_INNER_PRODUCT
+    )
     index.hnsw.efConstruction = int(opts.get("ef_construction", 200))
     index.hnsw.efSearch = int(opts.get("ef_search", 128))
     return index
@@ -187,12 +198,16 @@ def merge_shards(
     import faiss
 
     if kind not in INDEX_KINDS:
-        raise CalibAdvError(f"unknown index kind {kind!r}: choose one of {sorted(INDEX_KINDS)}")
+        raise CalibAdvError(
+            f"unknown index kind {kind!r}: choose one of {sorted(INDEX_KINDS)}"
+        )
     paths = _ordered_shards(shards)
     arrays = [np.load(p, mmap_mode="r") for p in paths]
     dims = {a.shape[1] for a in arrays if a.ndim == 2 and a.shape[0]}
     if len(dims) != 1:
-        raise CalibAdvError(f"shards have embedding widths {sorted(dims)}: all must match")
+        raise CalibAdvError(
+            f"shards have embedding widths {sorted(dims)}: all must match"
+        )
     dim = dims.pop()
     index = INDEX_KINDS[kind](dim, opts)
     bar = _progress(sum(a.shape[0] for a in arrays), f"merge → {kind} index")
@@ -216,7 +231,9 @@ def load_index(path: str | os.PathLike, gpu: bool = False, mmap: bool = False) -
 
     path = Path(path)
     if not path.is_file():
-        raise CalibAdvError(f"index file {path} does not exist: pass --index FILE.faiss")
+        raise CalibAdvError(
+            f"index file {path} does not exist: pass --index FILE.faiss"
+        )
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         index = faiss.read_index(str(path), flags)
@@ -224,7 +241,9 @@ def load_index(path: str | os.PathLike, gpu: bool = False, mmap: bool = False) -
         raise CalibAdvError(f"{path} is not a FAISS index: {err}") from err
     if gpu:
         if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-            raise CalibAdvError("--faiss-gpu needs faiss-gpu and a visible GPU; drop the flag")
+            raise CalibAdvError(
+                "--faiss-gpu needs faiss-gpu and a visible GPU; drop the flag"
+            )
         co = faiss.GpuMultipleClonerOptions()
         co.shard = True
         co.useFloat16 = True

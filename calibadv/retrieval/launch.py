@@ -76,7 +76,9 @@ def serve_in_background(
         port_file = Path(tmp) / "port"
         log_file = Path(log_path) if log_path else Path(tmp) / "server.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        cmd = serve_command(corpus, index, encoder, reranker, host, port, port_file, extra_args)
+        cmd = serve_command(
+            corpus, index, encoder, reranker, host, port, port_file, extra_args
+        )
         child_env = {**os.environ, **(env or {}), "CALIBADV_NO_PROGRESS": "1"}
         with open(log_file, "ab") as log_fh:
             proc = subprocess.Popen(
@@ -91,7 +93,11 @@ def serve_in_background(
 
 
 def _wait_ready(
-    proc: subprocess.Popen[bytes], port_file: Path, host: str, log_file: Path, timeout: float
+    proc: subprocess.Popen[bytes],
+    port_file: Path,
+    host: str,
+    log_file: Path,
+    timeout: float,
 ) -> str:
     deadline = time.monotonic() + timeout
     url: str | None = None

@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request  # module level: FastAPI resolves endpoint annotations by name
+from fastapi import (
+    Request,  # module level: FastAPI resolves endpoint annotations by name
+)
 
 from calibadv.retrieval.engine import Hit, Job, SearchEngine
 
@@ -58,44 +60,63 @@ def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
         return None
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(422, f"{key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise RequestError(
+            422, f"{key!r} must be an integer in [{lo}, {hi}], got {value!r}"
+        )
     if not lo <= value <= hi:
         raise RequestError(422, f"{key!r} must be in [{lo}, {hi}], got {value}")
     return value
 
 
-def parse_request(obj: Any, cfg: ServerConfig, size: int, has_reranker: bool) -> tuple[Job, bool]:
+def parse_request(
+    obj: Any, cfg: ServerConfig, size: int, has_reranker: bool
+) -> tuple[Job, bool]:
     """Validate a decoded ``/retrieve`` body into a :class:`Job` and the ``return_scores`` flag."""
     if not isinstance(obj, dict):
-        raise RequestError(400, 'the body must be a JSON object like {"queries": ["..."], "topk": 3}')
+        raise RequestError(
+            400, 'the body must be a JSON object like {"queries": ["..."], "topk": 3}'
+        )
     queries = obj.get("queries")
     if queries is None and isinstance(obj.get("query"), str):
         queries = [obj["query"]]  # single-query form some Search-R1 forks send
     if not isinstance(queries, list):
-        raise RequestError(422, f"'queries' must be a list of strings, got {type(queries).__name__}")
+        raise RequestError(
+            422, f"'queries' must be a list of strings, got {type(queries).__name__}"
+        )
     if not queries:
         raise RequestError(422, "'queries' is empty: send at least one query")
     if len(queries) > cfg.max_queries:
         raise RequestError(
-            422, f"'queries' has {len(queries)} items; at most {cfg.max_queries} per request"
+            422,
+            f"'queries' has {len(queries)} items; at most {cfg.max_queries} per request",
         )
     for i, q in enumerate(queries):
         if not isinstance(q, str):
-            raise RequestError(422, f"queries[{i}] must be a string, got {type(q).__name__}")
+            raise RequestError(
+                422, f"queries[{i}] must be a string, got {type(q).__name__}"
+            )
         if not q.strip():
             raise RequestError(422, f"queries[{i}] is empty or blank")
         if len(q) > cfg.max_query_chars:
             raise RequestError(
-                422, f"queries[{i}] has {len(q)} characters; at most {cfg.max_query_chars}"
+                422,
+                f"queries[{i}] has {len(q)} characters; at most {cfg.max_query_chars}",
             )
     return_scores = obj.get("return_scores", False)
     if return_scores is None:
         return_scores = False
     if not isinstance(return_scores, bool):
-        raise RequestError(422, f"'return_scores' must be true or false, got {return_scores!r}")
+        raise RequestError(
+            422, f"'return_scores' must be true or false, got {return_scores!r}"
+        )
     max_k = max(1, min(cfg.max_topk, size))
     topk = _int_field(obj, "topk", 1, max_k)
-    k_ret = _int_field(obj, "topk_retrieval", 1, max(1, min(max(cfg.max_topk, cfg.retrieval_topk), size)))
+    k_ret = _int_field(
+        obj,
+        "topk_retrieval",
+        1,
+        max(1, min(max(cfg.max_topk, cfg.retrieval_topk), size)),
+    )
     k_rer = _int_field(obj, "topk_rerank", 1, max_k)
     if not has_reranker:
         if k_ret is not None or k_rer is not None:
@@ -106,7 +127,9 @@ def parse_request(obj: Any, cfg: ServerConfig, size: int, has_reranker: bool) ->
             )
         k = topk if topk is not None else min(cfg.default_topk, size)
         return Job(list(queries), k, k, rerank=False), return_scores
-    final = k_rer if k_rer is not None else topk if topk is not None else cfg.rerank_topk
+    final = (
+        k_rer if k_rer is not None else topk if topk is not None else cfg.rerank_topk
+    )
     final = min(final, size)
     cands = k_ret if k_ret is not None else min(max(cfg.retrieval_topk, final), size)
     if final > cands:
@@ -119,7 +142,8 @@ def parse_request(obj: Any, cfg: ServerConfig, size: int, has_reranker: bool) ->
 def format_result(answers: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
     if return_scores:
         result = [
-            [{"document": h.document.to_dict(), "score": h.score} for h in hits] for hits in answers
+            [{"document": h.document.to_dict(), "score": h.score} for h in hits]
+            for hits in answers
         ]
     else:
         result = [[h.document.to_dict() for h in hits] for hits in answers]
@@ -194,7 +218,9 @@ class MicroBatcher:
                 continue
             self.batches += 1
             try:
-                results = await loop.run_in_executor(self._executor, self._run, [j for j, _ in live])
+                results = await loop.run_in_executor(
+                    self._executor, self._run, [j for j, _ in live]
+                )
             except Exception as err:  # noqa: BLE001 - delivered to each waiting request
                 for _, fut in live:
                     if not fut.done():
@@ -273,7 +299,10 @@ def create_app(
     @app.get("/health")
     async def health() -> JSONResponse:
         if state.engine is None:
-            body = {"status": "failed" if state.error else "loading", "error": state.error}
+            body = {
+                "status": "failed" if state.error else "loading",
+                "error": state.error,
+            }
             return JSONResponse(body, status_code=503)
         return JSONResponse(
             {
@@ -288,8 +317,14 @@ def create_app(
 
     async def _read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cfg.max_body_bytes:
-            raise RequestError(413, f"body of {declared} bytes; at most {cfg.max_body_bytes}")
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > cfg.max_body_bytes
+        ):
+            raise RequestError(
+                413, f"body of {declared} bytes; at most {cfg.max_body_bytes}"
+            )
         chunks: list[bytes] = []
         total = 0
         async for chunk in request.stream():
@@ -306,7 +341,10 @@ def create_app(
             raw = await _read_body(request)
             if engine is None:
                 return JSONResponse(
-                    {"detail": "index still loading; poll GET /health", "error": state.error},
+                    {
+                        "detail": "index still loading; poll GET /health",
+                        "error": state.error,
+                    },
                     status_code=503,
                     headers={"Retry-After": "5"},
                 )
@@ -314,11 +352,13 @@ def create_app(
                 obj = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as err:
                 raise RequestError(400, f"body is not valid JSON: {err}") from err
-            job, return_scores = parse_request(obj, cfg, engine.size, engine.reranker is not None)
+            job, return_scores = parse_request(
+                obj, cfg, engine.size, engine.reranker is not None
+            )
         except RequestError as err:
             return error(err.status, err.message)
         if "batcher" in holder:
-            answers = (await holder["batcher"].submit(job))
+            answers = await holder["batcher"].submit(job)
         else:
             loop = asyncio.get_running_loop()
 
@@ -369,7 +409,9 @@ def run_server(
     app = create_app(load, cfg, on_load_error=on_error)
     sock = bind_socket(host, port)
     actual = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, timeout_keep_alive=30
+    )
     server = uvicorn.Server(config)
     server_box["server"] = server
     if port_file:

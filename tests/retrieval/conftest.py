@@ -102,7 +102,9 @@ def cross_encoder_dir(data_dir: Path) -> str:
     from calibadv.retrieval.encoder import resolve_model_path
 
     torch.manual_seed(0)
-    model = CrossEncoder(resolve_model_path("bundled:minilm"), num_labels=1, device="cpu")
+    model = CrossEncoder(
+        resolve_model_path("bundled:minilm"), num_labels=1, device="cpu"
+    )
     out = data_dir / "cross-encoder"
     model.save(str(out))
     return str(out)
@@ -127,7 +129,9 @@ def app_server(app: Any) -> Iterator[str]:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -158,8 +162,13 @@ def server_url(engine: Any) -> Iterator[str]:
     """The real app (batching on) serving the session engine."""
     from calibadv.retrieval.server import ServerConfig, create_app
 
-    cfg = ServerConfig(max_queries=16, max_topk=20, max_query_chars=200, max_body_bytes=4096,
-                       max_wait_ms=20.0)
+    cfg = ServerConfig(
+        max_queries=16,
+        max_topk=20,
+        max_query_chars=200,
+        max_body_bytes=4096,
+        max_wait_ms=20.0,
+    )
     with app_server(create_app(lambda: engine, cfg)) as url:
         wait_healthy(url)
         yield url
@@ -175,7 +184,9 @@ def unbatched_url(engine: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rerank_url(corpus_path: Path, index_path: Path, cross_encoder_dir: str) -> Iterator[str]:
+def rerank_url(
+    corpus_path: Path, index_path: Path, cross_encoder_dir: str
+) -> Iterator[str]:
     """A real `calibadv serve` subprocess with a reranker, started by the launcher."""
     from calibadv.retrieval.launch import serve_in_background
 

@@ -21,7 +21,11 @@ from calibadv.retrieval.client import (
     format_passages,
 )
 
-OK_BODY = {"result": [[{"document": {"id": "7", "contents": '"Oslo"\nOslo is cold.'}, "score": 0.5}]]}
+OK_BODY = {
+    "result": [
+        [{"document": {"id": "7", "contents": '"Oslo"\nOslo is cold.'}, "score": 0.5}]
+    ]
+}
 
 
 @contextmanager
@@ -30,7 +34,7 @@ def scripted_server(statuses: list[int]) -> Iterator[tuple[str, list[dict]]]:
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             status = statuses[len(seen) - 1] if len(seen) <= len(statuses) else 200
@@ -68,24 +72,30 @@ def test_5xx_is_retried_until_success():
 
 
 def test_4xx_is_not_retried_and_carries_the_server_message():
-    with scripted_server([422]) as (url, seen):
-        with pytest.raises(RetrievalRequestError) as err:
-            fast(url).search(["Oslo"], topk=1)
+    with (
+        scripted_server([422]) as (url, seen),
+        pytest.raises(RetrievalRequestError) as err,
+    ):
+        fast(url).search(["Oslo"], topk=1)
     assert len(seen) == 1
     assert err.value.status == 422 and "scripted 422" in str(err.value)
 
 
 def test_persistent_5xx_gives_up_after_the_retry_budget():
-    with scripted_server([500] * 10) as (url, seen):
-        with pytest.raises(RetrievalUnavailableError, match="HTTP 500"):
-            fast(url, retries=2).search(["Oslo"])
+    with (
+        scripted_server([500] * 10) as (url, seen),
+        pytest.raises(RetrievalUnavailableError, match="HTTP 500"),
+    ):
+        fast(url, retries=2).search(["Oslo"])
     assert len(seen) == 3
 
 
 def test_connection_refused_is_retried_then_reported():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the with-block ends: nobody listens there
+        port = s.getsockname()[
+            1
+        ]  # closed once the with-block ends: nobody listens there
     with pytest.raises(RetrievalUnavailableError, match="3 attempts"):
         fast(f"http://127.0.0.1:{port}", retries=2).search(["Oslo"])
 
@@ -118,14 +128,25 @@ def test_empty_query_list_makes_no_request_and_a_bare_string_is_refused():
 
 
 def test_passage_from_both_wire_forms():
-    scored = Passage.from_item({"document": {"id": 3, "contents": '"T"\nline1\nline2'}, "score": 1})
+    scored = Passage.from_item(
+        {"document": {"id": 3, "contents": '"T"\nline1\nline2'}, "score": 1}
+    )
     assert scored == Passage("3", "T", "line1\nline2", 1.0)
     bare = Passage.from_item({"id": "4", "contents": '"Only title"'})
     assert bare == Passage("4", "Only title", "", None)
 
 
 def test_format_passages_numbers_docs_without_trailing_newline():
-    ps = [Passage("1", "Oslo", "Oslo is cold.", 0.9), Passage("2", "Lima", "Lima is warm.", 0.1)]
-    assert format_passages(ps) == "Doc 1(Title: Oslo) Oslo is cold.\nDoc 2(Title: Lima) Lima is warm."
+    ps = [
+        Passage("1", "Oslo", "Oslo is cold.", 0.9),
+        Passage("2", "Lima", "Lima is warm.", 0.1),
+    ]
+    assert (
+        format_passages(ps)
+        == "Doc 1(Title: Oslo) Oslo is cold.\nDoc 2(Title: Lima) Lima is warm."
+    )
     assert format_passages([]) == ""
-    assert format_passages(ps[:1], quote_titles=True) == 'Doc 1(Title: "Oslo") Oslo is cold.'
+    assert (
+        format_passages(ps[:1], quote_titles=True)
+        == 'Doc 1(Title: "Oslo") Oslo is cold.'
+    )

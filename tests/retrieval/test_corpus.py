@@ -21,7 +21,10 @@ def test_rows_come_back_in_file_order(corpus_path, rows):
     assert len(corpus) == len(rows)
     assert corpus[0].to_dict() == rows[0]
     assert corpus[-1].to_dict() == rows[-1]
-    assert [d.id for d in corpus.get_many(np.array([5, 2]))] == [rows[5]["id"], rows[2]["id"]]
+    assert [d.id for d in corpus.get_many(np.array([5, 2]))] == [
+        rows[5]["id"],
+        rows[2]["id"],
+    ]
     assert corpus.contents_range(3, 5) == [rows[3]["contents"], rows[4]["contents"]]
     with pytest.raises(IndexError, match="out of range"):
         corpus[len(rows)]
@@ -33,7 +36,10 @@ def test_title_and_text_split(corpus_path):
     assert doc.text.startswith("The Paris river floods")
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters='\n"'), max_size=30), st.text(max_size=80))
+@given(
+    st.text(alphabet=st.characters(blacklist_characters='\n"'), max_size=30),
+    st.text(max_size=80),
+)
 def test_split_inverts_join(title, text):
     assert split_contents(join_contents(title, text)) == (title, text)
 
@@ -45,7 +51,9 @@ def test_offsets_sidecar_is_reused_and_rebuilt_when_the_file_changes(tmp_path):
     assert sidecar.is_file()
     stamp = sidecar.stat().st_mtime_ns
     assert len(Corpus(path)) == 1 and sidecar.stat().st_mtime_ns == stamp  # reused
-    write_corpus(path, [{"id": "a", "contents": '"A"\nx'}, {"id": "b", "contents": '"B"\nyy'}])
+    write_corpus(
+        path, [{"id": "a", "contents": '"A"\nx'}, {"id": "b", "contents": '"B"\nyy'}]
+    )
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     corpus = Corpus(path)
     assert len(corpus) == 2 and corpus[1].id == "b"
@@ -53,8 +61,13 @@ def test_offsets_sidecar_is_reused_and_rebuilt_when_the_file_changes(tmp_path):
 
 def test_blank_lines_unicode_and_missing_final_newline(tmp_path):
     path = tmp_path / "c.jsonl"
-    lines = [json.dumps({"id": "0", "contents": '"Zürich"\nÉtude — ünïcode'}, ensure_ascii=False),
-             "", json.dumps({"id": "1", "contents": '"B"\nb'})]
+    lines = [
+        json.dumps(
+            {"id": "0", "contents": '"Zürich"\nÉtude — ünïcode'}, ensure_ascii=False
+        ),
+        "",
+        json.dumps({"id": "1", "contents": '"B"\nb'}),
+    ]
     path.write_text("\n".join(lines), encoding="utf-8")  # no trailing newline
     corpus = Corpus(path, cache=False)
     assert len(corpus) == 2
@@ -66,11 +79,15 @@ def test_id_lookup_for_row_numbered_and_arbitrary_ids(tmp_path, corpus_path, row
     assert corpus.row_of(rows[17]["id"]) == 17
     with pytest.raises(KeyError):
         corpus.row_of("nope")
-    numbered = write_corpus(tmp_path / "n.jsonl",
-                            [{"id": str(i), "contents": f'"T{i}"\nt'} for i in range(5)])
+    numbered = write_corpus(
+        tmp_path / "n.jsonl",
+        [{"id": str(i), "contents": f'"T{i}"\nt'} for i in range(5)],
+    )
     assert Corpus(numbered).row_of("3") == 3
-    shifted = write_corpus(tmp_path / "s.jsonl",
-                           [{"id": str(i + 1), "contents": f'"T{i}"\nt'} for i in range(5)])
+    shifted = write_corpus(
+        tmp_path / "s.jsonl",
+        [{"id": str(i + 1), "contents": f'"T{i}"\nt'} for i in range(5)],
+    )
     assert Corpus(shifted).row_of("3") == 2  # ids that are not rows are still found
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from calibadv.errors import CalibAdvError
-from calibadv.retrieval.download import CORPUS_FILE, CORPUS_REPO, INDEX_REPO, concat_parts, gunzip_file
+from calibadv.retrieval.download import (
+    CORPUS_FILE,
+    CORPUS_REPO,
+    INDEX_REPO,
+    concat_parts,
+    gunzip_file,
+)
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -29,10 +35,20 @@ def seed_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
 
 
 def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
-           "CALIBADV_NO_PROGRESS": "1"}
-    return subprocess.run([sys.executable, "-m", "calibadv.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(cache),
+        "CALIBADV_NO_PROGRESS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "calibadv.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_concat_parts_is_cat_in_order(tmp_path):
@@ -64,7 +80,9 @@ def test_download_commands_through_the_hub_client(tmp_path, corpus_path, index_p
     blob = index_path.read_bytes()
     half = len(blob) // 2
     seed_hub_cache(cache, INDEX_REPO, {"part_aa": blob[:half], "part_ab": blob[half:]})
-    seed_hub_cache(cache, CORPUS_REPO, {CORPUS_FILE: gzip.compress(corpus_path.read_bytes())})
+    seed_hub_cache(
+        cache, CORPUS_REPO, {CORPUS_FILE: gzip.compress(corpus_path.read_bytes())}
+    )
 
     res = run_cli(["download-index", "--out", str(tmp_path / "e5_Flat.index")], cache)
     assert res.returncode == 0, res.stderr
@@ -75,11 +93,15 @@ def test_download_commands_through_the_hub_client(tmp_path, corpus_path, index_p
     from calibadv.retrieval.index import load_index
 
     assert (tmp_path / "e5_Flat.index").read_bytes() == blob
-    assert load_index(tmp_path / "e5_Flat.index").ntotal == len(Corpus(tmp_path / "wiki-18.jsonl"))
+    assert load_index(tmp_path / "e5_Flat.index").ntotal == len(
+        Corpus(tmp_path / "wiki-18.jsonl")
+    )
 
 
 def test_offline_without_the_files_is_a_clear_error(tmp_path):
-    res = run_cli(["download-corpus", "--out", str(tmp_path / "c.jsonl")], tmp_path / "empty")
+    res = run_cli(
+        ["download-corpus", "--out", str(tmp_path / "c.jsonl")], tmp_path / "empty"
+    )
     assert res.returncode == 2
     assert "not in the Hugging Face cache" in res.stderr
     assert "Traceback" not in res.stderr

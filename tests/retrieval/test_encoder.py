@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from calibadv.errors import CalibAdvError
-from calibadv.retrieval.encoder import EncoderConvention, convention_for, resolve_model_path
+from calibadv.retrieval.encoder import (
+    EncoderConvention,
+    convention_for,
+    resolve_model_path,
+)
 
 
 def test_bundled_minilm_resolves_to_the_packaged_model_dir():
@@ -34,7 +38,11 @@ def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_conventions_follow_the_model_family():
     e5 = convention_for("intfloat/e5-base-v2")
-    assert (e5.query_prefix, e5.passage_prefix, e5.max_length) == ("query: ", "passage: ", 256)
+    assert (e5.query_prefix, e5.passage_prefix, e5.max_length) == (
+        "query: ",
+        "passage: ",
+        256,
+    )
     assert convention_for("bundled:minilm") == EncoderConvention()
 
 
@@ -56,3 +64,10 @@ def test_prefixes_are_prepended(encoder):
     finally:
         encoder.convention = original
     np.testing.assert_allclose(prefixed, plain, atol=1e-6)
+
+
+def test_package_exports_resolve_lazily():
+    from calibadv import retrieval
+
+    assert sorted(retrieval.__all__) == sorted(retrieval._EXPORTS)
+    assert all(getattr(retrieval, name) for name in retrieval.__all__)

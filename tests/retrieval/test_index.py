@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import faiss
@@ -19,7 +20,7 @@ from calibadv.retrieval.index import encode_shard, load_index, merge_shards, sha
 def test_shards_tile_the_corpus_evenly(n, num):
     ranges = [shard_range(n, i, num) for i in range(num)]
     assert ranges[0][0] == 0 and ranges[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     sizes = [e - s for s, e in ranges]
     assert max(sizes) - min(sizes) <= 1
 
@@ -47,7 +48,9 @@ class Interrupted(Exception):
     pass
 
 
-def test_shard_encoding_resumes_after_a_kill(tmp_path, corpus_path, encoder, embeddings):
+def test_shard_encoding_resumes_after_a_kill(
+    tmp_path, corpus_path, encoder, embeddings
+):
     corpus = Corpus(corpus_path)
     out = tmp_path / "shard.npy"
     first = CountingEncoder(encoder)
@@ -75,8 +78,15 @@ def test_resume_refuses_chunks_of_another_job(tmp_path, corpus_path, encoder):
     corpus = Corpus(corpus_path)
     out = tmp_path / "shard.npy"
     with pytest.raises(Interrupted):
-        encode_shard(corpus, encoder, 0, 2, out, chunk_size=8,
-                     on_chunk=lambda k: (_ for _ in ()).throw(Interrupted))
+        encode_shard(
+            corpus,
+            encoder,
+            0,
+            2,
+            out,
+            chunk_size=8,
+            on_chunk=lambda k: (_ for _ in ()).throw(Interrupted),
+        )
     with pytest.raises(CalibAdvError, match="different job"):
         encode_shard(corpus, encoder, 0, 2, out, chunk_size=16)
 
@@ -87,10 +97,14 @@ def test_merged_flat_index_holds_the_shards_in_corpus_order(index_path, embeddin
     np.testing.assert_array_equal(index.reconstruct_n(0, index.ntotal), embeddings)
 
 
-def test_merge_orders_shards_by_their_rows_and_spots_gaps(tmp_path, data_dir, embeddings):
+def test_merge_orders_shards_by_their_rows_and_spots_gaps(
+    tmp_path, data_dir, embeddings
+):
     shards = [data_dir / "emb-1.npy", data_dir / "emb-0.npy"]  # given out of order
     out = merge_shards(shards, tmp_path / "i.faiss")
-    np.testing.assert_array_equal(load_index(out).reconstruct_n(0, len(embeddings)), embeddings)
+    np.testing.assert_array_equal(
+        load_index(out).reconstruct_n(0, len(embeddings)), embeddings
+    )
     with pytest.raises(CalibAdvError, match="some shards are missing"):
         merge_shards([data_dir / "emb-0.npy"], tmp_path / "j.faiss")
     with pytest.raises(CalibAdvError, match="row 0 was expected"):
@@ -98,9 +112,15 @@ def test_merge_orders_shards_by_their_rows_and_spots_gaps(tmp_path, data_dir, em
     assert not (tmp_path / "j.faiss").exists()
 
 
-def test_hnsw_index_finds_the_exact_neighbours_on_a_small_corpus(tmp_path, data_dir, embeddings):
-    out = merge_shards([data_dir / "emb-0.npy", data_dir / "emb-1.npy"], tmp_path / "h.faiss",
-                       kind="hnsw", hnsw_m=16)
+def test_hnsw_index_finds_the_exact_neighbours_on_a_small_corpus(
+    tmp_path, data_dir, embeddings
+):
+    out = merge_shards(
+        [data_dir / "emb-0.npy", data_dir / "emb-1.npy"],
+        tmp_path / "h.faiss",
+        kind="hnsw",
+        hnsw_m=16,
+    )
     index = load_index(out)
     assert isinstance(index, faiss.IndexHNSWFlat)
     _, got = index.search(embeddings[:5], 3)
@@ -124,13 +144,56 @@ def test_cli_encode_and_merge(tmp_path, corpus_path, index_path):
     from calibadv.cli import main
 
     for i in range(2):
-        assert main(["index", "encode", "--corpus", str(corpus_path), "--encoder", "bundled:minilm",
-                     "--shard", str(i), "--num-shards", "2", "--device", "cpu",
-                     "--out", str(tmp_path / f"s{i}.npy")]) == 0
-    assert main(["index", "merge", "--shards", str(tmp_path / "s0.npy"), str(tmp_path / "s1.npy"),
-                 "--out", str(tmp_path / "cli.faiss")]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "encode",
+                    "--corpus",
+                    str(corpus_path),
+                    "--encoder",
+                    "bundled:minilm",
+                    "--shard",
+                    str(i),
+                    "--num-shards",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(tmp_path / f"s{i}.npy"),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "index",
+                "merge",
+                "--shards",
+                str(tmp_path / "s0.npy"),
+                str(tmp_path / "s1.npy"),
+                "--out",
+                str(tmp_path / "cli.faiss"),
+            ]
+        )
+        == 0
+    )
     a = load_index(tmp_path / "cli.faiss").reconstruct_n(0, 56)
     b = load_index(index_path).reconstruct_n(0, 56)
-    np.testing.assert_allclose(a, b, atol=1e-5)  # batch composition may change the last bits
-    assert main(["index", "merge", "--shards", str(tmp_path / "s0.npy"),
-                 "--out", str(tmp_path / "bad.faiss")]) == 2  # user error: exit 2, no traceback
+    np.testing.assert_allclose(
+        a, b, atol=1e-5
+    )  # batch composition may change the last bits
+    assert (
+        main(
+            [
+                "index",
+                "merge",
+                "--shards",
+                str(tmp_path / "s0.npy"),
+                "--out",
+                str(tmp_path / "bad.faiss"),
+            ]
+        )
+        == 2
+    )  # user error: exit 2, no traceback

@@ -36,24 +36,38 @@ def test_rerank_scores_each_query_against_its_own_candidates(
     queries = QUERIES[:4]
     got = RetrievalClient(rerank_url).search(queries, topk=3)
     for query, hits in zip(queries, got):
-        ids, scores = expected_rerank(cross_encoder_dir, encoder, embeddings, rows, query, 10, 3)
+        ids, scores = expected_rerank(
+            cross_encoder_dir, encoder, embeddings, rows, query, 10, 3
+        )
         assert [h.id for h in hits] == ids
-        np.testing.assert_allclose([h.score for h in hits], scores, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            [h.score for h in hits], scores, rtol=1e-3, atol=1e-4
+        )
 
 
-def test_rerank_fields_of_search_r1(rerank_url, cross_encoder_dir, encoder, embeddings, rows):
-    body = {"queries": ["river floods in spring"], "topk_retrieval": 5, "topk_rerank": 2,
-            "return_scores": True}
+def test_rerank_fields_of_search_r1(
+    rerank_url, cross_encoder_dir, encoder, embeddings, rows
+):
+    body = {
+        "queries": ["river floods in spring"],
+        "topk_retrieval": 5,
+        "topk_rerank": 2,
+        "return_scores": True,
+    }
     resp = httpx.post(rerank_url + "/retrieve", json=body)
     assert resp.status_code == 200
     hits = resp.json()["result"][0]
-    ids, _ = expected_rerank(cross_encoder_dir, encoder, embeddings, rows, body["queries"][0], 5, 2)
+    ids, _ = expected_rerank(
+        cross_encoder_dir, encoder, embeddings, rows, body["queries"][0], 5, 2
+    )
     assert [h["document"]["id"] for h in hits] == ids
 
 
 def test_rerank_topk_cannot_exceed_candidates(rerank_url):
-    resp = httpx.post(rerank_url + "/retrieve",
-                      json={"queries": ["q"], "topk_retrieval": 2, "topk_rerank": 3})
+    resp = httpx.post(
+        rerank_url + "/retrieve",
+        json={"queries": ["q"], "topk_retrieval": 2, "topk_rerank": 3},
+    )
     assert resp.status_code == 422
     assert "topk_retrieval" in resp.json()["detail"]
 
@@ -65,10 +79,16 @@ def test_health_names_the_models(rerank_url, cross_encoder_dir):
 
 
 def test_launcher_reports_a_server_that_cannot_start(corpus_path, tmp_path):
-    with pytest.raises(CalibAdvError) as err:
-        with serve_in_background(corpus_path, tmp_path / "missing.faiss", "bundled:minilm",
-                                 startup_timeout=300):
-            pass
+    with (
+        pytest.raises(CalibAdvError) as err,
+        serve_in_background(
+            corpus_path,
+            tmp_path / "missing.faiss",
+            "bundled:minilm",
+            startup_timeout=300,
+        ),
+    ):
+        pass
     message = str(err.value)
     assert "exited with code 1" in message
     assert "missing.faiss" in message  # the log tail names the bad file
@@ -76,8 +96,13 @@ def test_launcher_reports_a_server_that_cannot_start(corpus_path, tmp_path):
 
 @pytest.mark.slow
 def test_launcher_stops_the_server(corpus_path, index_path):
-    with serve_in_background(corpus_path, index_path, "bundled:minilm",
-                             extra_args=["--device", "cpu"], startup_timeout=300) as url:
+    with serve_in_background(
+        corpus_path,
+        index_path,
+        "bundled:minilm",
+        extra_args=["--device", "cpu"],
+        startup_timeout=300,
+    ) as url:
         assert httpx.get(url + "/health").status_code == 200
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/health", timeout=2)

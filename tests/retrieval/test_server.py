@@ -16,7 +16,9 @@ from calibadv.retrieval.server import ServerConfig, create_app
 from .conftest import QUERIES, app_server
 
 
-def brute_force(encoder: Any, embeddings: np.ndarray, rows: list[dict], query: str, k: int):
+def brute_force(
+    encoder: Any, embeddings: np.ndarray, rows: list[dict], query: str, k: int
+):
     q = encoder.encode_queries([query])[0]
     scores = embeddings @ q
     order = np.argsort(-scores, kind="stable")[:k]
@@ -30,7 +32,9 @@ def test_topk_equals_brute_force(server_url, encoder, embeddings, rows, k):
     for query, hits in zip(QUERIES, got):
         ids, scores = brute_force(encoder, embeddings, rows, query, k)
         assert [h.id for h in hits] == ids
-        np.testing.assert_allclose([h.score for h in hits], scores, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            [h.score for h in hits], scores, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_unbatched_server_gives_the_same_answers(server_url, unbatched_url):
@@ -41,8 +45,10 @@ def test_unbatched_server_gives_the_same_answers(server_url, unbatched_url):
 
 def test_wire_format_follows_search_r1(server_url, rows):
     by_id = {r["id"]: r["contents"] for r in rows}
-    with_scores = httpx.post(server_url + "/retrieve",
-                             json={"queries": ["Tokyo", "Lima"], "topk": 2, "return_scores": True})
+    with_scores = httpx.post(
+        server_url + "/retrieve",
+        json={"queries": ["Tokyo", "Lima"], "topk": 2, "return_scores": True},
+    )
     assert with_scores.status_code == 200
     result = with_scores.json()["result"]
     assert len(result) == 2 and all(len(r) == 2 for r in result)
@@ -51,8 +57,12 @@ def test_wire_format_follows_search_r1(server_url, rows):
     assert set(item["document"]) == {"id", "contents"}
     assert item["document"]["contents"] == by_id[item["document"]["id"]]
     # Search-R1's server returns bare documents when scores are not asked for
-    bare = httpx.post(server_url + "/retrieve", json={"queries": ["Tokyo"], "topk": 2}).json()
-    assert [d["id"] for d in bare["result"][0]] == [r["document"]["id"] for r in result[0]]
+    bare = httpx.post(
+        server_url + "/retrieve", json={"queries": ["Tokyo"], "topk": 2}
+    ).json()
+    assert [d["id"] for d in bare["result"][0]] == [
+        r["document"]["id"] for r in result[0]
+    ]
     assert set(bare["result"][0][0]) == {"id", "contents"}
 
 
@@ -89,9 +99,13 @@ def test_bad_requests_get_a_clear_4xx(server_url, body, status, needle):
 
 
 def test_topk_larger_than_the_corpus_is_rejected(unbatched_url, rows):
-    resp = httpx.post(unbatched_url + "/retrieve", json={"queries": ["q"], "topk": len(rows) + 1})
+    resp = httpx.post(
+        unbatched_url + "/retrieve", json={"queries": ["q"], "topk": len(rows) + 1}
+    )
     assert resp.status_code == 422
-    ok = httpx.post(unbatched_url + "/retrieve", json={"queries": ["q"], "topk": len(rows)})
+    ok = httpx.post(
+        unbatched_url + "/retrieve", json={"queries": ["q"], "topk": len(rows)}
+    )
     assert len(ok.json()["result"][0]) == len(rows)
 
 
@@ -100,8 +114,11 @@ def test_topk_larger_than_the_corpus_is_rejected(unbatched_url, rows):
     [(b"{not json", 400), (b"\xff\xfe\x00", 400), (b"", 400), (b"x" * 5000, 413)],
 )
 def test_malformed_and_oversized_bodies(server_url, content, status):
-    resp = httpx.post(server_url + "/retrieve", content=content,
-                      headers={"content-type": "application/json"})
+    resp = httpx.post(
+        server_url + "/retrieve",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == status
     assert resp.json()["detail"]
 
@@ -116,13 +133,24 @@ def test_oversized_chunked_body_is_cut_off(server_url):
 
 
 def test_server_survives_every_bad_request(server_url):
-    for content in [b"null", b"[]", b'{"queries": [{}]}', b'{"queries": [["a"]]}', b"1e999"]:
-        assert httpx.post(server_url + "/retrieve", content=content).status_code in (400, 422)
+    for content in [
+        b"null",
+        b"[]",
+        b'{"queries": [{}]}',
+        b'{"queries": [["a"]]}',
+        b"1e999",
+    ]:
+        assert httpx.post(server_url + "/retrieve", content=content).status_code in (
+            400,
+            422,
+        )
     assert httpx.get(server_url + "/health").status_code == 200
     assert RetrievalClient(server_url).search(["Tokyo"], topk=1)[0]
 
 
-def test_64_concurrent_clients_all_get_their_own_answers(server_url, encoder, embeddings, rows):
+def test_64_concurrent_clients_all_get_their_own_answers(
+    server_url, encoder, embeddings, rows
+):
     queries = [f"{q} {i}" for i in range(8) for q in QUERIES]  # 64 distinct queries
     expected = {q: brute_force(encoder, embeddings, rows, q, 3)[0] for q in queries}
     before = httpx.get(server_url + "/health").json()["batches"]
@@ -130,7 +158,9 @@ def test_64_concurrent_clients_all_get_their_own_answers(server_url, encoder, em
     async def main() -> list[list[str]]:
         clients = [AsyncRetrievalClient(server_url) for _ in queries]
         try:
-            res = await asyncio.gather(*(c.search([q], topk=3) for c, q in zip(clients, queries)))
+            res = await asyncio.gather(
+                *(c.search([q], topk=3) for c, q in zip(clients, queries))
+            )
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
         return [[p.id for p in r[0]] for r in res]
@@ -159,7 +189,10 @@ def test_health_is_503_until_loaded_then_200(engine):
         wait_healthy(url)
         body = httpx.get(url + "/health").json()
         assert body["status"] == "ok" and body["passages"] == engine.size
-        assert httpx.post(url + "/retrieve", json={"queries": ["Tokyo"]}).status_code == 200
+        assert (
+            httpx.post(url + "/retrieve", json={"queries": ["Tokyo"]}).status_code
+            == 200
+        )
 
 
 def test_failed_load_is_reported_on_health(tmp_path):
@@ -167,7 +200,9 @@ def test_failed_load_is_reported_on_health(tmp_path):
         raise FileNotFoundError("index.faiss is missing")
 
     seen: list[BaseException] = []
-    with app_server(create_app(broken, ServerConfig(), on_load_error=seen.append)) as url:
+    with app_server(
+        create_app(broken, ServerConfig(), on_load_error=seen.append)
+    ) as url:
         import time
 
         for _ in range(500):
@@ -200,4 +235,7 @@ def test_engine_failure_is_a_500_and_the_server_lives_on(engine):
         wait_healthy(url)
         bad = httpx.post(url + "/retrieve", json={"queries": ["Tokyo"]})
         assert bad.status_code == 500 and "boom" in bad.json()["detail"]
-        assert httpx.post(url + "/retrieve", json={"queries": ["Tokyo"]}).status_code == 200
+        assert (
+            httpx.post(url + "/retrieve", json={"queries": ["Tokyo"]}).status_code
+            == 200
+        )
