@@ -36,3 +36,14 @@ def test_broken_jsonl_line_is_reported_with_its_number(tmp_path):
     path.write_text('{"i": 0}\n\n{"i": \n')
     with pytest.raises(ValueError, match=r"rows\.jsonl:3"):
         io.read_jsonl(path)
+
+
+def test_atomic_files_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = io.atomic_write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
