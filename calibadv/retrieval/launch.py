@@ -53,6 +53,24 @@ def serve_command(
     return cmd + list(extra_args)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the server when the launching process dies.
+
+    A job killed by SIGKILL/SIGTERM (Snakemake cancelling, ``scancel``, a test timeout) never
+    runs the ``finally`` below; without this its server would live on as an orphan holding
+    memory and a port. Elsewhere than Linux this is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def serve_in_background(
     corpus: str | os.PathLike,
@@ -84,6 +102,7 @@ def serve_in_background(
             proc = subprocess.Popen(
                 cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=child_env,
                 stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
         try:
             url = _wait_ready(proc, port_file, host, log_file, startup_timeout)

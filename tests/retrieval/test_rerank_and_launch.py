@@ -106,3 +106,34 @@ def test_launcher_stops_the_server(corpus_path, index_path):
         assert httpx.get(url + "/health").status_code == 200
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_server_dies_with_a_killed_launcher(corpus_path, index_path, tmp_path):
+    """A job killed with SIGKILL (no finally runs) must not leave its server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url_file = tmp_path / "url"
+    script = (
+        "import os, signal, sys\n"
+        "from calibadv.retrieval.launch import serve_in_background\n"
+        f"with serve_in_background({str(corpus_path)!r}, {str(index_path)!r}, 'bundled:minilm',"
+        " extra_args=['--device', 'cpu'], startup_timeout=300) as url:\n"
+        f"    open({str(url_file)!r}, 'w').write(url)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], timeout=400)
+    assert proc.returncode == -signal.SIGKILL
+    url = url_file.read_text()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/health", timeout=1)
+        except httpx.TransportError:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"server at {url} outlived its killed launcher (pid {os.getpid()})")
