@@ -366,6 +366,7 @@ def snakemake_resources(res: dict[str, Any], attempt: int = 1) -> dict[str, Any]
         "runtime": int(res["runtime"]) * attempt,
         "mem_mb": int(res["mem_mb"]) * attempt,
         "cpus_per_task": int(res["cpus"]),
+        "nodes": int(res.get("nodes", 1)),
     }
     if res["gpus"]:
         out["gpu"] = int(res["gpus"])
@@ -373,6 +374,4 @@ def snakemake_resources(res: dict[str, Any], attempt: int = 1) -> dict[str, Any]
             out["gpu_model"] = res["gpu_model"]
     if res.get("partition"):
         out["slurm_partition"] = res["partition"]
-    if int(res.get("nodes", 1)) > 1:
-        out["nodes"] = int(res["nodes"])
     return out

@@ -51,27 +51,11 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def label_columns(table: Table) -> int:
-    """Leading text columns (left-aligned): those before the first numeric column header."""
-    for i, row in enumerate(zip(*table.rows)) if table.rows else []:
-        if any(_numeric(cell) for cell in row):
-            return i
-    return len(table.columns)
-
-
-def _numeric(cell: str) -> bool:
-    try:
-        float(cell.replace("+", ""))
-    except ValueError:
-        return False
-    return True
-
-
 def render(table: Table, fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r} (formats: {', '.join(FORMATS)})")
     template = _env().get_template(FORMATS[fmt])
-    return template.render(table=table, label_cols=label_columns(table))
+    return template.render(table=table, label_cols=table.label_cols)
 
 
 def write_tables(tables: list[Table], out_dir: str | Path, formats: list[str]) -> list[Path]:

@@ -34,6 +34,7 @@ class Table:
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
+    label_cols: int = 3  # leading text columns (left-aligned); the rest are numbers
     breaks: list[int] = field(default_factory=list)  # row indices preceded by a rule
     notes: list[str] = field(default_factory=list)
 
@@ -194,7 +195,7 @@ def _extra_value(key: str, config: dict[str, Any], results: Results, model: str,
         return time_per_step(results, model, method)
     if key == "gpus":
         res = stage_resources(config, "train", model)
-        return f"{res['gpus']}x GPU" if res["gpus"] else f"CPU ({res['cpus']} cores)"
+        return f"{res['gpus']}x GPU" if res["gpus"] else f"CPU x{res['cpus']}"
     raise KeyError(key)
 
 
@@ -260,6 +261,7 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
         "table5_judge",
         "Table 5: accuracy of steps scored helpful (c > 0), by training step",
         ["Evaluator", "Source", *(f"step {s}" for s in steps), "Avg."],
+        label_cols=2,
     )
     for name, per, overall in ours_rows:
         table.rows.append([name, "ours", *(fmt(per.get(s)) for s in steps), fmt(overall)])
@@ -295,6 +297,7 @@ def table7_datasets(config: dict[str, Any], results: Results, paper: dict[str, A
         "table7_datasets",
         "Table 7: dataset statistics (questions)",
         ["Dataset", "", "Train", "Test"],
+        label_cols=2,
     )
     for bench, name in _PAPER_DATASET.items():
         prow = paper_rows.get(name, {})

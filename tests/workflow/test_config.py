@@ -132,6 +132,7 @@ def test_cpu_stages_request_no_gpu(tiny_config):
     config = wc.validate_config(tiny_config)
     res = wc.snakemake_resources(wc.stage_resources(config, "evaluate", "tiny"))
     assert "gpu" not in res and "gpu_model" not in res
+    assert res["nodes"] == 1  # the SLURM plugin rejects nodes=0
 
 
 def test_spec_command_writes_a_loadable_run_spec(tmp_path):
