@@ -119,6 +119,12 @@ def sft_flags(wildcards):
     return " ".join(flags)
 
 
+def build_flags(wildcards):
+    """`calibadv build-tiny-model` flags from models.<m>.build_options."""
+    options = CFG["models"][wildcards.model]["build_options"]
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
+
+
 def limit_flag(value):
     return f"--limit {value}" if value else ""
 

@@ -46,15 +46,17 @@ rule build_tiny_model:
         slurm_partition=res("model", "slurm_partition"),
     params:
         seed=lambda wildcards: CFG["models"][wildcards.model].get("seed", CFG["seed"]),
+        options=build_flags,
     shell:
         "calibadv build-tiny-model --corpus {input.corpus} --qa {input.qa} "
-        "--out {output} --seed {params.seed} > {log} 2>&1"
+        "--out {output} --seed {params.seed} {params.options} > {log} 2>&1"
 
 
 rule sft:
     input:
         model=lambda wildcards: wc_lib.model_source_dir(CFG, wildcards.model),
         qa=list(train_qa_files().values())[0],
+        dev=list(val_qa_files().values())[0],
         corpus=L.corpus,
         index=L.index,
     output:
@@ -82,5 +84,6 @@ rule sft:
     shell:
         "calibadv sft --model {input.model} --qa {input.qa} --corpus {input.corpus} "
         "--index {input.index} --encoder {params.encoder} --out {output} {params.prethink} "
+        "--eval-qa {input.dev} "
         "{params.options} "
         "> {log} 2>&1"

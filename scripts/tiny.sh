@@ -9,5 +9,5 @@ source scripts/bootstrap.sh
 export PATH="$ROOT/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cores="${CALIBADV_CORES:-$(nproc)}"
 snakemake --configfile config/tiny.yaml --cores "$cores" "$@"
-snakemake --configfile config/tiny.yaml --cores "$cores" --report results/tiny/report.html "$@"
-echo "tiny run done: tables in results/tiny/tables/, figures in results/tiny/figures/, report results/tiny/report.html"
+snakemake --configfile config/tiny.yaml --cores "$cores" --report results/synthetic/report.html "$@"
+echo "tiny run done: tables in results/synthetic/report/tables/, figures in results/synthetic/report/figures/, HTML report results/synthetic/report.html"
