@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Callable
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from calibadv.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -188,16 +191,21 @@ def run_spec_from_dict(data: dict[str, Any]) -> RunSpec:
     return spec
 
 
-def load_run_spec(path: str | Path) -> RunSpec:
+def load_validated_yaml(path: str | Path, what: str, validate: Callable[[Any], T]) -> T:
+    """Read a YAML file and validate it; errors name the file (and, from ``validate``, the key)."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"run spec {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     try:
-        return run_spec_from_dict(data)
+        return validate(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def load_run_spec(path: str | Path) -> RunSpec:
+    return load_validated_yaml(path, "run spec", run_spec_from_dict)
 
 
 def dump_run_spec(spec: RunSpec) -> str:

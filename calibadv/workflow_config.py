@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from calibadv.errors import ConfigError
-from calibadv.spec import run_spec_from_dict
+from calibadv.spec import load_validated_yaml, run_spec_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -133,15 +133,7 @@ def _check_cross_references(config: dict[str, Any]) -> None:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"workflow config {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
-    try:
-        return validate_config(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    return load_validated_yaml(path, "workflow config", validate_config)
 
 
 # --------------------------------------------------------------------------- runs

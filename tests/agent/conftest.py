@@ -26,7 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     w = root / "world"
     cli("synth", "--out-dir", w, "--size", "tiny", "--seed", "0")
     cli("build-tiny-model", "--corpus", w / "corpus.jsonl", "--qa", w / "train.jsonl",
-        "--out", root / "tiny")
+        "--out", root / "tiny", "--hidden-size", "132", "--layers", "2")
     cli("index", "encode", "--corpus", w / "corpus.jsonl", "--encoder", "bundled:minilm",
         "--out", root / "emb.npy")
     cli("index", "merge", "--shards", root / "emb.npy", "--out", root / "index.faiss")
@@ -36,7 +36,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         root / "dev.parquet", "--split", "dev", "--limit", "8")
     cli("sft", "--model", root / "tiny", "--qa", w / "train.jsonl", "--corpus",
         w / "corpus.jsonl", "--index", root / "index.faiss", "--out", root / "sft",
-        "--limit", "200", "--epochs", "2", "--eval-qa", w / "dev.jsonl", "--eval-limit", "8",
+        "--limit", "64", "--epochs", "1", "--batch-size", "8", "--eval-qa", w / "dev.jsonl",
+        "--eval-limit", "8",
         "--max-tokens-per-turn", "32")
     return {"root": root, "world": w, "model": root / "tiny", "sft": root / "sft",
             "index": root / "index.faiss", "corpus": w / "corpus.jsonl",

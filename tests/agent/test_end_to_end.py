@@ -45,7 +45,7 @@ def write_spec(path: Path, world: dict, server: str, method: str, steps: int, **
 
 def test_sft_start_point_report(world):
     report = json.loads((world["sft"] / "sft_report.json").read_text())
-    assert report["demonstrations"] == 200 and report["eval_n"] == 8
+    assert report["demonstrations"] == 64 and report["eval_n"] == 8
     assert report["loss_last"] < report["loss_first"]
     assert 0.0 <= report["format_rate"] <= 1.0 and 0.0 <= report["f1"] <= 1.0
 
