@@ -175,7 +175,7 @@ def retrieval_url(retrieval: Any) -> Iterator[str]:
             f"retrieval: set retrieval.url, or retrieval.{missing[0]} (with corpus, index and "
             "encoder) so that a server can be started"
         )
-    from calibadv.retrieval.launch import serve_in_background
+    from calibadv.retrieval.launch import serve_in_background, spec_server_args
 
     try:
         ctx = serve_in_background(
@@ -184,6 +184,7 @@ def retrieval_url(retrieval: Any) -> Iterator[str]:
             retrieval.encoder,
             reranker=retrieval.reranker,
             port=retrieval.port,
+            extra_args=spec_server_args(retrieval),
         )
     except FileNotFoundError as err:
         raise CalibAdvError(f"retrieval server could not start: {err}") from err

@@ -60,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     load = partial(
         load_engine, args.corpus, args.index, args.encoder, args.reranker,
         device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
-        threads=args.threads,
+        threads=args.threads, query_prefix=args.query_prefix,
     )  # fmt: skip
     return run_server(
         load, cfg, host=args.host, port=args.port, port_file=args.port_file
@@ -189,6 +189,9 @@ def register(sub: Any) -> None:
     )
     srv.add_argument(
         "--mmap-index", action="store_true", help="memory-map the index file"
+    )
+    srv.add_argument(
+        "--query-prefix", default=None, help="override the model's query prefix"
     )
     srv.add_argument("--topk", type=int, default=3, help="default results per query")
     srv.add_argument("--max-topk", type=int, default=100, help="largest topk accepted")

@@ -146,6 +146,7 @@ def load_engine(
     faiss_gpu: bool = False,
     mmap_index: bool = False,
     threads: int | None = None,
+    query_prefix: str | None = None,
 ) -> SearchEngine:
     """Load everything the server needs from paths/model names (slow: seconds to minutes).
 
@@ -163,7 +164,8 @@ def load_engine(
 
     c = Corpus(corpus)
     idx = load_index(index, gpu=faiss_gpu, mmap=mmap_index)
-    enc = Encoder(encoder, device=device)
+    overrides = {} if query_prefix is None else {"query_prefix": query_prefix}
+    enc = Encoder(encoder, device=device, **overrides)
     if enc.dim != idx.d:
         raise_dim = (
             f"encoder {encoder!r} makes {enc.dim}-d vectors but index {index} holds {idx.d}-d ones: "

@@ -71,6 +71,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def spec_server_args(retrieval: object) -> list[str]:
+    """Extra ``serve`` flags from a RunSpec's ``retrieval`` section (both backends use this)."""
+    args = ["--topk", str(retrieval.topk)]
+    if retrieval.reranker:
+        args += ["--retrieval-topk", str(retrieval.topk_retrieval),
+                 "--rerank-topk", str(retrieval.topk)]  # fmt: skip
+    if retrieval.query_prefix:
+        args += ["--query-prefix", retrieval.query_prefix]
+    return args
+
+
 @contextmanager
 def serve_in_background(
     corpus: str | os.PathLike,

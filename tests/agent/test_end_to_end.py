@@ -61,8 +61,12 @@ def test_rl_run_writes_every_output_and_evaluates(world, server, tmp_path, metho
     assert [v["step"] for v in read_jsonl(out / "val.jsonl")] == [0, 2]
     dump = read_jsonl(out / "rollouts" / "step_000001.jsonl")
     assert len(dump) == 6 and {"group", "c", "silver_ids", "advantage"} <= set(dump[0])
-    if method == "calibadv":
-        assert all(d["response_text"].startswith(d["response_text"].lstrip()) for d in dump)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(world["sft"])
+    prethink = get_method(method)["prethink"]
+    # PreThink moves the opening <think> into the prompt (it carries no advantage)
+    assert all(tok.decode(d["prompt_ids"]).endswith("<think>") == prethink for d in dump)
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_000002"
     selection = json.loads((out / "selection.json").read_text())
     assert selection["step"] == 2 and (out / "final" / "config.json").exists()

@@ -137,3 +137,15 @@ def test_server_dies_with_a_killed_launcher(corpus_path, index_path, tmp_path):
             return
         time.sleep(0.5)
     raise AssertionError(f"server at {url} outlived its killed launcher (pid {os.getpid()})")
+
+
+def test_run_spec_retrieval_settings_become_server_flags():
+    from calibadv.retrieval.launch import spec_server_args
+    from calibadv.spec import RetrievalSpec
+
+    plain = RetrievalSpec(topk=3)
+    assert spec_server_args(plain) == ["--topk", "3"]
+    paper = RetrievalSpec(reranker="ce", topk_retrieval=20, topk=3, query_prefix="query: ")
+    assert spec_server_args(paper) == [
+        "--topk", "3", "--retrieval-topk", "20", "--rerank-topk", "3", "--query-prefix", "query: "
+    ]

@@ -112,12 +112,13 @@ def retrieval_server(spec: RunSpec, out_dir: Path) -> Iterator[str]:
             f"retrieval: set retrieval.url, or retrieval.{missing[0]} (with corpus, index and "
             "encoder) so that the launcher can start a server"
         )
-    from calibadv.retrieval.launch import serve_in_background
+    from calibadv.retrieval.launch import serve_in_background, spec_server_args
 
     multi = spec.resources.nodes > 1
     with serve_in_background(rs.corpus, rs.index, rs.encoder, reranker=rs.reranker,
                              host="0.0.0.0" if multi else "127.0.0.1", port=rs.port,
-                             log_path=out_dir / "retrieval_server.log") as url:
+                             log_path=out_dir / "retrieval_server.log",
+                             extra_args=spec_server_args(rs)) as url:
         yield url.replace("0.0.0.0", socket.gethostname()) if multi else url
 
 
