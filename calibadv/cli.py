@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.verbose < 2:  # one line per HTTP request (health polls, searches) is noise below -vv
-        for noisy in ("httpx", "httpcore"):
+    if args.verbose < 2:  # per-request HTTP lines, uvicorn's life cycle of an in-process
+        # retrieval server and FAISS's CPU-feature probing are noise below -vv
+        for noisy in ("httpx", "httpcore", "uvicorn.error", "faiss.loader"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -57,6 +57,9 @@ class RetrievalSpec:
     topk_retrieval: int = 20
     topk: int = 3
     port: int = 0  # 0 = pick a free port
+    # How a run starts its own server (no url): a child process, or a thread of the run's
+    # process (saves a second torch/transformers start-up; small CPU jobs). launch.SERVER_MODES.
+    server: Literal["process", "thread"] = "process"
 
 
 @dataclass

@@ -114,7 +114,10 @@ def prefix_flag(flag, value):
 def sft_flags(wildcards):
     """`calibadv sft` flags from models.<m>.sft_options (+ the config's retrieval top-k)."""
     options = CFG["models"][wildcards.model]["sft_options"]
-    flags = [f"--topk {CFG['retrieval']['topk']}"]
+    flags = [
+        f"--topk {CFG['retrieval']['topk']}",
+        f"--server {CFG['retrieval']['server']}",
+    ]
     flags += [f"--{k.replace('_', '-')} {v}" for k, v in sorted(options.items())]
     return " ".join(flags)
 

@@ -175,10 +175,11 @@ def retrieval_url(retrieval: Any) -> Iterator[str]:
             f"retrieval: set retrieval.url, or retrieval.{missing[0]} (with corpus, index and "
             "encoder) so that a server can be started"
         )
-    from calibadv.retrieval.launch import serve_in_background, spec_server_args
+    from calibadv.retrieval.launch import serve, spec_server_args
 
     try:
-        ctx = serve_in_background(
+        ctx = serve(
+            retrieval.server,
             retrieval.corpus,
             retrieval.index,
             retrieval.encoder,

@@ -1,39 +1,69 @@
-"""``calibadv evaluate``: greedy rollouts of a checkpoint over one benchmark split."""
+"""``calibadv evaluate``: greedy rollouts of a checkpoint over one or several benchmark splits."""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _suites(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """``{benchmark: (parquet, out_dir)}`` from ``--data/--benchmark`` or ``--suite`` flags."""
+    import os
+
+    from calibadv.errors import ConfigError
+
+    if args.suite:
+        if args.data or args.benchmark:
+            raise ConfigError("give either --suite NAME=PARQUET (repeatable) or --data with "
+                              "--benchmark, not both")
+        suites: dict[str, tuple[str, str]] = {}
+        for item in args.suite:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ConfigError(f"--suite {item!r}: expected NAME=PARQUET, e.g. "
+                                  "hotpotqa=results/synthetic/data/test/hotpotqa.parquet")
+            if name in suites:
+                raise ConfigError(f"--suite {name!r} is given twice")
+            suites[name] = (path, os.path.join(args.out_dir, name))
+        return suites
+    if not (args.data and args.benchmark):
+        raise ConfigError("give --data PARQUET and --benchmark NAME (or --suite NAME=PARQUET)")
+    return {args.benchmark: (args.data, args.out_dir)}
+
+
 def _run(args: argparse.Namespace) -> int:
-    from calibadv.evaluate.run import evaluate
+    from calibadv.errors import ConfigError
+    from calibadv.evaluate.run import evaluate_suites
     from calibadv.spec import load_run_spec
 
-    spec = load_run_spec(args.spec)
     if args.limit is not None and args.limit < 1:
-        from calibadv.errors import ConfigError
-
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    m = evaluate(spec, args.checkpoint, args.data, args.benchmark, args.out_dir,
-                 limit=args.limit, generator=args.generator, batch_size=args.batch_size)
-    print(f"{m['benchmark']}: n={m['n']} f1={m['f1']:.3f} em={m['em']:.3f} "
-          f"format={m['format_rate']:.3f} high_ppl={m['high_ppl_ratio']:.3f}")
+    suites = _suites(args)
+    spec = load_run_spec(args.spec)
+    for m in evaluate_suites(spec, args.checkpoint, suites, limit=args.limit,
+                             generator=args.generator, batch_size=args.batch_size):
+        print(f"{m['benchmark']}: n={m['n']} f1={m['f1']:.3f} em={m['em']:.3f} "
+              f"format={m['format_rate']:.3f} high_ppl={m['high_ppl_ratio']:.3f}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on one benchmark (greedy, every question)",
+        help="evaluate a checkpoint on benchmarks (greedy, every question)",
         description=(
-            "Reads the run spec (method, agent limits, retrieval), an HF checkpoint and a verl "
-            "Parquet split; writes OUT_DIR/predictions.jsonl and OUT_DIR/metrics.json."
+            "Reads the run spec (method, agent limits, retrieval), an HF checkpoint and verl "
+            "Parquet splits; writes predictions.jsonl and metrics.json per benchmark. One "
+            "benchmark: --data/--benchmark, files in OUT_DIR. Several: --suite NAME=PARQUET "
+            "per benchmark, files in OUT_DIR/NAME; the model and the retrieval server are then "
+            "loaded once for all of them."
         ),
     )
     p.add_argument("--spec", required=True, help="RunSpec YAML of the run")
     p.add_argument("--checkpoint", required=True, help="HF model directory (e.g. RUN/final)")
-    p.add_argument("--data", required=True, help="verl Parquet of the benchmark split")
-    p.add_argument("--benchmark", required=True, help="benchmark key (nq, hotpotqa, ...)")
+    p.add_argument("--data", default=None, help="verl Parquet of the benchmark split")
+    p.add_argument("--benchmark", default=None, help="benchmark key (nq, hotpotqa, ...)")
+    p.add_argument("--suite", action="append", default=[], metavar="NAME=PARQUET",
+                   help="a benchmark and its Parquet (repeatable; instead of --data/--benchmark)")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--generator", choices=["hf", "vllm"], default="hf",

@@ -39,11 +39,13 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def server_parts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(engine loader, ServerConfig) from parsed ``serve`` flags: one mapping for both the
+    ``serve`` subprocess and the in-process server of ``retrieval.server: thread``."""
     from functools import partial
 
     from calibadv.retrieval.engine import load_engine
-    from calibadv.retrieval.server import ServerConfig, run_server
+    from calibadv.retrieval.server import ServerConfig
 
     cfg = ServerConfig(
         default_topk=args.topk,
@@ -62,6 +64,13 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
         threads=args.threads, query_prefix=args.query_prefix,
     )  # fmt: skip
+    return load, cfg
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from calibadv.retrieval.server import run_server
+
+    load, cfg = server_parts(args)
     return run_server(
         load, cfg, host=args.host, port=args.port, port_file=args.port_file
     )

@@ -8,7 +8,7 @@ import argparse
 def _run(args: argparse.Namespace) -> int:
     from calibadv.agent.runner import make_search_fn
     from calibadv.io import read_jsonl
-    from calibadv.retrieval.launch import serve_in_background
+    from calibadv.retrieval.launch import serve
     from calibadv.train.sft import SFTConfig, run_sft
 
     check_args(args)
@@ -21,8 +21,8 @@ def _run(args: argparse.Namespace) -> int:
         search = make_search_fn(args.retrieval_url, args.topk)
         report = run_sft(args.model, args.qa, search, args.out, cfg, eval_rows, agent)
     else:
-        with serve_in_background(args.corpus, args.index, args.encoder,
-                                 reranker=args.reranker) as url:
+        with serve(args.server, args.corpus, args.index, args.encoder,
+                   reranker=args.reranker) as url:
             search = make_search_fn(url, args.topk)
             report = run_sft(args.model, args.qa, search, args.out, cfg, eval_rows, agent)
     summary = {k: report.get(k) for k in ("demonstrations", "loss_last", "format_rate", "f1")}
@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", default="bundled:minilm", help="query encoder of the index")
     p.add_argument("--reranker", default=None, help="cross-encoder for the server (optional)")
     p.add_argument("--retrieval-url", default=None, help="use this running server instead")
+    p.add_argument("--server", choices=["process", "thread"], default="process",
+                   help="start the server as a child process (default) or in a thread of this "
+                   "process (one Python start-up fewer; small CPU runs)")
     p.add_argument("--out", required=True, help="output HF directory")
     p.add_argument("--prethink", action="store_true", help="PreThink variant (think in prompt)")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the demonstrations")

@@ -61,45 +61,83 @@ def evaluate(
     search_fn: Any = None,
 ) -> dict[str, Any]:
     """Write ``predictions.jsonl`` and ``metrics.json`` (docs/design.md) and return the metrics."""
-    from tqdm import tqdm
+    return evaluate_suites(spec, checkpoint, {benchmark: (data, out_dir)}, limit=limit,
+                           generator=generator, batch_size=batch_size, search_fn=search_fn)[0]
 
-    from calibadv.agent.runner import (
-        agent_config,
-        load_questions,
-        make_search_fn,
-        method_flags,
-        retrieval_url,
-        rollout,
-        score,
-    )
-    from calibadv.evaluate.metrics import rollout_ppl, summarise
 
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+def evaluate_suites(
+    spec: RunSpec,
+    checkpoint: str | os.PathLike,
+    suites: dict[str, tuple[str | os.PathLike, str | os.PathLike]],
+    limit: int | None = None,
+    generator: str = "hf",
+    batch_size: int = 64,
+    search_fn: Any = None,
+) -> list[dict[str, Any]]:
+    """Evaluate one checkpoint on several benchmarks, ``{name: (parquet, out_dir)}``.
+
+    The model and the retrieval server are loaded once for all of them: on a CPU the start-up
+    (imports, server, model) costs more than a small benchmark's rollouts. Each benchmark's
+    files are written as soon as it is done, exactly as a single-benchmark run writes them.
+    """
+    from calibadv.agent.runner import make_search_fn, retrieval_url
+
+    checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         raise CalibAdvError(f"--checkpoint {checkpoint} is not a model directory")
+    if not suites:
+        raise CalibAdvError("no benchmark to evaluate")
+    loaded = {name: _questions(data, limit) for name, (data, _) in suites.items()}
+    generate_fn, tok = make_generator(generator, checkpoint, spec)
+
+    def run_all(search: Any) -> list[dict[str, Any]]:
+        return [
+            _evaluate_one(spec, checkpoint, name, loaded[name], Path(out), generate_fn, tok,
+                          search, batch_size)
+            for name, (_, out) in suites.items()
+        ]
+
+    if search_fn is not None:
+        return run_all(search_fn)
+    with retrieval_url(spec.retrieval) as url:
+        return run_all(make_search_fn(url, spec.retrieval.topk))
+
+
+def _questions(data: str | os.PathLike, limit: int | None) -> list:
+    from calibadv.agent.runner import load_questions
+
     questions = load_questions(data, limit)
     if not questions:
         raise CalibAdvError(f"--data {data}: no questions to evaluate")
+    return questions
+
+
+def _evaluate_one(
+    spec: RunSpec,
+    checkpoint: Path,
+    benchmark: str,
+    questions: list,
+    out_dir: Path,
+    generate_fn: Any,
+    tok: Any,
+    search: Any,
+    batch_size: int,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from calibadv.agent.runner import agent_config, method_flags, rollout, score
+    from calibadv.evaluate.metrics import rollout_ppl, summarise
+
     prethink, require_search = method_flags(spec.method)
     cfg = agent_config(spec, prethink)
-    generate_fn, tok = make_generator(generator, checkpoint, spec)
-
-    def run_all(search) -> list:
-        trajs = []
-        bar = tqdm(total=len(questions), desc=f"evaluate {benchmark}",
-                   disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
-        for i in range(0, len(questions), batch_size):
-            chunk = questions[i : i + batch_size]
-            trajs += rollout(chunk, tok, cfg, generate_fn, search)
-            bar.update(len(chunk))
-        bar.close()
-        return trajs
-
-    if search_fn is None:
-        with retrieval_url(spec.retrieval) as url:
-            trajs = run_all(make_search_fn(url, spec.retrieval.topk))
-    else:
-        trajs = run_all(search_fn)
+    trajs = []
+    bar = tqdm(total=len(questions), desc=f"evaluate {benchmark}",
+               disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    for i in range(0, len(questions), batch_size):
+        chunk = questions[i : i + batch_size]
+        trajs += rollout(chunk, tok, cfg, generate_fn, search)
+        bar.update(len(chunk))
+    bar.close()
     for tr, q in zip(trajs, questions, strict=True):
         score(tr, q, prethink, require_search)
     preds = [

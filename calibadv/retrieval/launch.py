@@ -1,9 +1,15 @@
-"""Start ``calibadv serve`` as a subprocess for the length of a ``with`` block.
+"""Start a retrieval server for the length of a ``with`` block.
 
-Training, SFT and evaluation all need a retrieval server next to them. Running it as a child
-process (not a thread) keeps its models and FAISS threads out of the trainer's process, and a
-crash of either side is visible. The server binds port 0 itself and reports the real port
-through a file, so two launchers never race for the same port.
+Training, SFT and evaluation all need a retrieval server next to them. Two ways to run it, the
+same server either way (same flags, same FastAPI app, a real HTTP socket on loopback):
+
+- ``process`` (default): ``calibadv serve`` as a child process. Its models and FAISS threads stay
+  out of the trainer's process and a crash of either side is visible; the right choice on GPU
+  nodes and for big indexes. The server binds port 0 itself and reports the real port through
+  a file, so two launchers never race for the same port.
+- ``thread``: uvicorn in a thread of the calling process. It saves a second Python start-up
+  (importing torch + transformers + sentence-transformers costs ~14 s of CPU on a small
+  machine), which dominates short CPU jobs such as the embedded default's evaluations.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -165,3 +173,106 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _serve_namespace(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    reranker: str | None,
+    host: str,
+    port: int,
+    extra_args: Sequence[str],
+) -> Any:
+    """Parse the flags ``serve_in_background`` would pass, with the ``serve`` parser itself."""
+    from calibadv.cli import build_parser
+
+    argv = serve_command(corpus, index, encoder, reranker, host, port, None, extra_args)[3:]
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as err:  # argparse already printed which flag is wrong
+        raise CalibAdvError(f"bad retrieval server flags: {' '.join(argv[1:])}") from err
+
+
+@contextmanager
+def serve_in_thread(
+    corpus: str | os.PathLike,
+    index: str | os.PathLike,
+    encoder: str,
+    reranker: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = 600.0,
+) -> Iterator[str]:
+    """Run the retrieval server in a thread of this process until the block ends.
+
+    Yields its base URL. Raises :class:`CalibAdvError` when loading fails or ``GET /health``
+    does not answer 200 within ``startup_timeout`` seconds; on exit the server shuts down and
+    its port is closed.
+    """
+    import uvicorn
+
+    from calibadv.commands.retrieval import server_parts
+    from calibadv.retrieval.server import bind_socket, create_app
+
+    args = _serve_namespace(corpus, index, encoder, reranker, host, port, extra_args)
+    load, cfg = server_parts(args)
+    failed: list[BaseException] = []
+    app = create_app(load, cfg, on_load_error=failed.append)
+    sock = bind_socket(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}"
+    # log_config=None: leave the host process's logging set-up alone.
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=30)
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="retrieval-server", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if failed:
+                err = failed[0]
+                raise CalibAdvError(
+                    f"retrieval server failed to load: {type(err).__name__}: {err}"
+                ) from err
+            if not thread.is_alive():
+                raise CalibAdvError(f"retrieval server thread for {url} stopped before it was ready")
+            try:
+                if httpx.get(url + "/health", timeout=5.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise CalibAdvError(
+                    f"retrieval server not ready after {startup_timeout:.0f} s "
+                    "(GET /health never answered 200); raise startup_timeout for big indexes"
+                )
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+#: ``retrieval.server`` modes (RunSpec, workflow config, ``calibadv sft --server``).
+SERVER_MODES: dict[str, Callable[..., AbstractContextManager[str]]] = {
+    "process": serve_in_background,
+    "thread": serve_in_thread,
+}
+
+
+def serve(mode: str, *args: Any, **kwargs: Any) -> AbstractContextManager[str]:
+    """The server context manager of ``mode`` (see :data:`SERVER_MODES`)."""
+    try:
+        launcher = SERVER_MODES[mode]
+    except KeyError:
+        raise CalibAdvError(
+            f"retrieval.server: {mode!r} is not one of {', '.join(SERVER_MODES)}"
+        ) from None
+    return launcher(*args, **kwargs)

@@ -352,6 +352,11 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
     if dry_run:
         print(json.dumps({"backend": "local", "out": str(out_dir), "spec": spec.to_dict()}, indent=2))
         return 0
+    for key, path in (("data.train", spec.data.train), ("data.val", spec.data.val),
+                      ("model.path", spec.model.path)):
+        if path and not Path(path).exists():  # before the server start-up, not after it
+            raise ConfigError(f"{key}: {path} does not exist (run the workflow's earlier steps, "
+                              "or fix the path in the run spec)")
     done = out_dir / "done.json"
     if done.exists():
         log.info("%s exists: the run is already finished", done)

@@ -105,3 +105,20 @@ def test_resume_after_stop_equals_uninterrupted_run(world, server, tmp_path):
     a = load_file(straight / "final" / "model.safetensors")
     b = load_file(resumed / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_several_suites_in_one_call_equal_one_call_each(world, server, tmp_path):
+    """`--suite` loads the model and the server once; every benchmark's files are the same
+    as a call of its own would write."""
+    spec = write_spec(tmp_path / "spec.yaml", world, server, "calibadv", steps=1)
+    cli("evaluate", "--spec", spec, "--checkpoint", world["sft"], "--out-dir", tmp_path / "both",
+        "--suite", f"hotpotqa={world['dev']}", "--suite", f"musique={world['dev']}", "--limit", "4")
+    cli("evaluate", "--spec", spec, "--checkpoint", world["sft"], "--out-dir", tmp_path / "one",
+        "--data", world["dev"], "--benchmark", "musique", "--limit", "4")
+    both = tmp_path / "both"
+    assert json.loads((both / "hotpotqa" / "metrics.json").read_text())["benchmark"] == "hotpotqa"
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert json.loads((both / "musique" / "metrics.json").read_text()) == one
+    assert read_jsonl(both / "musique" / "predictions.jsonl") == read_jsonl(
+        tmp_path / "one" / "predictions.jsonl"
+    )

@@ -149,3 +149,66 @@ def test_run_spec_retrieval_settings_become_server_flags():
     assert spec_server_args(paper) == [
         "--topk", "3", "--retrieval-topk", "20", "--rerank-topk", "3", "--query-prefix", "query: "
     ]
+
+
+def test_thread_server_answers_exactly_like_the_serve_process(
+    rerank_url, corpus_path, index_path, cross_encoder_dir
+):
+    """`retrieval.server: thread` is the same server, flags and all, inside the caller."""
+    from calibadv.retrieval.launch import serve_in_thread
+
+    body = {"queries": QUERIES[:4], "topk": 3, "return_scores": True}
+    with serve_in_thread(
+        corpus_path, index_path, "bundled:minilm", cross_encoder_dir,
+        extra_args=["--retrieval-topk", "10", "--rerank-topk", "3", "--device", "cpu"],
+        startup_timeout=300,
+    ) as url:  # fmt: skip
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/health").json()["reranker"] == cross_encoder_dir
+        ours = httpx.post(url + "/retrieve", json=body).json()["result"]
+    theirs = httpx.post(rerank_url + "/retrieve", json=body).json()["result"]
+    assert [[h["document"]["id"] for h in q] for q in ours] == [
+        [h["document"]["id"] for h in q] for q in theirs
+    ]
+    for mine, other in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(
+            [h["score"] for h in mine], [h["score"] for h in other], rtol=1e-4, atol=1e-5
+        )
+
+
+def test_thread_server_stops_and_frees_its_port(corpus_path, index_path):
+    from calibadv.retrieval.launch import serve_in_thread
+
+    with serve_in_thread(
+        corpus_path, index_path, "bundled:minilm", extra_args=["--device", "cpu"]
+    ) as url:
+        assert httpx.get(url + "/health").status_code == 200
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)
+
+
+def test_thread_server_reports_a_load_failure(corpus_path, tmp_path):
+    from calibadv.retrieval.launch import serve_in_thread
+
+    with (
+        pytest.raises(CalibAdvError, match="missing.faiss"),
+        serve_in_thread(corpus_path, tmp_path / "missing.faiss", "bundled:minilm"),
+    ):
+        pass
+
+
+def test_an_unknown_server_mode_is_named():
+    from calibadv.retrieval.launch import serve
+
+    with pytest.raises(CalibAdvError, match="'fork' is not one of process, thread"):
+        serve("fork", "c.jsonl", "i.faiss", "bundled:minilm")
+
+
+def test_run_spec_rejects_an_unknown_server_mode(tmp_path):
+    from calibadv.errors import ConfigError
+    from calibadv.spec import load_run_spec
+
+    bad = tmp_path / "spec.yaml"
+    bad.write_text("name: x\nretrieval: {server: fork}\n")
+    with pytest.raises(ConfigError, match=r"retrieval\.server"):
+        load_run_spec(bad)

@@ -53,8 +53,26 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 2  # with and without PreThink: search-r1 starts from the plain one
-    assert counts["train"] == counts["spec"] == 5 and counts["evaluate"] == 35
+    assert counts["train"] == counts["spec"] == 5
+    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
     assert "download_model" not in counts
+
+
+def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path, tiny_config):
+    """The job granularity is config; the evaluate outputs (what tables read) are identical."""
+
+    def outputs(jobs: str) -> tuple[int, set[str]]:
+        cfg = write_config(tmp_path / f"{jobs}.yaml", evaluation={**tiny_config["evaluation"], "jobs": jobs})
+        text = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path / jobs)).stdout
+        blocks = [b for b in text.split("rule ")[1:] if b.startswith("evaluate:")]
+        files = {f.strip() for b in blocks for line in b.splitlines() if "output:" in line
+                 for f in line.split("output:", 1)[1].split(",")}
+        return job_counts(text)["evaluate"], files
+
+    n_bench, per_benchmark = outputs("per_benchmark")
+    n_run, per_run = outputs("per_run")
+    assert (n_bench, n_run) == (35, 5)
+    assert per_benchmark == per_run and len(per_run) == 35 * 2  # metrics + predictions
 
 
 def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
