@@ -11,7 +11,7 @@ PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for cand in python3.12 python3.11 python3; do
     if command -v "$cand" >/dev/null 2>&1 &&
-      "$cand" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'; then
+      "$cand" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' 2>/dev/null; then
       PY="$cand"; break
     fi
   done
