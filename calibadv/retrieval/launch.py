@@ -130,27 +130,28 @@ def serve_in_background(
             _stop(proc)
 
 
-def _wait_ready(
-    proc: subprocess.Popen[bytes],
-    port_file: Path,
-    host: str,
-    log_file: Path,
+def _base_url(host: str, port: int | str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _await_health(
+    url_of: Callable[[], str | None],
+    failure: Callable[[], str | None],
     timeout: float,
+    log_file: Path | None = None,
 ) -> str:
+    """Poll ``GET /health`` until 200 and return the URL; both launchers wait this way.
+
+    ``url_of`` gives the URL once it is known; ``failure`` a message once the server can no
+    longer become ready (that message is raised at once).
+    """
     deadline = time.monotonic() + timeout
-    url: str | None = None
     while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            raise CalibAdvError(
-                f"retrieval server exited with code {code} before it was ready; "
-                f"log {log_file}:\n{_tail(log_file)}"
-            )
-        if url is None and port_file.is_file():
-            text = port_file.read_text().strip()
-            if text.isdigit():
-                shown = f"[{host}]" if ":" in host else host
-                url = f"http://{shown}:{text}"
+        message = failure()
+        if message:
+            raise CalibAdvError(message)
+        url = url_of()
         if url is not None:
             try:
                 if httpx.get(url + "/health", timeout=5.0).status_code == 200:
@@ -158,10 +159,32 @@ def _wait_ready(
             except httpx.TransportError:
                 pass
         time.sleep(0.2)
+    where = f"; log {log_file}:\n{_tail(log_file)}" if log_file else ""
     raise CalibAdvError(
         f"retrieval server not ready after {timeout:.0f} s (GET /health never answered 200); "
-        f"raise startup_timeout for big indexes; log {log_file}:\n{_tail(log_file)}"
+        f"raise startup_timeout for big indexes{where}"
     )
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    port_file: Path,
+    host: str,
+    log_file: Path,
+    timeout: float,
+) -> str:
+    def url_of() -> str | None:
+        text = port_file.read_text().strip() if port_file.is_file() else ""
+        return _base_url(host, text) if text.isdigit() else None
+
+    def failure() -> str | None:
+        code = proc.poll()
+        if code is None:
+            return None
+        return (f"retrieval server exited with code {code} before it was ready; "
+                f"log {log_file}:\n{_tail(log_file)}")
+
+    return _await_health(url_of, failure, timeout, log_file)
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
@@ -222,8 +245,7 @@ def serve_in_thread(
     failed: list[BaseException] = []
     app = create_app(load, cfg, on_load_error=failed.append)
     sock = bind_socket(host, port)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{sock.getsockname()[1]}"
+    url = _base_url(host, sock.getsockname()[1])
     # log_config=None: leave the host process's logging set-up alone.
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=30)
@@ -232,27 +254,17 @@ def serve_in_thread(
         target=server.run, kwargs={"sockets": [sock]}, name="retrieval-server", daemon=True
     )
     thread.start()
+
+    def failure() -> str | None:
+        if failed:
+            err = failed[0]
+            return f"retrieval server failed to load: {type(err).__name__}: {err}"
+        if not thread.is_alive():
+            return f"retrieval server thread for {url} stopped before it was ready"
+        return None
+
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if failed:
-                err = failed[0]
-                raise CalibAdvError(
-                    f"retrieval server failed to load: {type(err).__name__}: {err}"
-                ) from err
-            if not thread.is_alive():
-                raise CalibAdvError(f"retrieval server thread for {url} stopped before it was ready")
-            try:
-                if httpx.get(url + "/health", timeout=5.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise CalibAdvError(
-                    f"retrieval server not ready after {startup_timeout:.0f} s "
-                    "(GET /health never answered 200); raise startup_timeout for big indexes"
-                )
-            time.sleep(0.1)
+        _await_health(lambda: url, failure, startup_timeout)
         yield url
     finally:
         server.should_exit = True
