@@ -253,10 +253,16 @@ class Layout:
 
 
 def model_variant(config: dict[str, Any], model: str, method: str) -> str:
-    """Which model directory a run starts from: the SFT warm start (with or without PreThink)
-    when the model asks for one, else the base model."""
-    if not config["models"][model].get("sft"):
+    """Which model directory a run starts from: the base model, or the SFT warm start.
+
+    ``sft_formats: shared`` (default) gives every method the same start point, as the paper
+    starts every method from the same model; ``per_format`` gives PreThink methods a warm start
+    trained on PreThink demonstrations."""
+    entry = config["models"][model]
+    if not entry.get("sft"):
         return "base"
+    if entry.get("sft_formats", "shared") == "shared":
+        return "sft"
     return "sft-prethink" if resolve_method(config, method).get("prethink") else "sft"
 
 

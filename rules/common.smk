@@ -136,6 +136,29 @@ def run_targets():
     return [f"{L.run_dir(m, x)}/done.json" for m, x in RUNS]
 
 
+# evaluation.jobs: one evaluate job per (model, method, benchmark), or per (model, method)
+# over every benchmark; the output files are the same either way.
+EVAL_PER_RUN = CFG["evaluation"]["jobs"] == "per_run"
+EVAL_BENCHMARKS = BENCHMARKS if EVAL_PER_RUN else ["{benchmark}"]
+EVAL_JOB = "{model}-{method}" + ("" if EVAL_PER_RUN else "-{benchmark}")
+
+
+def eval_outputs(name):
+    """`metrics.json` or `predictions.jsonl` of every benchmark one evaluate job covers."""
+    return [f"{L.eval_dir('{model}', '{method}', b)}/{name}" for b in EVAL_BENCHMARKS]
+
+
+def eval_suite_flags(wildcards):
+    """`--suite NAME=PARQUET` for every benchmark of the job (all seven under per_run)."""
+    benches = BENCHMARKS if EVAL_PER_RUN else [wildcards.benchmark]
+    return " ".join(f"--suite {b}={L.test_data(b)}" for b in benches)
+
+
+def eval_root(wildcards):
+    """The folder holding one sub-folder per benchmark of a run's evaluation."""
+    return os.path.dirname(L.eval_dir(wildcards.model, wildcards.method, "x"))
+
+
 def eval_targets():
     return [f"{L.eval_dir(m, x, b)}/metrics.json" for m, x in RUNS for b in BENCHMARKS]
 

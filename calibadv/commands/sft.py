@@ -25,8 +25,11 @@ def _run(args: argparse.Namespace) -> int:
                    reranker=args.reranker) as url:
             search = make_search_fn(url, args.topk)
             report = run_sft(args.model, args.qa, search, args.out, cfg, eval_rows, agent)
-    summary = {k: report.get(k) for k in ("demonstrations", "loss_last", "format_rate", "f1")}
+    summary = {k: report.get(k) for k in ("demonstrations", "optimizer_steps", "loss_last")}
     print(f"wrote {args.out}: {summary}")
+    for name, point in report.get("start_point", {}).items():
+        print(f"start point ({name} prompts, {point['eval_n']} questions, greedy): format rate "
+              f"{point['format_rate']:.2f}, F1 {point['f1']:.3f}, EM {point['em']:.3f}")
     return 0
 
 
@@ -38,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Builds demonstrations from QA rows with metadata.hops through the real retriever "
             "(one search per gold hop, the retrieved passages as observations, the golden "
             "answer), fine-tunes on generated tokens only and writes an HF directory OUT with "
-            "OUT/sft_report.json (start point's format rate and F1 on --eval-qa)."
+            "OUT/sft_report.json: the start point's format rate and F1 on --eval-qa, measured "
+            "with plain and with PreThink prompts (one plain-format SFT model serves both; "
+            "--prethink trains on PreThink demonstrations instead)."
         ),
     )
     p.add_argument("--model", required=True, help="HF directory of the model to fine-tune")

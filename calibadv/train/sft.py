@@ -176,6 +176,26 @@ def qa_questions(rows: Sequence[dict[str, Any]]) -> list:
     ]
 
 
+def start_point(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], search_fn: SearchFn,
+                prethink: bool, agent_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Greedy rollouts of ``rows`` in one prompt format: the RL start point's format rate and F1."""
+    from calibadv.agent.hf import HFGenerator
+    from calibadv.agent.runner import rollout, score
+    from calibadv.agent.types import AgentConfig
+    from calibadv.evaluate.metrics import summarise
+
+    questions = qa_questions(rows)
+    agent = AgentConfig(prethink=prethink, **(agent_kwargs or {}))
+    trajs = rollout(questions, tokenizer, agent, HFGenerator(model, tokenizer, greedy=True),
+                    search_fn)
+    for tr, q in zip(trajs, questions, strict=True):
+        score(tr, q, prethink, False)
+    s = summarise(trajs)
+    return {"eval_n": len(trajs), "format_rate": s["format_rate"], "f1": s["f1"], "em": s["em"],
+            "mean_searches": s["mean_searches"], "high_ppl_ratio": s["high_ppl_ratio"],
+            "f1_ungated": sum(t.f1 for t in trajs) / len(trajs)}
+
+
 def run_sft(
     model_dir: str | os.PathLike,
     qa_path: str | os.PathLike,
@@ -188,10 +208,7 @@ def run_sft(
     """Build demonstrations, fine-tune, save the HF directory, evaluate the start point."""
     import torch
 
-    from calibadv.agent.hf import HFGenerator
-    from calibadv.agent.runner import load_policy, rollout, score
-    from calibadv.agent.types import AgentConfig
-    from calibadv.evaluate.metrics import summarise
+    from calibadv.agent.runner import load_policy
     from calibadv.io import atomic_write_json, read_jsonl
     from calibadv.models.tiny import replace_dir
 
@@ -212,15 +229,12 @@ def run_sft(
         "train_s": time.time() - t0,
     }
     if eval_rows:
-        questions = qa_questions(eval_rows)
-        agent = AgentConfig(prethink=cfg.prethink, **(agent_kwargs or {}))
-        trajs = rollout(questions, tok, agent, HFGenerator(model, tok, greedy=True), search_fn)
-        for tr, q in zip(trajs, questions, strict=True):
-            score(tr, q, cfg.prethink, False)
-        s = summarise(trajs)
-        report.update(eval_n=len(trajs), format_rate=s["format_rate"], f1=s["f1"], em=s["em"],
-                      mean_searches=s["mean_searches"], high_ppl_ratio=s["high_ppl_ratio"],
-                      f1_ungated=sum(t.f1 for t in trajs) / len(trajs))
+        # Measured in both prompt formats: under `sft_formats: shared` one start point serves
+        # the plain methods and the PreThink ones alike.
+        points = {name: start_point(model, tok, eval_rows, search_fn, pt, agent_kwargs)
+                  for name, pt in (("plain", False), ("prethink", True))}
+        report["start_point"] = points
+        report.update(points["prethink" if cfg.prethink else "plain"])
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     import shutil

@@ -48,6 +48,10 @@ def test_sft_start_point_report(world):
     assert report["demonstrations"] == 64 and report["eval_n"] == 8
     assert report["loss_last"] < report["loss_first"]
     assert 0.0 <= report["format_rate"] <= 1.0 and 0.0 <= report["f1"] <= 1.0
+    # measured in both prompt formats; the top-level numbers are those of the trained (plain) one
+    points = report["start_point"]
+    assert set(points) == {"plain", "prethink"} and points["prethink"]["eval_n"] == 8
+    assert {k: report[k] for k in points["plain"]} == points["plain"]
 
 
 @pytest.mark.parametrize("method", ["calibadv", "search-r1"])

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from wf_helpers import REPO, load_yaml  # noqa: E402
+from wf_helpers import REPO, load_yaml
 
 
 @pytest.fixture

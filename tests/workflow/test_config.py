@@ -87,15 +87,31 @@ def test_paper_config_carries_the_papers_training_setup(paper_config):
     assert wc.run_spec_dict(config, "qwen2.5-7b", "calibadv")["training"]["epochs"] == 1
 
 
-def test_spec_points_at_the_layouts_files_and_the_right_warm_start(tiny_config):
+def test_spec_points_at_the_layouts_files_and_one_shared_warm_start(tiny_config):
     config = wc.validate_config(tiny_config)
     layout = wc.Layout.of(config)
     plain = wc.run_spec_dict(config, "tiny", "search-r1")
     pre = wc.run_spec_dict(config, "tiny", "calibadv")
-    assert plain["model"]["path"] == layout.model_dir("tiny", "sft")
-    assert pre["model"]["path"] == layout.model_dir("tiny", "sft-prethink")
+    assert config["models"]["tiny"]["sft_formats"] == "shared"
+    assert plain["model"]["path"] == pre["model"]["path"] == layout.model_dir("tiny", "sft")
     assert pre["data"]["train"] == layout.train_data == "results/synthetic/data/train.parquet"
     assert pre["retrieval"]["index"] == layout.index
+
+
+def test_per_format_warm_starts_give_prethink_methods_their_own(tiny_config):
+    tiny_config["models"]["tiny"]["sft_formats"] = "per_format"
+    config = wc.validate_config(tiny_config)
+    layout = wc.Layout.of(config)
+    assert wc.run_spec_dict(config, "tiny", "search-r1")["model"]["path"] == layout.model_dir(
+        "tiny", "sft")
+    assert wc.run_spec_dict(config, "tiny", "calibadv")["model"]["path"] == layout.model_dir(
+        "tiny", "sft-prethink")
+
+
+def test_an_unknown_sft_format_is_named(tiny_config):
+    tiny_config["models"]["tiny"]["sft_formats"] = "both"
+    with pytest.raises(ConfigError, match="models.tiny.sft_formats"):
+        wc.validate_config(tiny_config)
 
 
 def test_a_method_preset_in_the_workflow_config_is_one_entry(tiny_config):

@@ -52,7 +52,7 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     counts = job_counts(snakemake("-n", "-d", str(tmp_path)).stdout)
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
-    assert counts["sft"] == 2  # with and without PreThink: search-r1 starts from the plain one
+    assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
     assert counts["train"] == counts["spec"] == 5
     assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
     assert "download_model" not in counts
@@ -61,18 +61,21 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
 def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path, tiny_config):
     """The job granularity is config; the evaluate outputs (what tables read) are identical."""
 
-    def outputs(jobs: str) -> tuple[int, set[str]]:
+    def outputs(jobs: str) -> tuple[int, set[str], set[int]]:
         cfg = write_config(tmp_path / f"{jobs}.yaml", evaluation={**tiny_config["evaluation"], "jobs": jobs})
-        text = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path / jobs)).stdout
+        text = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path / jobs)).stdout
         blocks = [b for b in text.split("rule ")[1:] if b.startswith("evaluate:")]
         files = {f.strip() for b in blocks for line in b.splitlines() if "output:" in line
                  for f in line.split("output:", 1)[1].split(",")}
-        return job_counts(text)["evaluate"], files
+        suites = {line.count("--suite ") for line in text.splitlines()
+                  if "calibadv evaluate " in line}
+        return job_counts(text)["evaluate"], files, suites
 
-    n_bench, per_benchmark = outputs("per_benchmark")
-    n_run, per_run = outputs("per_run")
+    n_bench, per_benchmark, suites_bench = outputs("per_benchmark")
+    n_run, per_run, suites_run = outputs("per_run")
     assert (n_bench, n_run) == (35, 5)
     assert per_benchmark == per_run and len(per_run) == 35 * 2  # metrics + predictions
+    assert (suites_bench, suites_run) == ({1}, {7})  # one command line, one --suite per split
 
 
 def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
@@ -80,7 +83,15 @@ def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}
     cfg = write_config(tmp_path / "c.yaml", models=models)
     counts = job_counts(snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path)).stdout)
-    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 2
+    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 1
+
+
+def test_per_format_warm_starts_add_a_prethink_sft_job(tmp_path, tiny_config):
+    models = {"tiny": {**tiny_config["models"]["tiny"], "sft_formats": "per_format"}}
+    cfg = write_config(tmp_path / "c.yaml", models=models)
+    text = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path)).stdout
+    assert job_counts(text)["sft"] == 2
+    assert "--out results/synthetic/models/tiny/sft-prethink --prethink" in text
 
 
 def test_gpu_counts_and_runtime_from_the_config_reach_the_jobs(tmp_path):

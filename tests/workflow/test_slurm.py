@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from wf_helpers import REPO, snakemake, write_config
+from wf_helpers import snakemake, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
