@@ -235,8 +235,12 @@ class Layout:
     def spec(self, model: str, method: str) -> str:
         return f"{self.run_dir(model, method)}/spec.yaml"
 
+    def eval_run_dir(self, model: str, method: str) -> str:
+        """One run's evaluations: a sub-folder per benchmark (``evaluate --suite`` writes here)."""
+        return f"{self.root}/eval/{model}/{method}"
+
     def eval_dir(self, model: str, method: str, benchmark: str) -> str:
-        return f"{self.root}/eval/{model}/{method}/{benchmark}"
+        return f"{self.eval_run_dir(model, method)}/{benchmark}"
 
     def proxy(self, model: str, method: str) -> str:
         return f"{self.root}/proxy/{model}/{method}.json"

@@ -155,8 +155,7 @@ def eval_suite_flags(wildcards):
 
 
 def eval_root(wildcards):
-    """The folder holding one sub-folder per benchmark of a run's evaluation."""
-    return os.path.dirname(L.eval_dir(wildcards.model, wildcards.method, "x"))
+    return L.eval_run_dir(wildcards.model, wildcards.method)
 
 
 def eval_targets():
