@@ -149,7 +149,7 @@ def check_agent_loop(rollouts: int) -> None:
     async def search(queries, topk):
         return [[Passage("d1", "T", "some text")] * topk for _ in queries]
 
-    loop_mod.retrieval_search = lambda url: search
+    loop_mod.retrieval_search = lambda url, retries=5: search
     server = HFServerManager(model, tok)
 
     async def one():

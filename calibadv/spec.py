@@ -102,6 +102,38 @@ class ResourceSpec:
 
 
 @dataclass
+class VerlSpec:
+    """Knobs of the verl backend only (docs/verl-backend.md); the local backend ignores them.
+
+    Defaults suit one 8-GPU node with Qwen2.5-3B/7B and no flash-attn package.
+    """
+
+    # Attention: verl defaults to flash_attention_2, which needs the flash-attn package;
+    # sdpa ships with torch. use_remove_padding needs flash-attn's varlen kernel.
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    use_remove_padding: bool = False
+    # Token-budget micro-batches (verl's use_dynamic_bsz) instead of a fixed micro_batch_size.
+    use_dynamic_bsz: bool = True
+    ppo_max_token_len_per_gpu: int = 16384
+    # Resumable FSDP checkpoints kept (the HF copy of every save is exported before pruning).
+    max_ckpt_to_keep: int = 2
+    resume_mode: str = "auto"  # auto | disable | a global_step_N folder to resume from
+    # Experiment tracking: verl logger names; tensorboard/wandb are opt-in, wandb offline.
+    loggers: list[str] = field(default_factory=lambda: ["console", "file"])
+    wandb_mode: Literal["offline", "online"] = "offline"
+    log_val_generations: int = 10
+    # vLLM rollout
+    gpu_memory_utilization: float = 0.6
+    max_num_seqs: int = 256
+    max_model_len: int | None = None  # None: prompt budget + max_response_tokens
+    enforce_eager: bool = False
+    agent_num_workers: int = 8  # agent-loop workers; each keeps its own retrieval connections
+    # Device of the retrieval server the launcher starts on the training node: cpu, or a GPU
+    # the trainer does not use (then lower resources.gpus by one).
+    retrieval_device: str = "cpu"
+
+
+@dataclass
 class RunSpec:
     name: str = ""
     backend: Literal["local", "verl"] = "local"
@@ -113,6 +145,7 @@ class RunSpec:
     agent: AgentSpec = field(default_factory=AgentSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
+    verl: VerlSpec = field(default_factory=VerlSpec)
     verl_overrides: list[str] = field(default_factory=list)  # extra hydra overrides, verbatim
 
     def to_dict(self) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def make_loop(trainer_config, tokenizer, server, monkeypatch, search):
     )
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    monkeypatch.setattr(loop_mod, "retrieval_search", lambda url: search)
+    monkeypatch.setattr(loop_mod, "retrieval_search", lambda url, retries=5: search)
     return hydra.utils.instantiate(
         config=_agent_loop_registry["calibadv_search"],
         trainer_config=DictConfigWrap(config=trainer_config),

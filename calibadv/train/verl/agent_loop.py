@@ -26,16 +26,23 @@ from calibadv.train.verl.settings import LoopSettings, loop_settings, plain
 
 SearchFn = Callable[[Sequence[str], int], Awaitable[list[list[Any]]]]
 
-_CLIENTS: dict[tuple[str, int], Any] = {}
+#: Per-generation counters verl's tool loop adds up over turns (speculative decoding stats).
+SUMMED_KEYS = ("spec_num_draft_tokens", "spec_num_accepted_tokens", "spec_num_verify_steps")
+
+_CLIENTS: dict[tuple[str, int, int], Any] = {}
 
 
-def retrieval_search(url: str) -> SearchFn:
-    """Async search against the retrieval server; one pooled client per URL and event loop."""
+def retrieval_search(url: str, retries: int = 5) -> SearchFn:
+    """Async search against the retrieval server; one pooled client per URL and event loop.
+
+    A search that still fails after ``retries`` retries raises: verl marks the rollout's group
+    failed and the trainer mode fails the step (:class:`~calibadv.train.verl.trainer.FailFastReplayBuffer`).
+    """
     from calibadv.retrieval.client import AsyncRetrievalClient
 
-    key = (url, id(asyncio.get_running_loop()))
+    key = (url, retries, id(asyncio.get_running_loop()))
     if key not in _CLIENTS:
-        _CLIENTS[key] = AsyncRetrievalClient(url)
+        _CLIENTS[key] = AsyncRetrievalClient(url, retries=retries)
     client = _CLIENTS[key]
 
     async def search(queries: Sequence[str], topk: int) -> list[list[Any]]:
@@ -58,6 +65,26 @@ def to_generation(output: Any, request: GenerationRequest, tokenizer: Any) -> Ge
     else:
         reason = "eos"
     return Generation(token_ids=ids, logprobs=logprobs, text=text, finish_reason=reason)
+
+
+def merge_generation_fields(merged: dict[str, Any] | None, fields: dict[str, Any]
+                            ) -> dict[str, Any]:
+    """Fold one generation's ``TokenOutput.extra_fields`` into the rollout's, as verl's loops do.
+
+    verl's server client stamps every generation with the weight version it ran on
+    (``global_steps``, ``min_global_steps``, ``max_global_steps``); the trainer's
+    ``_compute_metrics`` reads them from every trajectory and fails on a missing one. Like
+    ``ToolAgentLoop``: the first generation's fields are kept, later ones only raise
+    ``max_global_steps`` and add up the speculative-decoding counters.
+    """
+    if merged is None:
+        return dict(fields)
+    if fields.get("max_global_steps") is not None:
+        merged["max_global_steps"] = fields["max_global_steps"]
+    for key in SUMMED_KEYS:
+        if key in fields and key in merged:
+            merged[key] = int(merged[key]) + int(fields[key])
+    return merged
 
 
 def rollout_extra_fields(traj: Trajectory, settings: LoopSettings, sample: dict[str, Any]
@@ -114,11 +141,13 @@ class CalibAdvSearchAgentLoop(AgentLoopBase):
             None, lambda: prompt_ids(self.tokenizer, messages, self.settings.agent.prethink)
         )
         ids = self._cap_text_prompt_length(list(ids))
-        search = self._searcher or retrieval_search(self.settings.retrieval_url)
+        search = self._searcher or retrieval_search(self.settings.retrieval_url,
+                                                    self.settings.retrieval_retries)
         state = AgentState(ids, self.tokenizer, self.settings.agent)
         request_id = uuid.uuid4().hex  # one id per rollout: sticky server, prefix cache reuse
         timing = {"generate_sequences": 0.0, "tool_calls": 0.0}
         have_logprobs = True
+        generation_fields: dict[str, Any] | None = None
         while (req := state.next_request()) is not None:
             params = dict(sampling_params)
             params.update(stop=list(req.stop), include_stop_str_in_output=True,
@@ -129,6 +158,7 @@ class CalibAdvSearchAgentLoop(AgentLoopBase):
             )
             timing["generate_sequences"] += time.perf_counter() - t0
             have_logprobs = have_logprobs and bool(out.log_probs)
+            generation_fields = merge_generation_fields(generation_fields, out.extra_fields)
             action = state.consume(to_generation(out, req, self.tokenizer))
             if action.kind == "search":
                 t0 = time.perf_counter()
@@ -144,7 +174,8 @@ class CalibAdvSearchAgentLoop(AgentLoopBase):
             response_logprobs=traj.logprobs[:n] if have_logprobs else None,
             num_turns=1 + 2 * len(traj.turn_spans),
             metrics=timing,
-            extra_fields=rollout_extra_fields(traj, self.settings, kwargs),
+            extra_fields={**(generation_fields or {}), "turn_scores": [], "tool_rewards": [],
+                          **rollout_extra_fields(traj, self.settings, kwargs)},
         )
 
 

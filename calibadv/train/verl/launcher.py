@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -51,6 +50,10 @@ def multinode_script(overrides: Sequence[str], gpus_per_node: int, cpus_per_node
     cmd = main_ppo_command([*overrides, "ray_kwargs.ray_init.num_cpus=null"], python)
     q = shlex.quote
     ray = f"{q(python)} -m ray.scripts.scripts"
+    # Each Ray node is one job step holding the node's GPUs and CPUs: clusters that bind
+    # devices per step would otherwise start Ray with no GPU visible.
+    step = (f"--nodes=1 --ntasks=1 --gres=gpu:{gpus_per_node} "
+            f"--cpus-per-task={cpus_per_node}")
     return f"""#!/usr/bin/env bash
 set -euo pipefail
 mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
@@ -61,11 +64,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # stop the Ray nodes when the t
 HEAD="${{NODES[0]}}"
 HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD" hostname --ip-address | awk '{{print $1}}')
 export RAY_ADDRESS="$HEAD_IP:{RAY_PORT}"
-srun --nodes=1 --ntasks=1 -w "$HEAD" {ray} start --head --node-ip-address="$HEAD_IP" \\
+srun {step} -w "$HEAD" {ray} start --head --node-ip-address="$HEAD_IP" \\
   --port={RAY_PORT} --num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --block &
 sleep 10
 for ((i = 1; i < {nodes}; i++)); do
-  srun --nodes=1 --ntasks=1 -w "${{NODES[$i]}}" {ray} start --address="$RAY_ADDRESS" \\
+  srun {step} -w "${{NODES[$i]}}" {ray} start --address="$RAY_ADDRESS" \\
     --num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --block &
 done
 for _ in $(seq 120); do
@@ -98,6 +101,16 @@ def _attempt_peek(paths: RunPaths) -> int:
 
 
 # -- retrieval ----------------------------------------------------------------------------
+def retrieval_device(spec: RunSpec) -> tuple[str, dict[str, str]]:
+    """Device flag and extra environment of the retrieval server started beside the trainer.
+
+    On CPU (the default) the server process sees no GPU at all, so neither its encoder nor
+    its reranker can take memory on ``cuda:0`` next to FSDP and vLLM.
+    """
+    device = spec.verl.retrieval_device
+    return device, ({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {})
+
+
 @contextlib.contextmanager
 def retrieval_server(spec: RunSpec, out_dir: Path) -> Iterator[str]:
     """The spec's server URL, or one started on this node for the run (reachable by all
@@ -115,10 +128,12 @@ def retrieval_server(spec: RunSpec, out_dir: Path) -> Iterator[str]:
     from calibadv.retrieval.launch import serve_in_background, spec_server_args
 
     multi = spec.resources.nodes > 1
+    device, env = retrieval_device(spec)
     with serve_in_background(rs.corpus, rs.index, rs.encoder, reranker=rs.reranker,
                              host="0.0.0.0" if multi else "127.0.0.1", port=rs.port,
                              log_path=out_dir / "retrieval_server.log",
-                             extra_args=spec_server_args(rs)) as url:
+                             extra_args=[*spec_server_args(rs), "--device", device],
+                             env=env) as url:
         yield url.replace("0.0.0.0", socket.gethostname()) if multi else url
 
 
@@ -136,68 +151,27 @@ def convert_logs(paths: RunPaths) -> tuple[int, int]:
     return len(metrics), len(val)
 
 
-def verl_steps(paths: RunPaths) -> list[int]:
-    root = paths.verl_checkpoints
-    if not root.exists():
-        return []
-    return sorted(int(p.name.split("_")[-1]) for p in root.glob("global_step_*")
-                  if (p / "actor").is_dir())
-
-
-def _has_weights(d: Path) -> bool:
-    return d.is_dir() and (any(d.glob("*.safetensors")) or any(d.glob("pytorch_model*.bin")))
-
-
-def export_checkpoint(paths: RunPaths, step: int, python: str = sys.executable) -> Path:
-    """HF directory of verl's ``global_step_N`` as ``checkpoints/step_{N:06d}`` (idempotent).
-
-    Uses the ``hf_model`` copy verl saved; falls back to ``verl.model_merger`` on the FSDP
-    shards when it is missing (e.g. a run started without ``hf_model`` in save_contents).
-    """
-    dst = paths.out_dir / "checkpoints" / f"step_{step:06d}"
-    if (dst / "checkpoint.json").exists():
-        return dst
-    actor = paths.verl_checkpoints / f"global_step_{step}" / "actor"
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf = actor / "huggingface"
-    if _has_weights(hf):
-        shutil.copytree(hf, tmp)
-    else:
-        cmd = [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
-               "--local_dir", str(actor), "--target_dir", str(tmp)]
-        if subprocess.run(cmd, check=False).returncode != 0:
-            raise CalibAdvError(f"could not export {actor} to HF: {' '.join(cmd)} failed")
-        if hf.is_dir():  # tokenizer + config saved beside the shards
-            for f in hf.iterdir():
-                if f.is_file() and not (tmp / f.name).exists():
-                    shutil.copy2(f, tmp / f.name)
-    atomic_write_json(tmp / "checkpoint.json", {"step": step, "source": str(actor)})
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return dst
-
-
 def finish(spec: RunSpec, paths: RunPaths, wall_s: float) -> dict:
     """Metrics files, exported checkpoints, selection (last before collapse), ``final/``."""
     from calibadv.evaluate.collapse import collapse_step, select_checkpoint
     from calibadv.train.checkpoint import export_hf
+    from calibadv.train.verl.checkpoints import export_checkpoint, exported_steps, verl_steps
 
     convert_logs(paths)
-    steps = verl_steps(paths)
+    for s in verl_steps(paths):  # saves the checkpoint callback did not export (a crash)
+        export_checkpoint(paths, s)
+    steps = exported_steps(paths)  # every save's HF copy, also of pruned FSDP saves
     if not steps:
         raise CalibAdvError(
             f"verl finished but saved no checkpoint under {paths.verl_checkpoints}"
         )
-    for s in steps:
-        export_checkpoint(paths, s)
-    atomic_write_text(paths.out_dir / "checkpoints" / "latest", f"step_{steps[-1]:06d}\n")
+    atomic_write_text(paths.exported / "latest", f"step_{steps[-1]:06d}\n")
     val = read_jsonl(paths.out_dir / "val.jsonl")
     t = spec.training
     collapse = collapse_step([r["step"] for r in val], [r["f1"] for r in val],
                              t.collapse_delta, t.collapse_window) if val else None
     chosen, reason = select_checkpoint(steps, collapse)
-    export_hf(paths.out_dir / "checkpoints" / f"step_{chosen:06d}", paths.out_dir / "final")
+    export_hf(paths.exported / f"step_{chosen:06d}", paths.out_dir / "final")
     selection = {"step": chosen, "collapse_step": collapse, "reason": reason}
     atomic_write_json(paths.out_dir / "selection.json", selection)
     atomic_write_json(paths.out_dir / "done.json",

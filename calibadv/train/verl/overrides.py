@@ -24,6 +24,14 @@ REWARD_NAME = "compute_score"
 MAX_PROMPT_LENGTH = 1024
 #: Checkpoint contents: FSDP shards to resume + an HF copy to evaluate without merging.
 SAVE_CONTENTS = ("model", "optimizer", "extra", "hf_model")
+#: Called by verl after every save: exports the HF copy, prunes old FSDP shards.
+CHECKPOINT_CALLBACK = "calibadv.train.verl.checkpoints.ExportAndPrune"
+#: verl's tracking backends (``verl.utils.tracking.Tracking.supported_backend``).
+LOGGERS = ("console", "file", "tensorboard", "wandb", "mlflow", "swanlab", "clearml", "trackio")
+#: Ray CPUs verl's FSDP resource pool reserves per GPU (``max_colocate_count`` of its bundles),
+#: plus the TaskRunner and room to place the agent-loop and reward workers.
+RAY_CPUS_PER_GPU = 3
+RAY_CPUS_EXTRA = 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class RunPaths:
 
     def attempt_log(self, attempt: int) -> Path:
         return self.logs / f"metrics_attempt{attempt:03d}.jsonl"
+
+    @property
+    def exported(self) -> Path:
+        """HF copies of the saved steps (``step_{N:06d}``), kept after verl prunes its shards."""
+        return self.out_dir / "checkpoints"
 
 
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./:]*")
@@ -95,6 +108,68 @@ def _method_parts(method: dict[str, Any]) -> tuple[bool, bool, dict[str, Any], d
             dict(method.get("calibration") or {}), dict(method.get("loss") or {}))
 
 
+def _tracking_env(loggers: list[str], wandb_mode: str, paths: RunPaths
+                  ) -> list[tuple[str, Any]]:
+    """Where tensorboard/wandb write (inside the run directory; wandb offline unless asked)."""
+    env = "ray_kwargs.ray_init.runtime_env.env_vars."
+    out: list[tuple[str, Any]] = []
+    if "tensorboard" in loggers:
+        out.append((env + "TENSORBOARD_DIR", str(paths.logs / "tensorboard")))
+    if "wandb" in loggers:
+        out += [(env + "WANDB_MODE", wandb_mode), (env + "WANDB_DIR", str(paths.logs))]
+    return out
+
+
+def min_ray_cpus(gpus: int) -> int:
+    """CPUs Ray needs per node so that verl's placement groups can ever be scheduled."""
+    return RAY_CPUS_PER_GPU * gpus + RAY_CPUS_EXTRA
+
+
+def _resume(mode: str) -> list[tuple[str, Any]]:
+    """``verl.resume_mode`` → verl's ``resume_mode`` (+ ``resume_from_path``)."""
+    if mode in ("auto", "disable"):
+        return [("trainer.resume_mode", mode)]
+    path = Path(mode).expanduser().resolve()
+    if not path.name.startswith("global_step_"):
+        raise ConfigError(
+            f"verl.resume_mode: {mode!r} is neither auto, disable nor a verl checkpoint folder "
+            "(…/verl_checkpoints/global_step_N)"
+        )
+    return [("trainer.resume_mode", "resume_path"), ("trainer.resume_from_path", str(path))]
+
+
+def _check_verl(spec: RunSpec) -> None:
+    v, r = spec.verl, spec.resources
+    bad = sorted(set(v.loggers) - set(LOGGERS))
+    if bad:
+        raise ConfigError(f"verl.loggers: unknown logger {bad[0]!r} (verl knows: {', '.join(LOGGERS)})")
+    if v.use_remove_padding and v.attn_implementation != "flash_attention_2":
+        raise ConfigError(
+            "verl.use_remove_padding: true needs verl.attn_implementation: flash_attention_2 "
+            "(and the flash-attn package); with sdpa keep use_remove_padding: false"
+        )
+    if v.max_ckpt_to_keep < 1:
+        raise ConfigError(f"verl.max_ckpt_to_keep must be >= 1, got {v.max_ckpt_to_keep}")
+    longest = MAX_PROMPT_LENGTH + spec.agent.max_response_tokens
+    if v.use_dynamic_bsz and v.ppo_max_token_len_per_gpu < longest:
+        raise ConfigError(
+            f"verl.ppo_max_token_len_per_gpu ({v.ppo_max_token_len_per_gpu}) is below the longest "
+            f"sequence ({MAX_PROMPT_LENGTH} prompt + {spec.agent.max_response_tokens} response "
+            f"tokens = {longest}); raise it to at least {longest}"
+        )
+    if v.max_model_len is not None and v.max_model_len < longest:
+        raise ConfigError(f"verl.max_model_len ({v.max_model_len}) must be >= {longest} "
+                          "(prompt budget + agent.max_response_tokens), or null")
+    if r.cpus < min_ray_cpus(r.gpus):
+        raise ConfigError(
+            f"resources.cpus: verl needs at least {min_ray_cpus(r.gpus)} CPUs per node for "
+            f"{r.gpus} GPUs ({RAY_CPUS_PER_GPU} per GPU for its worker placement groups + "
+            f"{RAY_CPUS_EXTRA}), got {r.cpus}; with fewer, Ray waits forever for resources"
+        )
+    if v.agent_num_workers < 1:
+        raise ConfigError(f"verl.agent_num_workers must be >= 1, got {v.agent_num_workers}")
+
+
 def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
                     attempt: int = 1) -> list[str]:
     """Every override of one run, in a stable order (spec.verl_overrides last, verbatim)."""
@@ -110,6 +185,8 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         )
     if r.nodes < 1:
         raise ConfigError(f"resources.nodes must be >= 1, got {r.nodes}")
+    _check_verl(spec)
+    v = spec.verl
     prethink, require_search, calib, loss = _method_parts(spec.method)
     paths = RunPaths(Path(out_dir).resolve())
     micro = max(1, t.micro_batch_size)
@@ -132,7 +209,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("data.val_max_samples", spec.data.val_size if spec.data.val_size else -1),
         # model + actor (full fine-tuning with FSDP)
         ("actor_rollout_ref.model.path", model),
-        ("actor_rollout_ref.model.use_remove_padding", True),
+        ("actor_rollout_ref.model.use_remove_padding", v.use_remove_padding),
         ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
         ("actor_rollout_ref.actor.strategy", "fsdp"),
         ("actor_rollout_ref.actor.optim.lr", t.lr),
@@ -141,6 +218,8 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("actor_rollout_ref.actor.grad_clip", t.grad_clip),
         ("actor_rollout_ref.actor.ppo_mini_batch_size", t.mini_batch_size),
         ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", micro),
+        ("actor_rollout_ref.actor.use_dynamic_bsz", v.use_dynamic_bsz),
+        ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", v.ppo_max_token_len_per_gpu),
         ("actor_rollout_ref.actor.ppo_epochs", 1),
         ("actor_rollout_ref.actor.clip_ratio", t.clip_ratio),
         ("actor_rollout_ref.actor.clip_ratio_low", t.clip_ratio),
@@ -155,7 +234,11 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         # rollout: vLLM, TP 1, G rollouts per question
         ("actor_rollout_ref.rollout.name", "vllm"),
         ("actor_rollout_ref.rollout.tensor_model_parallel_size", 1),
-        ("actor_rollout_ref.rollout.gpu_memory_utilization", 0.6),
+        ("actor_rollout_ref.rollout.gpu_memory_utilization", v.gpu_memory_utilization),
+        ("actor_rollout_ref.rollout.max_num_seqs", v.max_num_seqs),
+        ("actor_rollout_ref.rollout.max_model_len", v.max_model_len),
+        ("actor_rollout_ref.rollout.enforce_eager", v.enforce_eager),
+        ("actor_rollout_ref.rollout.agent.num_workers", v.agent_num_workers),
         ("actor_rollout_ref.rollout.n", t.group_size),
         ("actor_rollout_ref.rollout.temperature", t.temperature),
         ("actor_rollout_ref.rollout.top_p", t.top_p),
@@ -178,7 +261,9 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("trainer.v1.trainer_mode", TRAINER_MODE),
         ("trainer.project_name", "calibadv"),
         ("trainer.experiment_name", spec.name or Path(out_dir).name),
-        ("trainer.logger", ["console", "file"]),
+        ("trainer.logger", list(v.loggers)),
+        ("trainer.log_val_generations", v.log_val_generations),
+        ("trainer.validation_data_dir", str(paths.logs / "val_generations")),
         ("trainer.nnodes", r.nodes),
         ("trainer.n_gpus_per_node", r.gpus),
         ("trainer.total_epochs", t.epochs),
@@ -186,12 +271,14 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("trainer.save_freq", t.save_every),
         ("trainer.test_freq", t.val_every),
         ("trainer.val_before_train", t.val_before_train),
-        ("trainer.resume_mode", "auto"),
+        *_resume(v.resume_mode),
         ("trainer.default_local_dir", str(paths.verl_checkpoints)),
-        ("trainer.max_actor_ckpt_to_keep", None),
+        ("trainer.max_actor_ckpt_to_keep", v.max_ckpt_to_keep),
+        ("trainer.checkpoint_callback_class", CHECKPOINT_CALLBACK),
         ("ray_kwargs.ray_init.num_cpus", r.cpus),
     ]
     added: list[tuple[str, Any]] = [
+        ("actor_rollout_ref.model.override_config.attn_implementation", v.attn_implementation),
         ("reward.custom_reward_function.reward_kwargs.prethink", prethink),
         ("reward.custom_reward_function.reward_kwargs.require_search", require_search),
         ("algorithm.calibadv.prethink", prethink),
@@ -207,6 +294,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("algorithm.calibadv.dump_rollouts_at", list(t.dump_rollouts_at)),
         ("ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
          str(paths.attempt_log(attempt))),
+        *_tracking_env(v.loggers, v.wandb_mode, paths),
     ]
     out = [f"{k}={hydra_value(v)}" for k, v in kv]
     out += [f"+{k}={hydra_value(v)}" for k, v in added]

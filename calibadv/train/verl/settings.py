@@ -6,6 +6,7 @@ config, so every part of the plugin reads the same subtree::
     algorithm.calibadv.prethink / require_search       method switches (agent, reward, format)
     algorithm.calibadv.calibration.*                    fields of calibadv.advantage.CalibConfig
     algorithm.calibadv.agent.*                          Search-R1 loop limits + retrieval server
+                                                        (url, topk, retrieval_retries)
     algorithm.calibadv.run_dir / dump_rollouts_at       where the trainer mode writes rollouts
 """
 
@@ -47,6 +48,7 @@ class LoopSettings:
     require_search: bool
     retrieval_url: str
     topk: int = 3
+    retrieval_retries: int = 5  # retries of a failed search before the rollout fails
     dump_rollouts_at: list[int] = field(default_factory=list)
 
 
@@ -55,6 +57,7 @@ def loop_settings(config: Any) -> LoopSettings:
     agent = dict(section.get("agent") or {})
     url = agent.pop("retrieval_url", None)
     topk = int(agent.pop("topk", 3))
+    retries = int(agent.pop("retrieval_retries", 5))
     if not url:
         raise ValueError(
             "algorithm.calibadv.agent.retrieval_url is not set: the calibadv agent loop needs "
@@ -65,4 +68,5 @@ def loop_settings(config: Any) -> LoopSettings:
         require_search=bool(section.get("require_search", False)),
         retrieval_url=str(url),
         topk=topk,
+        retrieval_retries=retries,
     )

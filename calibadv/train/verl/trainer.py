@@ -1,9 +1,18 @@
 """Trainer mode ``calibadv``: verl's synchronous trainer plus the extra_fields hand-over.
 
-The only override is ``_compute_advantage``: fetch each rollout's ``extra_fields`` from the
-TransferQueue (same keys, same order as the batch verl is about to process), expose them to
-the estimator through :func:`rollout_context`, run verl's own step unchanged, then log our
-per-step signals and, at the configured steps, dump the rollouts.
+``_compute_advantage`` fetches each rollout's ``extra_fields`` from the TransferQueue (same
+keys, same order as the batch verl is about to process), exposes them to the estimator
+through :func:`rollout_context`, runs verl's own step unchanged, then logs our per-step
+signals and, at the configured steps, dumps the rollouts.
+
+Sync behaviour has to be kept explicitly: verl 0.9.1 decides between its synchronous and
+asynchronous machinery by comparing ``self.trainer_mode`` with ``"sync"`` (replay-buffer
+type, ``data.gen_batch_size`` forced to 1, a TransferQueue snapshot in every checkpoint,
+failed prompt groups evicted and refilled). A mode registered under another name would get
+all of the async side while training synchronously, so :attr:`CalibAdvTrainer.trainer_mode`
+answers ``"sync"`` whatever name selected it. On top of verl's sync buffer, a step with a
+failed rollout group (an exception in the agent loop, e.g. the retrieval server is down)
+fails instead of training on the groups that happened to survive.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import transfer_queue as tq
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
@@ -21,13 +31,74 @@ from calibadv.train.verl.settings import calibadv_section
 from calibadv.train.verl.signals import step_metrics
 
 
+#: What a padding row (verl's ``upsample_batch_to_divisible_size``) hands the estimator:
+#: no turns, no documents, an invalid format, so it adds nothing to any group or signal.
+PADDING_EXTRAS: dict[str, Any] = {"turn_spans": [], "doc_ids": [], "thinks": [],
+                                  "format_ok": False}
+#: The mode string verl's base trainer compares with to pick its synchronous code paths.
+SYNC_MODE = "sync"
+
+
+class RolloutGroupsFailed(RuntimeError):
+    """Some prompt groups of a step ended with status ``failure`` in the agent loop."""
+
+
+def is_padding(tag: Any) -> bool:
+    return bool(isinstance(tag, dict) and tag.get("is_padding", False))
+
+
 def fetch_extra_fields(batch: Any) -> list[dict[str, Any]]:
-    """The agent loop's ``extra_fields`` of every row of ``batch`` (a TQ ``KVBatchMeta``)."""
+    """The agent loop's ``extra_fields`` of every row of ``batch`` (a TQ ``KVBatchMeta``);
+    padding rows (tag ``is_padding``) get :data:`PADDING_EXTRAS` instead of the copy of a
+    real rollout's fields verl gives them."""
     data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                            select_fields=["extra_fields"])
     extras = data["extra_fields"]
     extras = extras.tolist() if hasattr(extras, "tolist") else list(extras)
-    return [e if isinstance(e, dict) else {} for e in extras]
+    tags = list(batch.tags) if batch.tags else [{}] * len(extras)
+    return [dict(PADDING_EXTRAS) if is_padding(tag) else (e if isinstance(e, dict) else {})
+            for e, tag in zip(extras, tags)]
+
+
+class FailFastReplayBuffer(ReplayBuffer):
+    """verl's synchronous replay buffer that raises when a sampled step had failed groups.
+
+    verl's sync buffer keeps failed groups sampleable (the surviving rollouts of a group are
+    trained on) and only raises when no rollout at all survived. For search agents that is a
+    silent bias: with the retrieval server down, the rollouts that answered without searching
+    survive and are trained on. One failed group fails the step; re-running resumes.
+    """
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        try:
+            out = super().sample(global_steps, partition_id, batch_size)
+        except RuntimeError as err:
+            self._raise_on_failures(partition_id, err)
+            raise
+        self._raise_on_failures(partition_id)
+        return out
+
+    def _raise_on_failures(self, partition_id: str, cause: BaseException | None = None) -> None:
+        failed = sorted(self.failure_keys.get(partition_id, ()))
+        if not failed:
+            return
+        total = len(failed) + len(self.finished_keys.get(partition_id, ()))
+        raise RolloutGroupsFailed(
+            f"{len(failed)} of {total} prompt groups of the {partition_id!r} batch failed in the "
+            f"agent loop (first: {failed[0]}); the agent-loop worker log above has the "
+            "exception, e.g. the retrieval server is unreachable. The step is not trained; fix "
+            "the cause and re-run the same command to resume from the last checkpoint."
+        ) from cause
+
+
+def _rows(stats: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """``calibrate`` stats with the per-rollout entries restricted to ``rows``."""
+    out = dict(stats)
+    for key in ("per_step_c", "rollout_advantage"):
+        if out.get(key) is not None:
+            values = _jsonable(out[key])
+            out[key] = [values[i] for i in rows]
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,7 +134,26 @@ def dump_rows(step: int, keys: list[str], extras: list[dict[str, Any]], stats: d
 
 @register_trainer(TRAINER_MODE)
 class CalibAdvTrainer(PPOTrainerSync):
-    """``trainer.v1.trainer_mode=calibadv``."""
+    """``trainer.v1.trainer_mode=calibadv``: verl's sync trainer + the extra_fields hand-over."""
+
+    @property
+    def trainer_mode(self) -> str:
+        """What verl's base class compares with ``"sync"``: always sync (module docstring)."""
+        return SYNC_MODE
+
+    @trainer_mode.setter
+    def trainer_mode(self, name: str) -> None:
+        # verl's __init__ assigns config.trainer.v1.trainer_mode here; keep it for the record.
+        self.registered_mode = name
+
+    def _build_replay_buffer(self) -> ReplayBuffer:
+        buffer = super()._build_replay_buffer()
+        # verl computes the buffer's arguments privately; FailFastReplayBuffer only adds a
+        # check to sample(), so the instance verl built is specialised rather than rebuilt.
+        # A user's custom sampler (trainer.v1.sampler.custom_sampler) is left alone.
+        if type(buffer) is ReplayBuffer:
+            buffer.__class__ = FailFastReplayBuffer
+        return buffer
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         if self.config.algorithm.adv_estimator != ESTIMATOR_NAME:
@@ -71,8 +161,10 @@ class CalibAdvTrainer(PPOTrainerSync):
         extras = fetch_extra_fields(batch)
         with rollout_context(extras) as ctx:
             batch = super()._compute_advantage(batch, metrics)
-        metrics.update(step_metrics(extras, ctx.stats))
-        self._maybe_dump(list(batch.keys), extras, ctx.stats)
+        real = [i for i, tag in enumerate(batch.tags or [{}] * len(extras)) if not is_padding(tag)]
+        real_extras = [extras[i] for i in real]
+        metrics.update(step_metrics(real_extras, ctx.stats))
+        self._maybe_dump([batch.keys[i] for i in real], real_extras, _rows(ctx.stats, real))
         return batch
 
     def _maybe_dump(self, keys: list[str], extras: list[dict[str, Any]], stats: dict[str, Any]
