@@ -74,3 +74,36 @@ def make_spec():
 @pytest.fixture(scope="session")
 def compose_config():
     return compose
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A real HF directory (tiny random Qwen2 + the tiny tokenizer) for verl's model config,
+    its dataset, its reward workers and the attention check."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-qwen2")
+    tokenizer.save_pretrained(d)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                      max_position_embeddings=4096, tie_word_embeddings=True,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def ray_tq():
+    """One local Ray cluster and TransferQueue for every test here that needs them."""
+    import ray
+    import transfer_queue as tq
+    from omegaconf import OmegaConf
+
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    conf = OmegaConf.load(Path(verl_config_dir()) / "transfer_queue" / "transfer_queue.yaml")
+    conf.backend.SimpleStorage.num_data_storage_units = 1
+    tq.init(conf)
+    yield tq
+    tq.close()
+    ray.shutdown()

@@ -1,8 +1,9 @@
 """Our Search-R1 agent loop inside verl, driven by a scripted server manager.
 
-The server manager stands in for vLLM (no GPU here); it has the signature of verl's
-``LLMServerClient.generate`` and returns verl's ``TokenOutput``. The loop itself, verl's
-registry, hydra instantiation and ``AgentLoopOutput`` are the real ones.
+The loop generates through verl's real ``LLMServerClient`` and load balancer; only the vLLM
+engine behind them is scripted (tests/verl/fakes.py), so every ``TokenOutput`` carries the
+``extra_fields`` a GPU run has. The loop itself, verl's registry, hydra instantiation and
+``AgentLoopOutput`` are the real ones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from calibadv.data.prompt import build_messages, prompt_ids
 from calibadv.retrieval.client import Passage
 from calibadv.train.verl import agent_loop as loop_mod
 from calibadv.train.verl.overrides import build_overrides
+from tests.verl.fakes import InProcessActor, ScriptedVLLMServer, real_llm_client
 
 URL = "http://127.0.0.1:8123"
 TURNS = [
@@ -28,25 +30,25 @@ PASSAGES = [Passage("d7", "Book", "The book was written by Ann Lee."),
 
 
 class ScriptedServerManager:
-    """Replays fixed turns; records every call (modelled on ``LLMServerClient.generate``)."""
+    """The loop's ``server_manager``: verl's real ``LLMServerClient`` (and load balancer) in
+    front of a scripted vLLM server (tests/verl/fakes.py); records what the loop asked for."""
 
-    def __init__(self, tokenizer, turns: list[str], logprob: float = -0.25) -> None:
-        self.tokenizer = tokenizer
-        self.turns = list(turns)
-        self.logprob = logprob
+    def __init__(self, tokenizer, turns: list[str], config, logprob: float = -0.25,
+                 global_steps: int = 7) -> None:
+        self.server = ScriptedVLLMServer(tokenizer, logprob=logprob, turns=turns,
+                                         global_steps=global_steps)
+        self.client = real_llm_client(config, InProcessActor(self.server))
         self.calls: list[dict[str, Any]] = []
+        self.outputs: list[Any] = []
 
     async def generate(self, request_id, *, prompt_ids: list[int], sampling_params: dict[str, Any],
-                       image_data=None, video_data=None, audio_data=None,
-                       mm_processor_kwargs=None, **kwargs: Any):
-        from verl.workers.rollout.replica import TokenOutput
-
+                       **kwargs: Any):
         self.calls.append({"request_id": request_id, "prompt_ids": list(prompt_ids),
                            "sampling_params": dict(sampling_params)})
-        ids = self.tokenizer.encode(self.turns.pop(0), add_special_tokens=False)
-        ids = ids[: sampling_params["max_tokens"]]
-        return TokenOutput(token_ids=ids, log_probs=[self.logprob] * len(ids),
-                           stop_reason="completed")
+        out = await self.client.generate(request_id, prompt_ids=prompt_ids,
+                                         sampling_params=sampling_params, **kwargs)
+        self.outputs.append(out)
+        return out
 
 
 class ScriptedSearch:
@@ -104,7 +106,7 @@ def run_loop(loop, **sampling):
 def test_search_then_answer(trainer_config, tokenizer, monkeypatch):
     from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 
-    server, search = ScriptedServerManager(tokenizer, TURNS), ScriptedSearch()
+    server, search = ScriptedServerManager(tokenizer, TURNS, trainer_config), ScriptedSearch()
     out = run_loop(make_loop(trainer_config, tokenizer, server, monkeypatch, search))
     assert isinstance(out, AgentLoopOutput)
 
@@ -137,7 +139,7 @@ def test_search_then_answer(trainer_config, tokenizer, monkeypatch):
 
 def test_generation_requests_carry_stops_budget_and_one_session(trainer_config, tokenizer,
                                                                  monkeypatch):
-    server = ScriptedServerManager(tokenizer, TURNS)
+    server = ScriptedServerManager(tokenizer, TURNS, trainer_config)
     out = run_loop(make_loop(trainer_config, tokenizer, server, monkeypatch, ScriptedSearch()))
     first, second = server.calls
     for call in server.calls:
@@ -154,7 +156,7 @@ def test_generation_requests_carry_stops_budget_and_one_session(trainer_config, 
 
 def test_output_converts_like_verls_own(trainer_config, tokenizer, monkeypatch):
     """AgentLoopOutput.as_dict() is what the TQ worker stores: masks/logprobs as tensors."""
-    out = run_loop(make_loop(trainer_config, tokenizer, ScriptedServerManager(tokenizer, TURNS),
+    out = run_loop(make_loop(trainer_config, tokenizer, ScriptedServerManager(tokenizer, TURNS, trainer_config),
                              monkeypatch, ScriptedSearch()))
     d = out.as_dict()
     assert d["responses"].tolist() == out.response_ids
@@ -164,7 +166,7 @@ def test_output_converts_like_verls_own(trainer_config, tokenizer, monkeypatch):
 
 
 def test_unanswered_rollout_is_recorded_as_invalid(trainer_config, tokenizer, monkeypatch):
-    server = ScriptedServerManager(tokenizer, [" no tags at all"])
+    server = ScriptedServerManager(tokenizer, [" no tags at all"], trainer_config)
     out = run_loop(make_loop(trainer_config, tokenizer, server, monkeypatch, ScriptedSearch()))
     ef = out.extra_fields
     assert ef["answered"] is False and ef["format_ok"] is False
@@ -174,14 +176,43 @@ def test_unanswered_rollout_is_recorded_as_invalid(trainer_config, tokenizer, mo
 
 
 def test_engine_without_logprobs_gives_none(trainer_config, tokenizer, monkeypatch):
-    class NoLogprobs(ScriptedServerManager):
-        async def generate(self, request_id, **kw):
-            out = await super().generate(request_id, **kw)
-            return out.model_copy(update={"log_probs": None})
-
-    out = run_loop(make_loop(trainer_config, tokenizer, NoLogprobs(tokenizer, TURNS),
-                             monkeypatch, ScriptedSearch()))
+    server = ScriptedServerManager(tokenizer, TURNS, trainer_config)
+    out = run_loop(make_loop(trainer_config, tokenizer, server, monkeypatch, ScriptedSearch()),
+                   logprobs=False)
+    assert all(o.log_probs is None for o in server.outputs)
     assert out.response_logprobs is None
+
+
+def test_weight_versions_of_the_generations_reach_the_output(trainer_config, tokenizer,
+                                                             monkeypatch):
+    """verl's trainer reads min/max_global_steps of every trajectory (``_compute_metrics``):
+    first generation's version as min, last one's as max, as verl's own loops do."""
+    server = ScriptedServerManager(tokenizer, TURNS, trainer_config, global_steps=3)
+
+    async def bump_after_first_turn(search_fn, queries, topk):
+        server.server.global_steps = 4  # a weight update between the two turns
+        return await search_fn(queries, topk)
+
+    search = ScriptedSearch()
+    loop = make_loop(trainer_config, tokenizer, server, monkeypatch,
+                     lambda q, k: bump_after_first_turn(search, q, k))
+    out = run_loop(loop)
+    assert [o.extra_fields["global_steps"] for o in server.outputs] == [3, 4]
+    ef = out.extra_fields
+    assert ef["min_global_steps"] == 3 and ef["max_global_steps"] == 4
+    assert ef["num_cached_tokens"] == 0 and ef["turn_scores"] == [] and ef["tool_rewards"] == []
+
+
+def test_merge_keeps_the_first_version_and_sums_spec_decode_counters():
+    first = {"global_steps": 2, "min_global_steps": 2, "max_global_steps": 2,
+             "spec_num_draft_tokens": 5}
+    merged = loop_mod.merge_generation_fields(None, first)
+    merged = loop_mod.merge_generation_fields(merged, {"global_steps": 3, "min_global_steps": 3,
+                                                       "max_global_steps": 3,
+                                                       "spec_num_draft_tokens": 4})
+    assert merged == {"global_steps": 2, "min_global_steps": 2, "max_global_steps": 3,
+                      "spec_num_draft_tokens": 9}
+    assert first["max_global_steps"] == 2  # the generation's own dict is not modified
 
 
 def test_missing_retrieval_url_is_a_clear_error(compose_config, make_spec, tokenizer):

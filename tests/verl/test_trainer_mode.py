@@ -53,32 +53,14 @@ def rows():
     return out
 
 
-@pytest.fixture(scope="module")
-def tq_session():
-    import ray
-    import transfer_queue as tq
-    from omegaconf import OmegaConf
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    import verl
-
-    conf_dir = Path(verl.__file__).parent / "trainer" / "config" / "transfer_queue"
-    conf = OmegaConf.load(conf_dir / "transfer_queue.yaml")
-    conf.backend.SimpleStorage.num_data_storage_units = 1
-    tq.init(conf)
-    yield tq
-    tq.close()
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_compute_advantage_hands_extra_fields_to_the_estimator(tq_session, tmp_path,
+def test_compute_advantage_hands_extra_fields_to_the_estimator(ray_tq, tmp_path,
                                                                compose_config, make_spec):
     import verl.trainer.ppo.v1  # noqa: F401  (fires the plugin's trainer registration)
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-    tq = tq_session
+    tq = ray_tq
     keys = [f"u4_{i}_0" for i in range(len(ROLLOUTS))]
     data = rows()
     meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(data),
@@ -110,6 +92,7 @@ def test_compute_advantage_hands_extra_fields_to_the_estimator(tq_session, tmp_p
     dump = [json.loads(line) for line in (tmp_path / "rollouts" / "step_000010.jsonl").open()]
     assert [row["c"] for row in dump] == [stats["per_step_c"][i] for i in range(5)]
     assert dump[0]["silver_ids"] == ["d1", "d2", "x"]
+    tq.kv_clear(keys=keys, partition_id="train")
 
 
 def test_dump_rows_follow_the_rollout_dump_format():
