@@ -41,6 +41,11 @@ def test_multinode_dry_run_prints_the_ray_script(make_spec, tmp_path, capsys):
     script = capsys.readouterr().out
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST"' in script
     assert "--head" in script and "--num-cpus=32" in script and "--num-gpus=8" in script
+    # every Ray node is a job step that holds the node's GPUs (clusters bind GPUs per step)
+    ray_steps = [line for line in script.splitlines() if "ray.scripts.scripts" in line
+                 and line.lstrip().startswith("srun")]
+    assert len(ray_steps) == 2
+    assert all("--gres=gpu:8" in line and "--cpus-per-task=32" in line for line in ray_steps)
     assert "trainer.nnodes=2" in script
     # joining an existing Ray cluster forbids num_cpus in ray.init: the last override wins
     main = [line for line in script.splitlines() if "verl.trainer.main_ppo" in line][0]
@@ -182,3 +187,47 @@ def test_finish_without_checkpoints_is_an_error(tmp_path, make_spec):
     write_log(RunPaths(tmp_path).attempt_log(1), [train_record(1)])
     with pytest.raises(CalibAdvError, match="no checkpoint"):
         launcher.finish(make_spec(), RunPaths(tmp_path), wall_s=1.0)
+
+
+def test_retrieval_server_beside_the_trainer_runs_on_cpu_by_default(make_spec):
+    assert launcher.retrieval_device(make_spec()) == ("cpu", {"CUDA_VISIBLE_DEVICES": ""})
+    spare = make_spec(verl={"retrieval_device": "cuda:7"}, resources={"gpus": 7, "cpus": 32})
+    assert launcher.retrieval_device(spare) == ("cuda:7", {})
+
+
+def test_finish_keeps_the_hf_copies_of_pruned_saves(tmp_path, make_spec, compose_config,
+                                                    tiny_hf_model):
+    """With max_ckpt_to_keep=1 only the last FSDP save survives; the selection still sees the
+    HF copies the checkpoint callback exported at every save."""
+    from calibadv.train.verl.checkpoints import ExportAndPrune
+    from calibadv.train.verl.overrides import build_overrides
+
+    spec = make_spec(training={"collapse_delta": 0.1, "collapse_window": 1},
+                     verl={"max_ckpt_to_keep": 1})
+    config = compose_config(build_overrides(spec, tmp_path, "http://x:1"))
+    callback = ExportAndPrune(config=config)
+    paths = RunPaths(tmp_path)
+    for s in (5, 10, 15, 20):
+        fake_verl_run(tmp_path, tiny_hf_model, [s])
+        callback.on_save(trainer=None, global_step=s,
+                         checkpoint_dir=str(paths.verl_checkpoints / f"global_step_{s}"))
+    assert sorted(p.name for p in paths.verl_checkpoints.iterdir()) == ["global_step_20"]
+    write_log(paths.attempt_log(1), [train_record(s) for s in range(1, 21)]
+              + [val_record(5, 0.4), val_record(10, 0.5), val_record(15, 0.2), val_record(20, 0.1)])
+    selection = launcher.finish(spec, paths, wall_s=3.0)
+    assert selection["step"] == 10 and selection["collapse_step"] == 15
+    final = json.loads((tmp_path / "final" / "checkpoint.json").read_text())
+    assert final["step"] == 10
+
+
+def test_a_save_without_an_hf_copy_is_never_pruned(tmp_path, tiny_hf_model):
+    import shutil
+
+    from calibadv.train.verl.checkpoints import export_checkpoint, prune_saves
+
+    paths = fake_verl_run(tmp_path, tiny_hf_model, [1, 2, 3])
+    shutil.rmtree(paths.verl_checkpoints / "global_step_1" / "actor" / "huggingface")
+    (paths.verl_checkpoints / "global_step_1" / "actor" / "model.pt").write_text("shards")
+    export_checkpoint(paths, 2)
+    assert prune_saves(paths, keep=1) == [2]  # step 1 has no export yet, step 3 is the newest
+    assert (paths.verl_checkpoints / "global_step_1").exists()
