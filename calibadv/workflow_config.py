@@ -340,6 +340,7 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
         "agent": _merge(config.get("agent") or {}, entry.get("agent") or {}),
         "training": _merge(config.get("training") or {}, entry.get("training") or {}),
         "resources": {"gpus": res["gpus"], "nodes": res["nodes"], "cpus": res["cpus"]},
+        "verl": _merge(config.get("verl") or {}, entry.get("verl") or {}),
         "verl_overrides": [*config.get("verl_overrides", []), *entry.get("verl_overrides", [])],
     }
     try:

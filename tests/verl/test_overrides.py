@@ -256,3 +256,20 @@ def test_flash_attn_users_can_switch_back_to_packed_sequences(make_spec, compose
     cfg = compose_config(build_overrides(spec, RUN, URL))
     assert cfg.actor_rollout_ref.model.override_config.attn_implementation == "flash_attention_2"
     assert cfg.actor_rollout_ref.model.use_remove_padding is True
+
+
+def test_shipped_paper_config_runs_carry_the_verl_section(compose_config):
+    """config/config.yaml → RunSpec.verl → verl's composed config, for a run of the workflow."""
+    from calibadv.spec import run_spec_from_dict
+    from calibadv.workflow_config import load_config, run_spec_dict
+
+    config = load_config(Path(__file__).parents[2] / "config" / "config.yaml")
+    config["verl"]["max_ckpt_to_keep"] = 3
+    config["models"]["qwen2.5-3b"]["verl"] = {"gpu_memory_utilization": 0.7}
+    spec = run_spec_from_dict(run_spec_dict(config, "qwen2.5-3b", "calibadv"))
+    assert spec.verl.max_ckpt_to_keep == 3 and spec.verl.gpu_memory_utilization == 0.7
+    assert spec.verl.attn_implementation == "sdpa" and spec.verl.retrieval_device == "cpu"
+    cfg = compose_config(build_overrides(spec, RUN, URL))
+    assert cfg.trainer.max_actor_ckpt_to_keep == 3
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.7
+    assert cfg.ray_kwargs.ray_init.num_cpus == 64  # resources.train.cpus, not the default 2
