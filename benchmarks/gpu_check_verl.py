@@ -1,66 +1,113 @@
-"""GPU check of the verl plugin: estimator and agent loop on CUDA with a tiny model.
+"""GPU check of the verl backend's parts, for a GPU node with or without verl installed.
 
-Not part of CI (no GPU there). Run it on a GPU node after installing envs/train-gpu.yaml:
+Not part of CI (no GPU there). Each section needs only torch with CUDA and transformers;
+where verl 0.9.1 is importable (the GPU environment, envs/train-gpu.yaml) it also goes
+through verl's own entry points:
 
     python benchmarks/gpu_check_verl.py [--groups 512] [--length 4096] [--rollouts 8]
+                                        [--local-steps 3] [--sections estimator,agent,local]
 
-1. Estimator: the ``calibadv`` estimator through verl's ``compute_advantage`` on CUDA tensors
-   of the paper's batch shape equals ``calibrate`` on CPU; prints both timings and the ratio
-   to verl's GRPO on the same CUDA batch.
-2. Agent loop: our ``calibadv_search`` loop, instantiated through verl's registry, drives a
-   tiny random Qwen2 on CUDA through a server manager with ``LLMServerClient.generate``'s
-   signature (HF ``generate`` with stop strings instead of vLLM), with scripted passages;
-   checks masks, spans and extra_fields of every ``AgentLoopOutput``.
+1. estimator: ``calibrate`` on CUDA tensors of the paper's batch shape (groups x 5 rollouts x
+   length tokens) equals ``calibrate`` on CPU; prints both timings and their ratio. With verl:
+   also through verl's ``compute_advantage`` (the ``calibadv`` estimator), with the ratio to
+   verl's GRPO on the same CUDA batch.
+2. agent: the Search-R1 rollout (``run_search_rollout``; with verl: our registered
+   ``calibadv_search`` loop, instantiated through verl's registry) drives a tiny random Qwen2
+   on CUDA through a server with ``LLMServerClient.generate``'s interface over HF ``generate``
+   (stop strings, max tokens, log-probs). It returns verl's ``TokenOutput`` (a field-for-field
+   copy when verl is absent) with the ``extra_fields`` verl's client adds (weight version,
+   min/max global steps); checks masks, spans and the fields every output must carry.
+3. local: a few RL steps of the local backend (``LocalTrainer``: rollouts, ``calibrate``, PPO
+   update) of a tiny model on CUDA over the synthetic world, with a word-overlap search over
+   the world's corpus standing in for the retrieval server (no FAISS needed).
 
-Exits 0 with "skipped" when no CUDA device is present.
+Prints "skipped: no CUDA device" and exits 0 without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-def _timed(fn, repeats: int) -> tuple[float, Any]:
+
+def have_verl() -> bool:
+    try:
+        import verl.experimental.agent_loop.agent_loop  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: check without verl
+        return False
+    return True
+
+
+def _timed(fn, repeats: int, cuda: bool = True) -> tuple[float, Any]:
     import torch
 
     times, out = [], None
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         out = fn()
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
 
-def check_estimator(groups: int, length: int, repeats: int) -> None:
+# -- 1. estimator ---------------------------------------------------------------------------
+def check_estimator(groups: int, length: int, repeats: int, with_verl: bool) -> None:
+    import torch
+
+    from bench_advantage import make_batch  # the paper-shaped synthetic batch
+
+    from calibadv.advantage import CalibConfig, calibrate
+    from calibadv.methods import get_method
+
+    scores, ok, mask, gidx, spans, docs, thinks = make_batch(groups, 5, length, 4, 3, seed=0)
+    method = get_method("calibadv")
+    config = CalibConfig.from_dict(method["calibration"])
+    t_cpu, (expected, _) = _timed(
+        lambda: calibrate(scores, ok, mask, list(gidx), spans, docs, thinks, config), repeats,
+        cuda=False)
+    s_cuda, m_cuda = scores.cuda(), mask.cuda()
+    t_gpu, (got, _) = _timed(
+        lambda: calibrate(s_cuda, ok, m_cuda, list(gidx), spans, docs, thinks, config),
+        repeats)
+    assert got.is_cuda, "calibrate moved the advantages off the GPU"
+    torch.testing.assert_close(got.cpu().float(), expected.float(), atol=1e-5, rtol=1e-5)
+    print(f"estimator: {len(gidx)} rollouts x {length} tokens on {torch.cuda.get_device_name()}: "
+          f"calibrate CUDA {t_gpu * 1e3:.1f} ms vs CPU {t_cpu * 1e3:.1f} ms "
+          f"(ratio {t_gpu / t_cpu:.2f}x); equal")
+    if with_verl:
+        check_estimator_through_verl(scores, ok, mask, gidx, spans, docs, thinks, method,
+                                     expected, repeats)
+
+
+def check_estimator_through_verl(scores, ok, mask, gidx, spans, docs, thinks, method, expected,
+                                 repeats: int) -> None:
     import numpy as np
     import torch
     from omegaconf import OmegaConf
     from verl import DataProto
     from verl.trainer.ppo.ray_trainer import compute_advantage
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_advantage import make_batch  # the paper-shaped synthetic batch
-
     import calibadv.verl_plugin  # noqa: F401
-    from calibadv.advantage import CalibConfig, calibrate
-    from calibadv.methods import get_method
     from calibadv.train.verl.estimator import rollout_context
 
-    scores, ok, mask, gidx, spans, docs, thinks = make_batch(groups, 5, length, 4, 3, seed=0)
-    method = get_method("calibadv")
     algo = OmegaConf.create({"adv_estimator": "calibadv", "norm_adv_by_std_in_grpo": True,
                              "calibadv": {"calibration": method["calibration"]}})
-    rewards = torch.zeros_like(mask)
+    rewards = torch.zeros_like(mask, dtype=torch.float32)
     last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)
-    rewards[last] = scores
+    rewards[last] = scores.float()
     extras = [{"turn_spans": s, "doc_ids": d, "thinks": t, "format_ok": bool(o)}
               for s, d, t, o in zip(spans, docs, thinks, ok)]
     uid = np.array([str(g) for g in gidx], dtype=object)
@@ -74,44 +121,137 @@ def check_estimator(groups: int, length: int, repeats: int) -> None:
 
     t_ours, out = _timed(lambda: run("calibadv"), repeats)
     t_grpo, _ = _timed(lambda: run("grpo"), repeats)
-    expected, _ = calibrate(scores, ok, mask, list(gidx), spans, docs, thinks,
-                            CalibConfig.from_dict(method["calibration"]))
     got = out.batch["advantages"]
     assert got.is_cuda, "advantages left the GPU"
     torch.testing.assert_close(got.cpu(), expected.float(), atol=1e-5, rtol=1e-5)
-    print(f"estimator: {len(uid)} rollouts x {length} tokens on {torch.cuda.get_device_name()}: "
-          f"calibadv {t_ours * 1e3:.1f} ms, verl grpo {t_grpo * 1e3:.1f} ms, "
-          f"ratio {t_ours / t_grpo:.2f}x; equals calibrate on CPU")
+    print(f"estimator through verl's compute_advantage: calibadv {t_ours * 1e3:.1f} ms, "
+          f"verl grpo {t_grpo * 1e3:.1f} ms, ratio {t_ours / t_grpo:.2f}x; equals calibrate")
+
+
+# -- 2. agent loop --------------------------------------------------------------------------
+@dataclass
+class TokenOutputCopy:
+    """verl's ``workers.rollout.replica.TokenOutput``, field for field (used without verl)."""
+
+    token_ids: list[int]
+    log_probs: list[float] | None = None
+    routed_experts: Any = None
+    stop_reason: str | None = None
+    num_preempted: int | None = None
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 class HFServerManager:
-    """``LLMServerClient.generate`` signature on a HF model (vLLM stand-in for this check)."""
+    """``LLMServerClient.generate`` over HF ``generate`` on CUDA (vLLM stand-in).
 
-    def __init__(self, model, tokenizer) -> None:
-        self.model, self.tokenizer = model, tokenizer
+    Returns what verl's client returns: the server's ``TokenOutput`` (ids cut at a stop
+    string, kept, and at ``max_tokens``; log-probs; ``stop_reason="completed"``) with
+    ``extra_fields`` = the server's ``global_steps``/``num_cached_tokens`` plus the client's
+    ``min_global_steps``/``max_global_steps``.
+    """
 
-    async def generate(self, request_id, *, prompt_ids, sampling_params, **_: Any):
+    def __init__(self, model, tokenizer, global_steps: int = 0) -> None:
+        self.model, self.tokenizer, self.global_steps = model, tokenizer, global_steps
+        try:
+            from verl.workers.rollout.replica import TokenOutput
+        except Exception:  # noqa: BLE001
+            TokenOutput = TokenOutputCopy
+        self.output_type = TokenOutput
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None,
+                       video_data=None, audio_data=None, mm_processor_kwargs=None, **kwargs):
         import torch
-        from verl.workers.rollout.replica import TokenOutput
 
-        ids = torch.tensor([list(prompt_ids)], device="cuda")
-        out = self.model.generate(
-            ids, attention_mask=torch.ones_like(ids), do_sample=True,
-            temperature=sampling_params.get("temperature", 1.0),
-            top_p=sampling_params.get("top_p", 1.0), max_new_tokens=sampling_params["max_tokens"],
-            stop_strings=sampling_params.get("stop"), tokenizer=self.tokenizer,
-            output_scores=True, return_dict_in_generate=True,
-            pad_token_id=self.tokenizer.pad_token_id)
-        new = out.sequences[0, ids.shape[1]:]
-        logp = self.model.compute_transition_scores(out.sequences, out.scores,
-                                                    normalize_logits=True)
-        return TokenOutput(token_ids=new.tolist(), log_probs=logp[0].float().tolist())
+        ids = torch.tensor([list(prompt_ids)], device=next(self.model.parameters()).device)
+        with torch.no_grad():
+            out = self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                temperature=sampling_params.get("temperature", 1.0) or 1.0,
+                top_p=sampling_params.get("top_p", 1.0),
+                max_new_tokens=sampling_params["max_tokens"],
+                stop_strings=sampling_params.get("stop"), tokenizer=self.tokenizer,
+                output_scores=True, return_dict_in_generate=True,
+                pad_token_id=self.tokenizer.pad_token_id)
+            logp = self.model.compute_transition_scores(out.sequences, out.scores,
+                                                        normalize_logits=True)
+        new = out.sequences[0, ids.shape[1]:].tolist()
+        steps = self.global_steps
+        return self.output_type(
+            token_ids=new,
+            log_probs=logp[0].float().tolist() if sampling_params.get("logprobs") else None,
+            stop_reason="completed", num_preempted=0,
+            extra_fields={"global_steps": steps, "num_cached_tokens": 0,
+                          "min_global_steps": steps, "max_global_steps": steps})
 
 
-def check_agent_loop(rollouts: int) -> None:
-    import hydra
+def _tiny_policy():
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from calibadv.models.tokenizer import train_tokenizer
+
+    texts = ["<think> a </think><search> b </search>", "<think> c </think><answer> d </answer>",
+             "Answer the question below. Question: who?"] * 30
+    tok = train_tokenizer(texts, vocab_size=400)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(cfg).cuda().eval(), tok
+
+
+def check_agent_loop(rollouts: int, with_verl: bool) -> None:
+    from calibadv.agent.types import AgentConfig
+    from calibadv.data.prompt import build_messages, prompt_ids
+    from calibadv.retrieval.client import Passage
+    from calibadv.train.verl.search_rollout import run_search_rollout
+    from calibadv.train.verl.settings import LoopSettings
+
+    model, tok = _tiny_policy()
+    server = HFServerManager(model, tok, global_steps=3)
+
+    async def search(queries, topk):
+        return [[Passage("d1", "T", "some text")] * topk for _ in queries]
+
+    sample = {"raw_prompt": build_messages("who wrote it?"), "extra_info": {"index": 0},
+              "data_source": "check", "reward_model": {"ground_truth": {"target": ["x"]}}}
+    params = {"temperature": 1.0, "top_p": 0.95, "logprobs": True}
+    if with_verl:
+        loop_fn = _verl_loop_factory(server, tok, search)
+    else:
+        settings = LoopSettings(agent=AgentConfig(prethink=True, max_turns=4,
+                                                  max_tokens_per_turn=32,
+                                                  max_response_tokens=256),
+                                require_search=True, retrieval_url="http://unused", topk=3)
+
+        async def loop_fn():
+            ids = prompt_ids(tok, sample["raw_prompt"], prethink=True)
+            done = await run_search_rollout(server.generate, tok, settings, ids, params, search)
+            t = done.traj
+            return t.response_ids, t.loss_mask, done.extra_fields(settings, sample)
+
+    async def many():
+        return await asyncio.gather(*[loop_fn() for _ in range(rollouts)])
+
+    t0 = time.perf_counter()
+    outs = asyncio.run(many())
+    for response_ids, mask, ef in outs:
+        assert len(response_ids) == len(mask) <= 256
+        generated = sum(b - a for a, b in ef["turn_spans"])
+        assert sum(mask) == generated, "mask must be 1 exactly on generated turns"
+        assert len(ef["turn_spans"]) in (len(ef["doc_ids"]), len(ef["doc_ids"]) + 1)
+        for key in ("min_global_steps", "max_global_steps"):  # read by verl's _compute_metrics
+            assert ef[key] == 3, (key, ef.get(key))
+    kind = "verl's registry" if with_verl else "run_search_rollout (no verl)"
+    print(f"agent loop via {kind}: {rollouts} rollouts on CUDA in {time.perf_counter() - t0:.1f} s;"
+          f" turns per rollout {[len(ef['turn_spans']) for _, _, ef in outs]}; "
+          f"output type {server.output_type.__module__}.{server.output_type.__name__}")
+
+
+def _verl_loop_factory(server, tok, search):
+    import hydra
+    from hydra import compose, initialize_config_dir
+    import verl
     from verl.experimental.agent_loop.agent_loop import (
         DictConfigWrap,
         ToolListWrap,
@@ -122,35 +262,20 @@ def check_agent_loop(rollouts: int) -> None:
     import calibadv.verl_plugin  # noqa: F401
     from calibadv.data.prompt import build_messages
     from calibadv.methods import get_method
-    from calibadv.models.tokenizer import train_tokenizer
-    from calibadv.retrieval.client import Passage
     from calibadv.spec import run_spec_from_dict
     from calibadv.train.verl import agent_loop as loop_mod
     from calibadv.train.verl.overrides import build_overrides
-    from hydra import compose, initialize_config_dir
-    import verl
 
-    texts = ["<think> a </think><search> b </search>", "<think> c </think><answer> d </answer>",
-             "Answer the question below. Question: who?"] * 30
-    tok = train_tokenizer(texts, vocab_size=400)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
-    model = Qwen2ForCausalLM(cfg).cuda().eval()
     spec = run_spec_from_dict({
         "backend": "verl", "model": {"path": "tiny"}, "method": get_method("calibadv"),
         "data": {"train": "t.parquet"}, "retrieval": {"url": "http://unused"},
         "agent": {"max_tokens_per_turn": 32, "max_response_tokens": 256},
-        "resources": {"gpus": 1}})
+        "resources": {"gpus": 1, "cpus": 8}})
     conf_dir = str(Path(verl.__file__).parent / "trainer" / "config")
     with initialize_config_dir(config_dir=conf_dir, version_base=None):
         config = compose(config_name="ppo_trainer",
                          overrides=build_overrides(spec, Path("/tmp/gpu-check"), "http://unused"))
-
-    async def search(queries, topk):
-        return [[Passage("d1", "T", "some text")] * topk for _ in queries]
-
     loop_mod.retrieval_search = lambda url, retries=5: search
-    server = HFServerManager(model, tok)
 
     async def one():
         loop = hydra.utils.instantiate(
@@ -158,25 +283,85 @@ def check_agent_loop(rollouts: int) -> None:
             trainer_config=DictConfigWrap(config), server_manager=server, tokenizer=tok,
             processor=None, hf_model_type="qwen2", dataset_cls=RLHFDataset,
             data_config=DictConfigWrap(config.data), tools=ToolListWrap([]))
-        return await loop.run({"temperature": 1.0, "top_p": 0.95, "logprobs": True},
-                              raw_prompt=build_messages("who wrote it?"),
-                              extra_info={"index": 0}, data_source="check",
-                              reward_model={"ground_truth": {"target": ["x"]}})
+        out = await loop.run({"temperature": 1.0, "top_p": 0.95, "logprobs": True},
+                             raw_prompt=build_messages("who wrote it?"),
+                             extra_info={"index": 0}, data_source="check",
+                             reward_model={"ground_truth": {"target": ["x"]}})
+        return out.response_ids, out.response_mask, out.extra_fields
 
-    async def many():
-        return await asyncio.gather(*[one() for _ in range(rollouts)])
+    return one
 
+
+# -- 3. local backend -------------------------------------------------------------------------
+class WordOverlapSearch:
+    """Top-k passages of the world's corpus by shared words (stands in for FAISS + encoder)."""
+
+    def __init__(self, corpus: Path, topk: int) -> None:
+        from calibadv.io import iter_jsonl
+        from calibadv.retrieval.client import Passage
+
+        self.topk = topk
+        self.docs = []
+        for row in iter_jsonl(corpus):
+            title, _, text = row["contents"].partition("\n")
+            self.docs.append((Passage(str(row["id"]), title.strip('"'), text),
+                              set(re.findall(r"\w+", row["contents"].lower()))))
+
+    def __call__(self, queries):
+        out = []
+        for q in queries:
+            words = set(re.findall(r"\w+", q.lower()))
+            ranked = sorted(self.docs, key=lambda d: -len(words & d[1]))
+            out.append([p for p, _ in ranked[: self.topk]])
+        return out
+
+
+def check_local_steps(steps: int) -> None:
+    import torch
+
+    import calibadv.agent.runner as runner
+    from calibadv.io import iter_jsonl, read_jsonl
+    from calibadv.methods import get_method
+    from calibadv.models.tiny import TinyConfig, build_tiny_model
+    from calibadv.spec import run_spec_from_dict
+    from calibadv.synth import write_world
+    from calibadv.train.local import LocalTrainer
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-check-local-"))
+    write_world(tmp / "world", seed=0, size="tiny")
+    world = tmp / "world"
+    build_tiny_model(world / "corpus.jsonl", [world / "train.jsonl"], tmp / "model",
+                     TinyConfig(hidden_size=192, num_hidden_layers=2))
+    questions = []
+    for i, row in enumerate(iter_jsonl(world / "train.jsonl")):
+        if i == 64:
+            break
+        from calibadv.data.prompt import build_messages
+
+        questions.append(runner.Question(id=str(row["id"]), question=row["question"],
+                                         messages=build_messages(row["question"]),
+                                         golden_answers=list(row["golden_answers"]),
+                                         data_source="hotpotqa", index=i))
+    runner.load_questions = lambda path, limit=None: questions  # no pandas on a bare GPU image
+    spec = run_spec_from_dict({
+        "backend": "local", "model": {"path": str(tmp / "model")},
+        "method": get_method("calibadv"), "data": {"train": str(tmp / "train.parquet")},
+        "agent": {"max_turns": 2, "max_tokens_per_turn": 48, "max_response_tokens": 256},
+        "training": {"steps": steps, "batch_size": 8, "mini_batch_size": 8, "group_size": 5,
+                     "micro_batch_size": 8, "lr": 1e-5, "save_every": steps,
+                     "val_before_train": False}})
     t0 = time.perf_counter()
-    outs = asyncio.run(many())
-    with torch.no_grad():
-        for out in outs:
-            ef = out.extra_fields
-            assert len(out.response_ids) == len(out.response_mask) <= 256
-            generated = sum(b - a for a, b in ef["turn_spans"])
-            assert sum(out.response_mask) == generated, "mask must be 1 exactly on generated turns"
-            assert len(ef["turn_spans"]) in (len(ef["doc_ids"]), len(ef["doc_ids"]) + 1)
-    print(f"agent loop: {rollouts} rollouts on CUDA in {time.perf_counter() - t0:.1f} s; "
-          f"turns per rollout {[len(o.extra_fields['turn_spans']) for o in outs]}")
+    trainer = LocalTrainer(spec, tmp / "run", WordOverlapSearch(world / "corpus.jsonl", 3))
+    assert next(trainer.model.parameters()).is_cuda, "the local backend did not pick the GPU"
+    trainer.train()
+    rows = read_jsonl(tmp / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows)
+    print(f"local backend: {steps} RL steps of a {trainer.model.num_parameters() / 1e6:.1f}M "
+          f"model on CUDA in {time.perf_counter() - t0:.1f} s; per step (reward, format, loss, "
+          f"grad norm, s): " + "; ".join(
+              f"{r['reward_mean']:.2f}, {r['format_rate']:.2f}, {r['loss']:.4f}, "
+              f"{r['grad_norm']:.3f}, {r['time_s']:.1f}" for r in rows))
 
 
 def main() -> int:
@@ -185,14 +370,26 @@ def main() -> int:
     ap.add_argument("--length", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--local-steps", type=int, default=3)
+    ap.add_argument("--sections", default="estimator,agent,local",
+                    help="comma-separated subset of estimator, agent, local")
     args = ap.parse_args()
     import torch
 
     if not torch.cuda.is_available():
         print("skipped: no CUDA device")
         return 0
-    check_estimator(args.groups, args.length, args.repeats)
-    check_agent_loop(args.rollouts)
+    sys.path.insert(0, str(Path(__file__).parent))
+    with_verl = have_verl()
+    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}) on "
+          f"{torch.cuda.get_device_name()}; verl {'importable' if with_verl else 'not installed'}")
+    sections = set(args.sections.split(","))
+    if "estimator" in sections:
+        check_estimator(args.groups, args.length, args.repeats, with_verl)
+    if "agent" in sections:
+        check_agent_loop(args.rollouts, with_verl)
+    if "local" in sections:
+        check_local_steps(args.local_steps)
     print("gpu check passed")
     return 0
 
