@@ -135,14 +135,22 @@ def test_unknown_method_key_is_rejected(make_spec):
 
 
 def _parsed(value_text: str):
+    """The value as verl sees it: hydra parses the override, OmegaConf resolves the config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
-    return OverridesParser.create().parse_override(f"k={value_text}").value()
+    value = OverridesParser.create().parse_override(f"k={value_text}").value()
+    return OmegaConf.to_container(OmegaConf.create({"k": value}), resolve=True)["k"]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40))
 def test_string_values_survive_hydra_parsing(text):
+    assert _parsed(hydra_value(text)) == text
+
+
+@pytest.mark.parametrize("text", ["${", "${a}", "x\\${y}", "\\${", "a\\", "'${'", "\\\\${z}"])
+def test_interpolation_lookalikes_stay_literal(text):
     assert _parsed(hydra_value(text)) == text
 
 

@@ -59,6 +59,7 @@ class RunPaths:
 
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_\-./:]*")
 _QUOTE_RUN = re.compile(r"(\\*)('|$)")
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
 _KEYWORDS = {"null", "true", "false", "inf", "nan", "+inf", "-inf"}
 
 
@@ -75,10 +76,13 @@ def hydra_value(value: Any) -> str:
     text = str(value)
     if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
         return text
-    # hydra quoted strings: backslashes are literal except in a run that precedes a quote
-    # (or the closing quote), which is doubled; interpolations ``${`` are escaped as ``\\${``.
+    # Two layers. OmegaConf (when verl's config resolves): ``${`` starts an interpolation, so
+    # it is escaped as ``\\${`` and a backslash run right before it is doubled. Hydra's
+    # quoted string: backslashes are literal except in a run that precedes a quote (or the
+    # closing quote), which is doubled.
+    omega = _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", text)
     escaped = _QUOTE_RUN.sub(lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""),
-                             text.replace("${", "\\${"))
+                             omega)
     return "'" + escaped + "'"
 
 
