@@ -153,3 +153,23 @@ def test_registered_in_verls_registry():
     from verl.trainer.ppo import core_algos
 
     assert core_algos.get_adv_estimator_fn("calibadv") is compute_calibadv_advantage
+
+
+def test_padding_rows_change_nothing_and_get_zero_advantage(algorithm_config):
+    """verl pads a batch to a multiple of the data-parallel size with copies marked padding."""
+    from calibadv.train.verl.trainer import PADDING_EXTRAS
+
+    rewards, mask, uid, extras = batch()
+    pad = 2
+    rewards_p = torch.cat([rewards, torch.zeros(pad, L)])
+    mask_p = torch.cat([mask, torch.zeros(pad, L, dtype=torch.long)])
+    mask_p[-pad:, 0] = 0  # verl's padding rows: one response token, masked out
+    uid_p = np.concatenate([uid, np.array(["pad"] * pad, dtype=object)])
+    with rollout_context(extras + [dict(PADDING_EXTRAS)] * pad) as ctx:
+        adv, _ = compute_calibadv_advantage(rewards_p, mask_p, index=uid_p, config=algorithm_config)
+    cfg = CalibConfig.from_dict(dict(algorithm_config.calibadv.calibration))
+    expected, stats = _expected(rewards, mask, uid, extras, cfg)
+    torch.testing.assert_close(adv[:-pad], expected.float())
+    assert adv[-pad:].abs().sum() == 0
+    assert ctx.stats["empty_silver_frac"] == stats["empty_silver_frac"]  # no extra group
+    assert len(ctx.stats["per_step_c"]) == len(extras)

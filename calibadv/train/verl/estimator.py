@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 METRIC_PREFIX = "calibadv/"
+#: Key of a padding row's extras (verl's ``upsample_batch_to_divisible_size`` rows).
+PADDING = "padding"
 _NON_SCALAR_STATS = ("per_step_c", "silver_sets", "rollout_advantage")
 
 
@@ -124,7 +126,10 @@ def compute_calibadv_advantage(
     """verl estimator signature → :func:`calibadv.advantage.calibrate` on the same batch.
 
     Returns ``(advantages, returns)``, both the calibrated token advantages (verl's GRPO
-    returns the advantages as returns too).
+    returns the advantages as returns too). Padding rows verl appends to even out a batch
+    (extras marked ``padding``, see :data:`PADDING`) are left out of ``calibrate`` and get
+    zero advantage, so neither the real rows' advantages nor the step's statistics see them;
+    ``ctx.stats`` then describes the real rows, in batch order.
     """
     from calibadv.advantage import calibrate
 
@@ -134,26 +139,34 @@ def compute_calibadv_advantage(
         raise ValueError(
             f"the trainer handed {len(ctx.extras)} rollout extras for a batch of {n} rows"
         )
-    missing = [k for k in ("turn_spans", "doc_ids", "thinks") if k not in ctx.extras[0]]
+    real = [i for i, e in enumerate(ctx.extras) if not e.get(PADDING)]
+    extras = [ctx.extras[i] for i in real]
+    missing = [k for k in ("turn_spans", "doc_ids", "thinks") if extras and k not in extras[0]]
     if missing:
         raise ValueError(
             f"rollout extra_fields lack {missing}: use the calibadv agent loop "
             "(actor_rollout_ref.rollout.agent.default_agent_loop=calibadv_search)"
         )
-    scores = token_level_rewards.sum(dim=-1).float()
-    format_ok = torch.tensor([_format_flag(e) for e in ctx.extras], dtype=torch.bool)
-    advantages, stats = calibrate(
-        scores.cpu(),
-        format_ok,
-        response_mask.cpu(),
-        _group_ids(index, n),
-        [[list(map(int, s)) for s in e["turn_spans"]] for e in ctx.extras],
-        [[[str(d) for d in step] for step in e["doc_ids"]] for e in ctx.extras],
-        [[str(t) for t in e["thinks"]] for e in ctx.extras],
-        calib_config_from_algorithm(config),
-    )
-    advantages = torch.as_tensor(advantages, dtype=torch.float32).to(response_mask.device)
-    advantages = advantages * response_mask
+    rows = torch.tensor(real, dtype=torch.long)
+    groups = _group_ids(index, n)
+    scores = token_level_rewards.sum(dim=-1).float().cpu()[rows]
+    format_ok = torch.tensor([_format_flag(e) for e in extras], dtype=torch.bool)
+    mask = response_mask.cpu()[rows]
+    advantages = torch.zeros(response_mask.shape, dtype=torch.float32)
+    stats: dict[str, Any] = {}
+    if real:
+        adv, stats = calibrate(
+            scores,
+            format_ok,
+            mask,
+            [groups[i] for i in real],
+            [[list(map(int, s)) for s in e["turn_spans"]] for e in extras],
+            [[[str(d) for d in step] for step in e["doc_ids"]] for e in extras],
+            [[str(t) for t in e["thinks"]] for e in extras],
+            calib_config_from_algorithm(config),
+        )
+        advantages[rows] = torch.as_tensor(adv, dtype=torch.float32)
+    advantages = advantages.to(response_mask.device) * response_mask
     ctx.stats = dict(stats)
     ctx.calls += 1
     return advantages, advantages

@@ -124,8 +124,8 @@ async def run_search_rollout(generate: GenerateFn, tokenizer: Any, settings: Loo
     """Generate turn by turn until the protocol ends the rollout, searching in between."""
     state = AgentState(prompt_ids, tokenizer, settings.agent)
     request_id = uuid.uuid4().hex  # one id per rollout: sticky server, prefix cache reuse
-    out = SearchRollout(traj=None)  # type: ignore[arg-type]
-    out.timing = {"generate_sequences": 0.0, "tool_calls": 0.0}
+    timing = {"generate_sequences": 0.0, "tool_calls": 0.0}
+    have_logprobs = True
     merged: dict[str, Any] | None = None
     while (req := state.next_request()) is not None:
         params = dict(sampling_params)
@@ -134,15 +134,14 @@ async def run_search_rollout(generate: GenerateFn, tokenizer: Any, settings: Loo
         t0 = time.perf_counter()
         gen = await generate(request_id=request_id, prompt_ids=list(req.prompt_ids),
                              sampling_params=params)
-        out.timing["generate_sequences"] += time.perf_counter() - t0
-        out.have_logprobs = out.have_logprobs and bool(gen.log_probs)
+        timing["generate_sequences"] += time.perf_counter() - t0
+        have_logprobs = have_logprobs and bool(gen.log_probs)
         merged = merge_generation_fields(merged, gen.extra_fields)
         action = state.consume(to_generation(gen, req, tokenizer))
         if action.kind == "search":
             t0 = time.perf_counter()
             passages = (await search([action.query], settings.topk))[0]
-            out.timing["tool_calls"] += time.perf_counter() - t0
+            timing["tool_calls"] += time.perf_counter() - t0
             state.observe(passages)
-    out.traj = state.trajectory()
-    out.generation_fields = merged or {}
-    return out
+    return SearchRollout(traj=state.trajectory(), generation_fields=merged or {},
+                         have_logprobs=have_logprobs, timing=timing)

@@ -26,14 +26,14 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from calibadv.train.verl import ESTIMATOR_NAME, TRAINER_MODE
-from calibadv.train.verl.estimator import rollout_context
+from calibadv.train.verl.estimator import PADDING, rollout_context
 from calibadv.train.verl.settings import calibadv_section
 from calibadv.train.verl.signals import step_metrics
 
 
-#: What a padding row (verl's ``upsample_batch_to_divisible_size``) hands the estimator:
-#: no turns, no documents, an invalid format, so it adds nothing to any group or signal.
-PADDING_EXTRAS: dict[str, Any] = {"turn_spans": [], "doc_ids": [], "thinks": [],
+#: What a padding row (verl's ``upsample_batch_to_divisible_size``) hands the estimator,
+#: which leaves it out of ``calibrate`` (zero advantage, not in any statistic).
+PADDING_EXTRAS: dict[str, Any] = {PADDING: True, "turn_spans": [], "doc_ids": [], "thinks": [],
                                   "format_ok": False}
 #: The mode string verl's base trainer compares with to pick its synchronous code paths.
 SYNC_MODE = "sync"
@@ -89,16 +89,6 @@ class FailFastReplayBuffer(ReplayBuffer):
             "exception, e.g. the retrieval server is unreachable. The step is not trained; fix "
             "the cause and re-run the same command to resume from the last checkpoint."
         ) from cause
-
-
-def _rows(stats: dict[str, Any], rows: list[int]) -> dict[str, Any]:
-    """``calibrate`` stats with the per-rollout entries restricted to ``rows``."""
-    out = dict(stats)
-    for key in ("per_step_c", "rollout_advantage"):
-        if out.get(key) is not None:
-            values = _jsonable(out[key])
-            out[key] = [values[i] for i in rows]
-    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -161,10 +151,10 @@ class CalibAdvTrainer(PPOTrainerSync):
         extras = fetch_extra_fields(batch)
         with rollout_context(extras) as ctx:
             batch = super()._compute_advantage(batch, metrics)
-        real = [i for i, tag in enumerate(batch.tags or [{}] * len(extras)) if not is_padding(tag)]
-        real_extras = [extras[i] for i in real]
+        real = [i for i, e in enumerate(extras) if not e.get(PADDING)]
+        real_extras = [extras[i] for i in real]  # ctx.stats describes these, in this order
         metrics.update(step_metrics(real_extras, ctx.stats))
-        self._maybe_dump([batch.keys[i] for i in real], real_extras, _rows(ctx.stats, real))
+        self._maybe_dump([batch.keys[i] for i in real], real_extras, ctx.stats)
         return batch
 
     def _maybe_dump(self, keys: list[str], extras: list[dict[str, Any]], stats: dict[str, Any]
