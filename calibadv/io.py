@@ -76,3 +76,14 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     return list(iter_jsonl(path))
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Hard-link ``src`` to ``dst`` (no second copy on disk; the data outlives the deletion
+    of ``src``), copying when the two are on different filesystems."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

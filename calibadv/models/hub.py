@@ -15,16 +15,10 @@ import tempfile
 from pathlib import Path
 
 from calibadv.errors import CalibAdvError
+from calibadv.io import link_or_copy  # follows the cache symlink to its blob: no second copy
 
 # weights and tokenizer files only: no other framework's checkpoints, no README images
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.py"]
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)  # follows the cache's symlink to its blob: no second copy on disk
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _not_allowed(folder: str, names: list[str]) -> set[str]:
@@ -56,7 +50,7 @@ def download_model(repo_id: str, out: str | os.PathLike, revision: str | None = 
                     "check the repo id, your network/HF_TOKEN, or pass a local directory"
                 ) from err
             # the cache may hold more than this call asked for (an earlier full download)
-            shutil.copytree(snapshot, tmp, dirs_exist_ok=True, copy_function=_link_or_copy,
+            shutil.copytree(snapshot, tmp, dirs_exist_ok=True, copy_function=link_or_copy,
                             ignore=_not_allowed)
         if not (tmp / "config.json").is_file():
             raise CalibAdvError(f"{repo_id!r} has no config.json: not a transformers model "

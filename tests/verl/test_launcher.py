@@ -231,3 +231,18 @@ def test_a_save_without_an_hf_copy_is_never_pruned(tmp_path, tiny_hf_model):
     export_checkpoint(paths, 2)
     assert prune_saves(paths, keep=1) == [2]  # step 1 has no export yet, step 3 is the newest
     assert (paths.verl_checkpoints / "global_step_1").exists()
+
+
+def test_the_hf_copy_is_hard_linked_and_outlives_the_pruned_save(tmp_path, tiny_hf_model):
+    import shutil
+
+    from calibadv.train.verl.checkpoints import export_checkpoint
+
+    paths = fake_verl_run(tmp_path, tiny_hf_model, [4])
+    src = paths.verl_checkpoints / "global_step_4" / "actor" / "huggingface" / "model.safetensors"
+    dst = export_checkpoint(paths, 4) / "model.safetensors"
+    assert dst.stat().st_ino == src.stat().st_ino  # no second copy on disk
+    shutil.rmtree(paths.verl_checkpoints / "global_step_4")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(dst.parent)
