@@ -14,9 +14,10 @@ are copied, as verl's bypass mode does) and the actor update (skipped).
 
 Each step is what ``PPOTrainer.fit`` does: weight sync (``set_global_steps``), submit a batch,
 sample it from the replay buffer, compute advantages and metrics, save, clear the queue.
-Against the code before issue 12, this test fails three ways: the replay buffer is verl's
-async one, ``_compute_metrics`` raises on the rollouts' missing ``min_global_steps``, and the
-checkpoint carries a TransferQueue snapshot.
+Against the code before issue 12 it fails: with the old trainer mode at the first check
+(verl builds ``ReplayBufferAsync`` and forces ``gen_batch_size`` to 1, because the mode is not
+named "sync"; its checkpoints would also carry a TransferQueue snapshot), and with only the
+old agent loop in ``_compute_metrics`` (``int(None)``: the rollouts lack ``min_global_steps``).
 """
 
 from __future__ import annotations
