@@ -118,3 +118,15 @@ def test_step_metrics_use_our_names():
     assert m["calibadv/token_prob_mean"] == pytest.approx(0.5)
     assert m["calibadv/c_hist/1"] == 0.75 and m["calibadv/c_mean"] == 0.5
     assert "calibadv/penalised_c1_frac" not in m and "calibadv/per_step_c" not in m
+
+
+def test_one_failed_group_fails_the_step_and_says_why():
+    """verl's sync buffer would train on the surviving groups; ours names the failure."""
+    from calibadv.train.verl.trainer import FailFastReplayBuffer, RolloutGroupsFailed
+
+    buffer = object.__new__(FailFastReplayBuffer)  # only the failure check, no TransferQueue
+    buffer.failure_keys = {"train": {"uid-b"}}
+    buffer.finished_keys = {"train": {"uid-a", "uid-c"}}
+    with pytest.raises(RolloutGroupsFailed, match="1 of 3 prompt groups of the 'train' batch"):
+        buffer._raise_on_failures("train")
+    buffer._raise_on_failures("val")  # nothing failed there
