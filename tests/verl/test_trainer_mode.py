@@ -7,7 +7,6 @@ trainer's constructor (which would start GPU workers) is skipped.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -17,12 +17,10 @@ from typing import Any
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from calibadv.train.verl import AGENT_LOOP_NAME
-from calibadv.train.verl.search_rollout import (  # noqa: F401  (re-exported for callers)
+from calibadv.train.verl.search_rollout import (  # noqa: F401  (merge_…: re-exported)
     SearchFn,
     merge_generation_fields,
-    rollout_extra_fields,
     run_search_rollout,
-    to_generation,
 )
 from calibadv.train.verl.settings import loop_settings, plain
 
