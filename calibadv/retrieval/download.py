@@ -2,9 +2,11 @@
 
 The authors (Search-R1) publish the index as split parts (``part_aa``, ``part_ab``: ~64 GB in
 all) in the dataset repo ``PeterJinGo/wiki-18-e5-index`` and the corpus as
-``wiki-18.jsonl.gz`` in ``PeterJinGo/wiki-18-corpus``. Downloads go through the hub client (its
-cache makes them resumable and honours ``HF_HUB_OFFLINE``); the post-download steps — join the
-parts, gunzip the corpus — stream to a temporary file renamed at the end.
+``wiki-18.jsonl.gz`` in ``PeterJinGo/wiki-18-corpus``. Files come through
+:class:`calibadv.downloads.HubDataset` (resumable, checked against the hub's sizes and hashes,
+logged; under ``HF_HUB_OFFLINE`` from a pre-filled hub cache); the post-download steps — join
+the parts, gunzip the corpus — stream to a temporary file renamed at the end, then the
+downloaded parts are deleted (peak disk: the parts plus the joined file).
 """
 
 from __future__ import annotations
@@ -82,33 +84,8 @@ def gunzip_file(src: str | os.PathLike, out: str | os.PathLike) -> Path:
         ) from err
 
 
-def hub_file(
-    repo_id: str,
-    filename: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """One file of a hub *dataset* repo, through the hub client's resumable cache."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id=repo_id,
-                filename=filename,
-                repo_type="dataset",
-                revision=revision,
-                cache_dir=cache_dir,
-            )
-        )
-    except LocalEntryNotFoundError as err:
-        raise CalibAdvError(
-            f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
-            "(offline?): connect to the internet or unset HF_HUB_OFFLINE"
-        ) from err
-    except HfHubHTTPError as err:
-        raise CalibAdvError(f"downloading {repo_id}/{filename} failed: {err}") from err
+def _staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.download")
 
 
 def download_index(
@@ -117,13 +94,19 @@ def download_index(
     parts: Sequence[str] = INDEX_PARTS,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    verify: str = "hash",
 ) -> Path:
-    """Fetch the index parts and join them into ``out`` (a FAISS ``IndexFlatIP`` file)."""
+    """Fetch the index parts (resumable, verified) and join them into ``out`` (a FAISS
+    ``IndexFlatIP`` file); the parts are deleted once joined."""
+    from calibadv.downloads import HubDataset
+
     out = Path(out)
     if out.is_file():
         return out
-    local = [hub_file(repo_id, name, revision, cache_dir) for name in parts]
-    return concat_parts(local, out)
+    source = HubDataset(repo_id, _staging(out), verify=verify, revision=revision, cache_dir=cache_dir)
+    joined = concat_parts(source.fetch(list(parts)), out)
+    source.cleanup()
+    return joined
 
 
 def download_corpus(
@@ -132,12 +115,16 @@ def download_corpus(
     filename: str = CORPUS_FILE,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    verify: str = "hash",
 ) -> Path:
-    """Fetch the gzipped corpus and decompress it to ``out`` (JSONL)."""
+    """Fetch the gzipped corpus (resumable, verified) and decompress it to ``out`` (JSONL)."""
+    from calibadv.downloads import HubDataset
+
     out = Path(out)
     if out.is_file():
         return out
-    src = hub_file(repo_id, filename, revision, cache_dir)
-    if filename.endswith(".gz"):
-        return gunzip_file(src, out)
-    return concat_parts([src], out)
+    source = HubDataset(repo_id, _staging(out), verify=verify, revision=revision, cache_dir=cache_dir)
+    (src,) = source.fetch([filename])
+    result = gunzip_file(src, out) if filename.endswith(".gz") else concat_parts([src], out)
+    source.cleanup()
+    return result
