@@ -3,9 +3,9 @@
 Every download of the workflow goes through :func:`fetch_files`:
 
 * **resumable** — files land in a fixed staging folder next to the target (``.NAME.download``)
-  through ``hf_hub_download(local_dir=…)``, which keeps a partial file and continues it with an
-  HTTP range request; a killed download job started again picks up where it stopped, and files
-  already fetched and verified are not fetched (or hashed) again;
+  as ``FILE.partial``, continued with an HTTP range request when the job runs again after a
+  kill (huggingface_hub's own downloader drops partial files between processes); files already
+  fetched and verified are not fetched (or hashed) again;
 * **verified** — each file is checked against what the hub reports for it: its size, and (with
   ``verify="hash"``) the sha256 of LFS files or the git blob id of small files; a mismatch
   deletes the file and fails, naming it;
@@ -161,6 +161,64 @@ def _mark_verified(staging: Path, record: dict[str, dict]) -> None:
     os.replace(tmp, staging / VERIFIED_FILE)
 
 
+def _http_download(url: str, partial: Path, size: int | None, say: Callable[[str], None],
+                   tag: str, retries: int = 5) -> None:
+    """GET ``url`` into ``partial``, continuing an existing partial file with an HTTP range
+    request (also after a killed job); retries transient network errors the same way."""
+    import httpx
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    attempt, last_note = 0, time.monotonic()
+    while True:
+        have = partial.stat().st_size if partial.exists() else 0
+        if size is not None and have == size:
+            return
+        if size is not None and have > size:  # not a prefix of this file: start over
+            partial.unlink()
+            have = 0
+        headers = build_hf_headers()
+        headers["Accept-Encoding"] = "identity"
+        if have:
+            headers["Range"] = f"bytes={have}-"
+            say(f"{tag}: resuming at {human_bytes(have)}")
+        try:
+            with get_session().stream("GET", url, headers=headers, follow_redirects=True,
+                                      timeout=60) as response:  # fmt: skip
+                if response.status_code == 416 and have:  # range past the end: refetch
+                    partial.unlink()
+                    continue
+                if response.status_code >= 400:
+                    response.read()
+                    raise CalibAdvError(f"{tag}: HTTP {response.status_code} from {url}: "
+                                        f"{response.text[:200]}")  # fmt: skip
+                mode = "ab" if have and response.status_code == 206 else "wb"
+                got = have if mode == "ab" else 0
+                with open(partial, mode) as fh:
+                    for chunk in response.iter_bytes():  # as it arrives: a kill loses little
+                        fh.write(chunk)
+                        fh.flush()
+                        got += len(chunk)
+                        if time.monotonic() - last_note > 30:
+                            last_note = time.monotonic()
+                            share = f" ({100 * got / size:.0f}%)" if size else ""
+                            say(f"{tag}: {human_bytes(got)}{share}")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if size is None or partial.stat().st_size == size:
+                return
+            raise OSError(f"connection closed at {partial.stat().st_size} of {size} bytes")
+        except (OSError, httpx.TransportError) as err:  # connection lost, timeout, refused
+            attempt += 1
+            if attempt > retries:
+                raise CalibAdvError(
+                    f"{tag}: download interrupted ({err}); run the job again: it resumes from "
+                    f"{partial}"
+                ) from err
+            say(f"{tag}: {err}; retrying ({attempt}/{retries})")
+            time.sleep(min(2**attempt, 30))
+
+
 def fetch_files(
     listing: RepoListing,
     files: Iterable[RemoteFile],
@@ -170,16 +228,13 @@ def fetch_files(
 ) -> list[Path]:
     """Download ``files`` of ``listing`` into ``staging`` (resumable), verify each, log each.
 
-    Pinned to the listing's commit, so every file comes from one revision of the repo."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
+    Pinned to the listing's commit, so every file comes from one revision of the repo. A file
+    is downloaded to ``NAME.partial`` and renamed once whole; a rerun continues the partial
+    file and skips files already verified."""
+    from huggingface_hub import hf_hub_url
 
     if verify not in VERIFY_MODES:
         raise CalibAdvError(f"--verify {verify!r}: choose one of {', '.join(VERIFY_MODES)}")
-    if os.environ.get("CALIBADV_NO_PROGRESS") == "1":
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
     staging = Path(staging)
     staging.mkdir(parents=True, exist_ok=True)
     files = list(files)
@@ -195,28 +250,20 @@ def fetch_files(
             say(f"{tag}: already downloaded and verified")
         else:
             t0 = time.monotonic()
-            try:
-                hf_hub_download(listing.repo_id, remote.path, repo_type=listing.repo_type,
-                                revision=listing.commit, local_dir=staging)  # fmt: skip
-            except HfHubHTTPError as err:
-                raise CalibAdvError(
-                    f"downloading {listing.repo_id}/{remote.path} failed ({err}); run the job "
-                    "again to resume"
-                ) from err
-            except OSError as err:
-                raise CalibAdvError(
-                    f"downloading {listing.repo_id}/{remote.path} was interrupted ({err}); run "
-                    "the job again: it resumes from the partial file"
-                ) from err
+            partial = target.with_name(target.name + ".partial")
+            url = hf_hub_url(listing.repo_id, remote.path, repo_type=listing.repo_type,
+                             revision=listing.commit)  # fmt: skip
+            _http_download(url, partial, remote.size, say, tag)
             took = max(time.monotonic() - t0, 1e-6)
             try:
-                checked = verify_file(target, remote, verify)
+                checked = verify_file(partial, remote, verify)
             except CalibAdvError as err:
-                target.unlink(missing_ok=True)
+                partial.unlink(missing_ok=True)
                 raise CalibAdvError(
                     f"{listing.repo_id}: {err}. The file is deleted; run the job again to "
                     "download it anew"
                 ) from None
+            os.replace(partial, target)
             done_record[remote.path] = asdict(remote)
             _mark_verified(staging, done_record)
             say(f"{tag}: done in {took:.0f} s ({human_bytes((remote.size or 0) / took)}/s), "

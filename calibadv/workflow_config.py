@@ -350,8 +350,9 @@ class Layout:
     # downloads
     def hub_model_dir(self, repo_id: str) -> str:
         """A hub model (policy, encoder or reranker), keyed by its repo id so that configs
-        naming the same model differently share one download."""
-        return f"{self.resources}/models/{repo_id}"
+        naming the same model differently share one download: ``models/ORG--NAME`` (the hub
+        cache's spelling; no job's command line carries a hub id, not even inside a path)."""
+        return f"{self.resources}/models/{hub_dir_name(repo_id)}"
 
     def download_log(self, rule: str, name: str) -> str:
         """Logs of download jobs live beside the downloads they describe."""
@@ -403,6 +404,11 @@ class Layout:
 
     def benchmark(self, rule: str, name: str) -> str:
         return f"{self.root}/benchmarks/{rule}/{name}.tsv"
+
+
+def hub_dir_name(repo_id: str) -> str:
+    """``Qwen/Qwen2.5-7B`` -> ``Qwen--Qwen2.5-7B``: one folder name per hub repo."""
+    return repo_id.replace("/", "--")
 
 
 def model_variant(config: dict[str, Any], model: str, method: str) -> str:

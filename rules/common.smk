@@ -55,7 +55,7 @@ if "downloads" not in workflow.global_resources:
 
 # hub models (policies, encoder, reranker) the config downloads; the retrieval models as jobs
 # see them (a bundled name, or the directory download_model writes)
-HUB_MODELS = wc_lib.hub_downloads(CFG)
+HUB_MODELS = {wc_lib.hub_dir_name(r): r for r in wc_lib.hub_downloads(CFG)}
 ENCODER = wc_lib.retrieval_model(CFG, "encoder")
 RETRIEVAL_DIRS = wc_lib.retrieval_model_dirs(CFG)
 

@@ -28,9 +28,10 @@ rule download_model:
         slurm_partition=res("download", "slurm_partition"),
     params:
         online=ONLINE,
+        repo_id=lambda wildcards: HUB_MODELS[wildcards.repo],
         verify=CFG["downloads"]["verify"],
     shell:
-        "{params.online}calibadv download-model --repo-id {wildcards.repo} --out {output} "
+        "{params.online}calibadv download-model --repo-id {params.repo_id} --out {output} "
         "--verify {params.verify} > {log} 2>&1"
 
 

@@ -104,7 +104,6 @@ def download_model(repo_id: str, out: str | os.PathLike, revision: str | None = 
                             "(pass a repo id or folder holding config.json)")
     staging = out.with_name(f".{out.name}.download")
     fetch_files(listing, files, staging, verify=verify)
-    shutil.rmtree(staging / ".cache", ignore_errors=True)  # hf_hub_download's resume metadata
     (staging / ".calibadv-verified.json").unlink(missing_ok=True)
     manifest = {"repo_id": repo_id, "revision": listing.commit, "verify": verify,
                 "files": [asdict(f) for f in files]}
