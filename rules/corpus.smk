@@ -55,10 +55,8 @@ else:
             slurm_partition=res("download", "slurm_partition"),
         params:
             online=ONLINE,
-            verify=CFG["downloads"]["verify"],
         shell:
-            "{params.online}calibadv download-corpus --out {output} --verify {params.verify} "
-            "> {log} 2>&1"
+            "{params.online}calibadv download-corpus --out {output} > {log} 2>&1"
 
     rule download_qa:
         output:
@@ -77,7 +75,6 @@ else:
             slurm_partition=res("download", "slurm_partition"),
         params:
             online=ONLINE,
-            verify=CFG["downloads"]["verify"],
         shell:
             "{params.online}calibadv download-data --dataset {wildcards.benchmark} "
-            "--split {wildcards.split} --out {output} --verify {params.verify} > {log} 2>&1"
+            "--split {wildcards.split} --out {output} > {log} 2>&1"

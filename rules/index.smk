@@ -82,7 +82,5 @@ else:
             slurm_partition=res("download", "slurm_partition"),
         params:
             online=ONLINE,
-            verify=CFG["downloads"]["verify"],
         shell:
-            "{params.online}calibadv download-index --out {output} --verify {params.verify} "
-            "> {log} 2>&1"
+            "{params.online}calibadv download-index --out {output} > {log} 2>&1"

@@ -29,10 +29,9 @@ rule download_model:
     params:
         online=ONLINE,
         repo_id=lambda wildcards: HUB_MODELS[wildcards.repo],
-        verify=CFG["downloads"]["verify"],
     shell:
         "{params.online}calibadv download-model --repo-id {params.repo_id} --out {output} "
-        "--verify {params.verify} > {log} 2>&1"
+        "> {log} 2>&1"
 
 
 rule build_tiny_model:

@@ -238,3 +238,30 @@ def test_downloads_live_under_resources_dir_and_products_under_results_dir(tmp_p
     assert wc.Layout.of(wc.validate_config(paper_config)).index == "exp1/real/index/index.faiss"
     tiny = wc.Layout.of(wc.validate_config(load_yaml(REPO / "config/tiny.yaml")))
     assert tiny.corpus.startswith("results/") and tiny.model_dir("tiny", "base").startswith("results/")
+
+
+def test_a_filled_read_only_resources_dir_serves_a_new_results_dir_without_downloads(tmp_path, paper_config):
+    """Downloads survive `rm -r results`: another results_dir (or user) finds them and
+    schedules no download job, even when the shared folder is read-only."""
+    shared = tmp_path / "shared"
+    layout = wc.Layout.of(wc.validate_config({**paper_config, "resources_dir": str(shared)}))
+    files = [layout.corpus, layout.index] + [layout.qa(b, "test") for b in paper_config["benchmarks"]]
+    files += [layout.qa(b, s) for b in paper_config["train_benchmarks"] for s in ("train", "dev")]
+    for path in files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("{}\n")
+    for repo in wc.hub_downloads(wc.validate_config(paper_config)):
+        Path(layout.hub_model_dir(repo)).mkdir(parents=True)
+        Path(layout.hub_model_dir(repo), "config.json").write_text("{}")
+    for path in sorted(shared.rglob("*"), reverse=True) + [shared]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        cfg = write_config(tmp_path / "c.yaml", base="config/config.yaml", resources_dir=str(shared),
+                           results_dir=str(tmp_path / "exp2"))  # fmt: skip
+        jobs = dry_run_jobs("--configfile", str(cfg), "-d", str(tmp_path))
+    finally:
+        for path in [shared, *shared.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    rules = {j["rule"] for j in jobs}
+    assert not {r for r in rules if r.startswith("download_")}
+    assert {"prepare_train", "train", "evaluate"} <= rules
