@@ -63,6 +63,8 @@ else:
             L.qa("{benchmark}", "{split}"),
         log:
             download_log_of("download_qa", "{benchmark}-{split}"),
+        benchmark:
+            download_bench_of("download_qa", "{benchmark}-{split}")
         wildcard_constraints:
             split="train|dev|test",
         conda:

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from calibadv.downloads import RemoteFile, RepoListing
 from calibadv.errors import CalibAdvError
 
 # weights and tokenizer files only: no other framework's checkpoints, no README images
@@ -37,10 +38,10 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _not_allowed(folder: str, names: list[str]) -> set[str]:
     return {n for n in names if not os.path.isdir(os.path.join(folder, n))
-            and not any(fnmatch.fnmatch(n, pat) for pat in ALLOW_PATTERNS)}
+            and not any(fnmatch.fnmatch(n, pat) for pat in ALLOW_PATTERNS + FALLBACK_WEIGHTS)}
 
 
-def model_files(listing):  # type: ignore[no-untyped-def]
+def model_files(listing: RepoListing) -> list[RemoteFile]:
     """The files of a model repo the workflow needs: config, tokenizer, safetensors weights
     (PyTorch ``.bin`` weights only when the repo has no safetensors)."""
     files = listing.select(ALLOW_PATTERNS)
@@ -82,6 +83,18 @@ def _cached_snapshot(repo_id: str, revision: str | None) -> Path:
         ) from err
 
 
+def _up_to_date(out: Path, commit: str, files: list[RemoteFile]) -> bool:
+    """Whether ``out`` is a finished download of this commit with every file at its size."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return manifest.get("revision") == commit and all(
+        (out / f.path).is_file() and (f.size is None or (out / f.path).stat().st_size == f.size)
+        for f in files
+    )
+
+
 def download_model(repo_id: str, out: str | os.PathLike, revision: str | None = None,
                    verify: str = "hash") -> Path:
     """Fetch ``repo_id`` into ``out`` (resumable, verified); the directory appears only when
@@ -102,6 +115,9 @@ def download_model(repo_id: str, out: str | os.PathLike, revision: str | None = 
     if not any(f.path == "config.json" for f in files):
         raise CalibAdvError(f"{repo_id!r} has no config.json: not a transformers model "
                             "(pass a repo id or folder holding config.json)")
+    if _up_to_date(out, listing.commit, files):
+        print(f"{out} already holds {repo_id} @ {listing.commit[:12]}: nothing to do")
+        return out
     staging = out.with_name(f".{out.name}.download")
     fetch_files(listing, files, staging, verify=verify)
     (staging / ".calibadv-verified.json").unlink(missing_ok=True)

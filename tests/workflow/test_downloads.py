@@ -69,6 +69,11 @@ def test_a_model_download_is_pinned_verified_logged_and_keeps_only_model_files(h
     assert "progress: " in proc.stderr
     assert not list(tmp_path.glob("resources/models/.*"))  # no staging folder left behind
 
+    fetched = len(hub.requests)
+    again = run(["download-model", "--repo-id", "org/enc", "--out", str(out)], hub, tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert not [p for _, p, _ in hub.requests[fetched:] if "/resolve/" in p]  # listed, not fetched
+
 
 def test_a_killed_download_continues_from_its_partial_file(hub, tmp_path):
     out = tmp_path / "m"
