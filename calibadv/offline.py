@@ -6,7 +6,8 @@ model, corpus and index in its download rules (on the submit host by default) an
 other job with :data:`OFFLINE_ENV`; the Hugging Face libraries then never try the network.
 A job that is handed a model directory that does not exist must say so at once — and say
 which rule writes it — instead of stalling on a connection attempt or failing deep inside
-``from_pretrained``. :func:`check_model_args` does that before a command imports torch.
+``from_pretrained``; so must a job missing an input file (a corpus, an index, a Parquet
+table). :func:`check_model_args` does both before a command imports torch.
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from calibadv.errors import CalibAdvError
 #: Variables that make huggingface_hub, transformers and datasets use local files only.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
-#: ``calibadv`` commands whose flags name model directories (the flags' dest names), and
-#: whether the command reads a RunSpec (``--spec``) naming more of them.
-MODEL_ARGS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "sft": (("model", "encoder", "reranker"), False),
-    "evaluate": (("checkpoint",), True),
-    "train": ((), True),
-    "serve": (("encoder", "reranker"), False),
-    "index": (("encoder",), False),
+#: ``calibadv`` commands whose flags name model directories and input files (the flags' dest
+#: names), and whether the command reads a RunSpec (``--spec``) naming more of them.
+COMMAND_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
+    "sft": (("model", "encoder", "reranker"), ("qa", "corpus", "index", "eval_qa"), False),
+    "evaluate": (("checkpoint",), ("data",), True),
+    "train": ((), (), True),
+    # serve reports a bad corpus/index itself while loading (health stays 503, exit code 1)
+    "serve": (("encoder", "reranker"), (), False),
+    "index": (("encoder",), ("corpus",), False),
 }
+#: RunSpec fields that are input files (``model.path`` and the retrieval models are checked
+#: as model directories).
+SPEC_FILES = (("data", "train"), ("data", "val"), ("retrieval", "corpus"), ("retrieval", "index"))
 
 
 def is_offline(environ: dict[str, str] | None = None) -> bool:
@@ -86,6 +91,23 @@ def missing_model_error(flag: str, value: str) -> CalibAdvError:
     )
 
 
+def missing_file_error(flag: str, value: str) -> CalibAdvError:
+    """The error for an input file that is not there, naming the rule that writes it."""
+    from calibadv.workflow_config import producing_rule
+
+    rule = producing_rule(value, default=None)
+    where = f" It is written by rule {rule}: run `snakemake {value}` (or the workflow) first." if rule else ""
+    return CalibAdvError(
+        f"{flag} {value}: no such file.{where} On a cluster, results_dir and resources_dir must "
+        "be on a filesystem the compute nodes mount."
+    )
+
+
+def check_input_file(flag: str, value: str | None) -> None:
+    if value and not Path(value).expanduser().exists():
+        raise missing_file_error(flag, value)
+
+
 def check_model_dir(flag: str, value: str | None) -> None:
     """Raise :func:`missing_model_error` unless ``value`` is usable without the network."""
     if not value or value.startswith("bundled:") or Path(value).expanduser().is_dir():
@@ -98,22 +120,43 @@ def check_model_dir(flag: str, value: str | None) -> None:
 
 
 def check_model_args(args: argparse.Namespace) -> None:
-    """Under ``HF_HUB_OFFLINE``, fail fast on a ``--model/--encoder/--reranker/--checkpoint``
-    (or a RunSpec's model/encoder/reranker) that is neither a directory nor cached."""
-    if not is_offline() or getattr(args, "command", None) not in MODEL_ARGS:
-        return
-    flags, reads_spec = MODEL_ARGS[args.command]
-    for name in flags:
+    """Fail fast, before a command imports torch, on an input file that is missing or — under
+    ``HF_HUB_OFFLINE`` — a ``--model/--encoder/--reranker/--checkpoint`` (or a RunSpec's) that
+    is neither a directory nor cached; the error names the workflow rule that writes it."""
+    if getattr(args, "command", None) not in COMMAND_INPUTS or getattr(args, "dry_run", False):
+        return  # a dry run only prints what would run
+    models, files, reads_spec = COMMAND_INPUTS[args.command]
+    offline = is_offline()
+    for name in models if offline else ():
         value = getattr(args, name, None)
         if isinstance(value, str):
             check_model_dir(f"--{name}", value)
+    for name in files:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            check_input_file(f"--{name.replace('_', '-')}", value)
+    for item in getattr(args, "suite", None) or []:  # evaluate --suite NAME=PARQUET
+        name, _, path = str(item).partition("=")
+        check_input_file(f"--suite {name}", path)
     spec_path = getattr(args, "spec", None)
-    if reads_spec and isinstance(spec_path, str) and Path(spec_path).is_file():
-        import yaml
+    if not (reads_spec and isinstance(spec_path, str) and Path(spec_path).is_file()):
+        return
+    import yaml
 
-        with open(spec_path, encoding="utf-8") as fh:
-            spec = yaml.safe_load(fh) or {}
+    with open(spec_path, encoding="utf-8") as fh:
+        spec = yaml.safe_load(fh) or {}
+    if not isinstance(spec, dict):
+        return  # the command's own loader reports a malformed spec
+    retrieval = spec.get("retrieval") or {}
+    if offline:
         if getattr(args, "checkpoint", None) is None:  # evaluate reads --checkpoint instead
             check_model_dir(f"{spec_path}: model.path", (spec.get("model") or {}).get("path"))
-        for role in ("encoder", "reranker"):
-            check_model_dir(f"{spec_path}: retrieval.{role}", (spec.get("retrieval") or {}).get(role))
+        if not retrieval.get("url"):
+            for role in ("encoder", "reranker"):
+                check_model_dir(f"{spec_path}: retrieval.{role}", retrieval.get(role))
+    for section, key in SPEC_FILES:
+        if section == "retrieval" and retrieval.get("url"):
+            continue  # an existing server: no local corpus/index needed
+        if section == "data" and args.command == "evaluate":
+            continue  # evaluate reads its --suite tables, not the training data
+        check_input_file(f"{spec_path}: {section}.{key}", (spec.get(section) or {}).get(key))

@@ -489,16 +489,37 @@ def localized_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def producing_rule(path: str) -> str:
-    """The workflow rule that writes a model directory, for errors about a missing one."""
+#: Layout path shapes (last components; ``*`` = any) -> the rule writing them, first match wins.
+_PRODUCERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("final",), "train"),
+    (("models", "*", "sft"), "sft"),
+    (("models", "*", "sft-prethink"), "sft"),
+    (("models", "*", "base"), "build_tiny_model"),
+    (("corpus", "wiki18.jsonl"), "download_corpus"),
+    (("world", "corpus.jsonl"), "synth_world"),
+    (("world", "*.jsonl"), "synth_world"),
+    (("world", "test", "*.jsonl"), "synth_world"),
+    (("index", "wiki18-e5-flat.faiss"), "download_index"),
+    (("index", "index.faiss"), "merge_index"),
+    (("qa", "*", "*.jsonl"), "download_qa"),
+    (("data", "train.parquet"), "prepare_train"),
+    (("data", "val.parquet"), "prepare_val"),
+    (("data", "test", "*.parquet"), "prepare_test"),
+    (("runs", "*", "*", "spec.yaml"), "spec"),
+)
+
+
+def producing_rule(path: str, default: str | None = "download_model") -> str | None:
+    """The workflow rule that writes ``path`` (a layout file or model directory), for errors
+    about a missing one; ``default`` for any other path (a model directory: a hub model)."""
+    import fnmatch
+
     parts = Path(path).parts
-    if parts and parts[-1] == "final":
-        return "train"
-    if len(parts) >= 3 and parts[-3] == "models" and parts[-1] in ("sft", "sft-prethink"):
-        return "sft"
-    if len(parts) >= 3 and parts[-3] == "models" and parts[-1] == "base":
-        return "build_tiny_model"
-    return "download_model"
+    for shape, rule in _PRODUCERS:
+        tail = parts[-len(shape):]
+        if len(tail) == len(shape) and all(fnmatch.fnmatch(p, s) for p, s in zip(tail, shape, strict=True)):
+            return rule
+    return default
 
 
 # --------------------------------------------------------------------------- run specs

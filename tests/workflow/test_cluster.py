@@ -169,6 +169,8 @@ def offline_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[
 
 def test_an_offline_job_with_a_missing_model_dir_fails_at_once_naming_the_rule(tmp_path):
     model = "resources/models/Qwen--Qwen2.5-3B"
+    for name in ("qa.jsonl", "c.jsonl", "i.faiss"):
+        (tmp_path / name).write_text("")
     proc = offline_cli(["sft", "--model", model, "--qa", "qa.jsonl", "--corpus", "c.jsonl",
                         "--index", "i.faiss", "--out", "out"], tmp_path)  # fmt: skip
     assert proc.returncode == 2
@@ -194,6 +196,37 @@ def test_a_run_spec_pointing_at_a_missing_model_names_its_rule(tmp_path, paper_c
     assert proc.returncode == 2
     assert f"spec.yaml: model.path {path}: no such model directory" in proc.stderr
     assert f"written by rule {rule}" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, flag, rule",
+    [
+        (["index", "encode", "--corpus", "resources/corpus/wiki18.jsonl", "--encoder", "bundled:minilm",
+          "--out", "s.npy"], "--corpus resources/corpus/wiki18.jsonl", "download_corpus"),
+        (["sft", "--model", "m", "--qa", "q.jsonl", "--corpus", "c.jsonl", "--index",
+          "results/synthetic/index/index.faiss", "--out", "o"], "--index results/synthetic/index/index.faiss",
+         "merge_index"),
+        (["sft", "--model", "m", "--qa", "results/synthetic/world/train.jsonl", "--out", "o"],
+         "--qa results/synthetic/world/train.jsonl", "synth_world"),
+        (["evaluate", "--spec", "spec.yaml", "--checkpoint", "m", "--out-dir", "e",
+          "--suite", "nq=results/real/data/test/nq.parquet"], "--suite nq results/real/data/test/nq.parquet",
+         "prepare_test"),
+        (["train", "--spec", "spec.yaml", "--out", "run"],
+         "spec.yaml: data.train results/real/data/train.parquet", "prepare_train"),
+    ],
+)
+def test_a_missing_input_file_names_the_rule_that_writes_it(tmp_path, paper_config, args, flag, rule):
+    for name in ("c.jsonl", "i.faiss", "q.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "m").mkdir()
+    spec = wc.run_spec_dict(wc.validate_config(paper_config), "qwen2.5-3b", "calibadv")
+    spec["model"]["path"] = spec["retrieval"]["encoder"] = "m"
+    spec["retrieval"]["reranker"] = None
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    proc = offline_cli(args, tmp_path)
+    assert proc.returncode == 2
+    assert f"{flag}: no such file. It is written by rule {rule}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_a_hub_id_in_an_offline_job_is_refused_not_fetched(tmp_path):
