@@ -131,6 +131,8 @@ def allowed_values(schema: dict[str, Any]) -> str:
         text += f" {'<' if hi_open else '<='} {_fmt_bound(hi)}"
     if "multipleOf" in schema:
         text += f", a multiple of {_fmt_bound(schema['multipleOf'])}"
+    if "minLength" in schema:
+        text += f" of at least {schema['minLength']} character(s)"
     if "pattern" in schema:
         text += f" matching {schema['pattern']}"
     if "minItems" in schema:
