@@ -20,6 +20,12 @@ from calibadv.errors import CalibAdvError
 
 #: Variables that make huggingface_hub, transformers and datasets use local files only.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+#: Usage reports the libraries of a training job would otherwise send (vLLM, Ray, the hub):
+#: off in every job, downloads included — a node without internet must not try them either.
+NO_TELEMETRY_ENV = {
+    "HF_HUB_DISABLE_TELEMETRY": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}  # fmt: skip
 
 #: ``calibadv`` commands whose flags name model directories and input files (the flags' dest
 #: names), and whether the command reads a RunSpec (``--spec``) naming more of them.
@@ -44,7 +50,8 @@ def is_offline(environ: dict[str, str] | None = None) -> bool:
 
 def shell_exports() -> str:
     """``export HF_HUB_OFFLINE=1 …;`` for the workflow's shell prefix."""
-    return "export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items()) + "; "
+    env = {**OFFLINE_ENV, **NO_TELEMETRY_ENV}
+    return "export " + " ".join(f"{k}={v}" for k, v in env.items()) + "; "
 
 
 def shell_online() -> str:

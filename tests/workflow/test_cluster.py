@@ -19,7 +19,7 @@ from wf_helpers import BIN, REPO, load_yaml, snakemake, write_config
 
 from calibadv import workflow_config as wc
 from calibadv.data.download import FLASHRAG_REPO
-from calibadv.offline import OFFLINE_ENV
+from calibadv.offline import NO_TELEMETRY_ENV, OFFLINE_ENV
 from calibadv.retrieval.download import CORPUS_REPO, INDEX_REPO
 
 ONLINE_PREFIX = "env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE -u HF_DATASETS_OFFLINE calibadv download-"
@@ -158,6 +158,7 @@ def test_every_job_runs_with_the_offline_variables(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     job_env = dict(line.split("=", 1) for line in probe.read_text().splitlines() if "=" in line)
     assert {k: job_env.get(k) for k in OFFLINE_ENV} == OFFLINE_ENV
+    assert {k: job_env.get(k) for k in NO_TELEMETRY_ENV} == NO_TELEMETRY_ENV  # vLLM, Ray, hub
     assert (tmp_path / target).is_file()
 
 
