@@ -5,14 +5,16 @@ all) in the dataset repo ``PeterJinGo/wiki-18-e5-index`` and the corpus as
 ``wiki-18.jsonl.gz`` in ``PeterJinGo/wiki-18-corpus``. Files come through
 :class:`calibadv.downloads.HubDataset` (resumable, checked against the hub's sizes and hashes,
 logged; under ``HF_HUB_OFFLINE`` from a pre-filled hub cache); the post-download steps — join
-the parts, gunzip the corpus — stream to a temporary file renamed at the end, then the
-downloaded parts are deleted (peak disk: the parts plus the joined file).
+the parts (consuming them: peak disk = the index plus one part), gunzip the corpus — write a
+temporary file renamed at the end.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -88,6 +90,70 @@ def _staging(out: Path) -> Path:
     return out.with_name(f".{out.name}.download")
 
 
+JOIN_STATE = "join.json"
+
+
+def joined_parts(staging: Path) -> tuple[list[str], int]:
+    """(parts already inside the growing output, its size then) of an interrupted join."""
+    try:
+        state = json.loads((staging / JOIN_STATE).read_text(encoding="utf-8"))
+        return list(state["joined"]), int(state["size"])
+    except (OSError, ValueError, KeyError):
+        return [], 0
+
+
+def write_join_state(staging: Path, joined: list[str], size: int) -> None:
+    tmp = staging / f"{JOIN_STATE}.tmp"
+    tmp.write_text(json.dumps({"joined": joined, "size": size}), encoding="utf-8")
+    os.replace(tmp, staging / JOIN_STATE)
+
+
+def join_parts_consuming(parts: Sequence[tuple[str, Path]], out: str | os.PathLike,
+                         staging: str | os.PathLike) -> Path:
+    """``cat parts > out`` for downloaded parts that may be consumed: the first part becomes
+    the growing output (a rename), each later one is appended and then deleted, so the disk
+    holds at most the joined file plus one part (the 64.6 GB index peaks at ~97 GB, not 129).
+
+    Resumable: ``staging/join.json`` records the parts already inside ``.OUT.part`` and its
+    size then; a join killed midway is cut back to that size and continued."""
+    out, staging = Path(out), Path(staging)
+    tmp = out.with_name(f".{out.name}.part")
+    joined, size = joined_parts(staging)
+    if joined and not tmp.exists():
+        first = staging / joined[0]
+        if len(joined) == 1 and first.is_file():  # killed between the record and the rename
+            os.replace(first, tmp)
+        else:
+            raise CalibAdvError(
+                f"{tmp} is missing but {staging / JOIN_STATE} says parts {joined} are in it: "
+                f"delete {staging} and download again"
+            )
+    if joined:
+        if tmp.stat().st_size < size:
+            raise CalibAdvError(f"{tmp} is shorter than recorded ({size} bytes): delete {tmp} "
+                                f"and {staging} and download again")  # fmt: skip
+        with open(tmp, "r+b") as fh:
+            fh.truncate(size)  # drop a half-appended part
+    for name, path in parts:
+        if name in joined:
+            continue
+        if not joined:
+            write_join_state(staging, [name], path.stat().st_size)
+            os.replace(path, tmp)
+            joined, size = [name], tmp.stat().st_size
+            continue
+        with open(tmp, "ab") as dst, open(path, "rb") as src:
+            shutil.copyfileobj(src, dst, _BUF)
+            dst.flush()
+            os.fsync(dst.fileno())
+        joined, size = [*joined, name], tmp.stat().st_size
+        write_join_state(staging, joined, size)
+        path.unlink()
+    os.replace(tmp, out)
+    (staging / JOIN_STATE).unlink(missing_ok=True)
+    return out
+
+
 def download_index(
     out: str | os.PathLike,
     repo_id: str = INDEX_REPO,
@@ -103,8 +169,14 @@ def download_index(
     out = Path(out)
     if out.is_file():
         return out
-    source = HubDataset(repo_id, _staging(out), verify=verify, revision=revision, cache_dir=cache_dir)
-    joined = concat_parts(source.fetch(list(parts)), out)
+    staging = _staging(out)
+    source = HubDataset(repo_id, staging, verify=verify, revision=revision, cache_dir=cache_dir)
+    if source.offline:  # files of the hub cache: copy, never consume
+        return concat_parts(source.fetch(list(parts)), out)
+    done, _ = joined_parts(staging)
+    todo = [p for p in parts if p not in done]
+    fetched = dict(zip(todo, source.fetch(todo), strict=True)) if todo else {}
+    joined = join_parts_consuming([(p, fetched.get(p, staging / p)) for p in parts], out, staging)
     source.cleanup()
     return joined
 

@@ -16,6 +16,7 @@ import pytest
 from fake_hub import COMMIT, FakeHub
 
 from calibadv.offline import OFFLINE_ENV
+from calibadv.retrieval.download import write_join_state, join_parts_consuming, joined_parts
 
 WEIGHTS = os.urandom(400_000)
 MODEL_FILES = {
@@ -150,3 +151,42 @@ def test_an_unknown_repo_is_a_clear_error(hub, tmp_path):
     proc = run(["download-model", "--repo-id", "org/nosuch", "--out", str(tmp_path / "m")], hub, tmp_path)
     assert proc.returncode == 2
     assert "cannot list model repo org/nosuch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _parts(staging, blobs: dict[str, bytes]):
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, data in blobs.items():
+        (staging / name).write_bytes(data)
+    return [(name, staging / name) for name in blobs]
+
+
+BLOBS = {"part_aa": b"A" * 1000, "part_ab": b"B" * 700, "part_ac": b"C" * 300}
+
+
+def test_joining_index_parts_consumes_them(tmp_path):
+    staging = tmp_path / ".idx.download"
+    out = join_parts_consuming(_parts(staging, BLOBS), tmp_path / "idx", staging)
+    assert out.read_bytes() == b"".join(BLOBS.values())
+    assert not list(staging.iterdir())  # parts and the join record are gone
+
+
+@pytest.mark.parametrize("cut", ["mid-append", "before-rename", "after-last-append"])
+def test_an_interrupted_join_is_cut_back_and_continued(tmp_path, cut):
+    staging = tmp_path / ".idx.download"
+    parts = _parts(staging, BLOBS)
+    tmp = tmp_path / ".idx.part"
+    if cut == "mid-append":  # part_aa inside, half of part_ab appended, then killed
+        (staging / "part_aa").rename(tmp)
+        with open(tmp, "ab") as fh:
+            fh.write(BLOBS["part_ab"][:350])
+        write_join_state(staging, ["part_aa"], 1000)
+    elif cut == "before-rename":  # the record says part_aa, the rename never happened
+        write_join_state(staging, ["part_aa"], 1000)
+    else:  # everything appended, killed before the final rename
+        tmp.write_bytes(b"".join(BLOBS.values()))
+        for name in BLOBS:
+            (staging / name).unlink()
+        write_join_state(staging, list(BLOBS), 2000)
+    out = join_parts_consuming(parts, tmp_path / "idx", staging)
+    assert out.read_bytes() == b"".join(BLOBS.values())
+    assert joined_parts(staging) == ([], 0)
