@@ -299,3 +299,16 @@ def test_a_filled_read_only_resources_dir_serves_a_new_results_dir_without_downl
     rules = {j["rule"] for j in jobs}
     assert not {r for r in rules if r.startswith("download_")}
     assert {"prepare_train", "train", "evaluate"} <= rules
+
+
+def test_a_built_index_encodes_with_the_downloaded_encoder(tmp_path, paper_config):
+    cfg = write_config(tmp_path / "c.yaml", base="config/config.yaml",
+                       index={**paper_config["index"], "source": "build"})  # fmt: skip
+    jobs = dry_run_jobs("--configfile", str(cfg), "-d", str(tmp_path))
+    encodes = [j for j in jobs if j["rule"] == "encode_shard"]
+    assert len(encodes) == paper_config["index"]["num_shards"]
+    for job in encodes:
+        assert "resources/models/intfloat--e5-base-v2" in job["input"]
+        assert "--encoder resources/models/intfloat--e5-base-v2 " in job["shell"]
+        assert "--passage-prefix 'passage: '" in job["shell"]
+    assert "download_index" not in {j["rule"] for j in jobs}
