@@ -7,7 +7,7 @@ other job with :data:`OFFLINE_ENV`; the Hugging Face libraries then never try th
 A job that is handed a model directory that does not exist must say so at once — and say
 which rule writes it — instead of stalling on a connection attempt or failing deep inside
 ``from_pretrained``; so must a job missing an input file (a corpus, an index, a Parquet
-table). :func:`check_model_args` does both before a command imports torch.
+table). :func:`check_job_inputs` does both before a command imports torch.
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def missing_model_error(flag: str, value: str) -> CalibAdvError:
     """The error for a model directory an offline job cannot find, naming the producing rule."""
-    from calibadv.workflow_config import is_hub_id, producing_rule
+    from calibadv.workflow_config import hub_dir_name, is_hub_id, producing_rule
 
     if is_hub_id(value):
         return CalibAdvError(
             f"{flag} {value}: a hub id, but this job runs offline (HF_HUB_OFFLINE=1) and the model "
             "is not in the local Hugging Face cache. Compute jobs never download: pass the "
-            "directory rule download_model writes (RESOURCES_DIR/models/" + value + "), or run "
-            f"`calibadv download-model --repo-id {value} --out DIR` where there is internet"
+            f"directory rule download_model writes (RESOURCES_DIR/models/{hub_dir_name(value)}), "
+            f"or run `calibadv download-model --repo-id {value} --out DIR` where there is internet"
         )
     rule = producing_rule(value)
     fix = {
@@ -89,7 +89,7 @@ def missing_model_error(flag: str, value: str) -> CalibAdvError:
         "build_tiny_model": "rule build_tiny_model",
         "sft": "rule sft (the SFT warm start)",
         "train": "rule train (final/ is the run's chosen checkpoint)",
-    }[rule]
+    }.get(rule, f"rule {rule}")
     return CalibAdvError(
         f"{flag} {value}: no such model directory, and this job runs offline "
         f"(HF_HUB_OFFLINE=1), so nothing is downloaded here. It is written by rule {rule} — "
@@ -126,7 +126,7 @@ def check_model_dir(flag: str, value: str | None) -> None:
     raise missing_model_error(flag, value)
 
 
-def check_model_args(args: argparse.Namespace) -> None:
+def check_job_inputs(args: argparse.Namespace) -> None:
     """Fail fast, before a command imports torch, on an input file that is missing or — under
     ``HF_HUB_OFFLINE`` — a ``--model/--encoder/--reranker/--checkpoint`` (or a RunSpec's) that
     is neither a directory nor cached; the error names the workflow rule that writes it."""

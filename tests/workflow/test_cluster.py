@@ -235,7 +235,7 @@ def test_a_hub_id_in_an_offline_job_is_refused_not_fetched(tmp_path):
                         "--out", "s.npy"], tmp_path)  # fmt: skip
     assert proc.returncode == 2
     assert "--encoder intfloat/e5-base-v2: a hub id, but this job runs offline" in proc.stderr
-    assert "resources" in proc.stderr.lower()
+    assert "RESOURCES_DIR/models/intfloat--e5-base-v2" in proc.stderr
 
 
 def test_the_encoder_spec_and_report_config_carry_local_paths(paper_config):
