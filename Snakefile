@@ -7,7 +7,7 @@
 # Wiring only: every rule calls one `calibadv` subcommand (see docs/workflow.md).
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -19,11 +19,9 @@ if not workflow.overwrite_configfiles:
     configfile: os.path.join(workflow.basedir, "config", "tiny.yaml")
 
 
-validate(
-    config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-)
-
-
+# rules/common.smk validates the config against workflow/schemas/config.schema.yaml (through
+# calibadv.workflow_config, whose errors name the key, the value and the allowed range) before
+# any rule is defined.
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/models.smk"

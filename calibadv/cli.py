@@ -16,6 +16,7 @@ import sys
 
 from calibadv import __version__, commands
 from calibadv.errors import CalibAdvError
+from calibadv.offline import check_job_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_job_inputs(args)  # a missing input (or, offline, model dir) fails here, before torch
         result = args.func(args)
     except CalibAdvError as err:
         print(f"calibadv {args.command}: error: {err}", file=sys.stderr)

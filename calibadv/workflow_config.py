@@ -12,6 +12,8 @@ dotted key (``models.tiny.sftt: unknown key``), so a typo never falls back to a 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Stages whose resources the config can set (``resources.<stage>``).
 STAGES = (
     "corpus", "model", "encode", "merge", "data", "sft", "train", "evaluate", "proxy", "report",
+    "download",
 )  # fmt: skip
 _RESOURCE_DEFAULTS = {
     "gpus": 0, "gpu_model": None, "cpus": 1, "mem_mb": 4000, "runtime": 60,
@@ -89,9 +92,69 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
                 f"unknown key {key} in the workflow config"
                 + (f" (allowed here: {', '.join(allowed)})" if allowed else "")
             )
-        raise ConfigError(f"{_dotted(err.path)}: {err.message}")
+        raise ConfigError(_schema_error_message(err))
     _check_cross_references(config)
     return config
+
+
+_KINDS = {
+    "integer": "an integer", "number": "a number", "string": "a string",
+    "boolean": "true or false", "array": "a list", "object": "a mapping", "null": "null",
+}  # fmt: skip
+
+
+def _fmt_bound(value: Any) -> str:
+    return repr(value) if not isinstance(value, float) else f"{value:g}"
+
+
+def allowed_values(schema: dict[str, Any]) -> str:
+    """What one schema node accepts, in words: ``a number > 0``, ``an integer in [0, 1]``,
+    ``one of 'flat', 'hnsw'``. Error messages quote it as the allowed range."""
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(v) for v in schema["enum"])
+    types = schema.get("type") or []
+    types = [types] if isinstance(types, str) else list(types)
+    nullable = "null" in types
+    kinds = [_KINDS.get(t, t) for t in types if t != "null"]
+    text = " or ".join(kinds) if kinds else "a value"
+    lo, lo_open = schema.get("minimum"), False
+    if "exclusiveMinimum" in schema:
+        lo, lo_open = schema["exclusiveMinimum"], True
+    hi, hi_open = schema.get("maximum"), False
+    if "exclusiveMaximum" in schema:
+        hi, hi_open = schema["exclusiveMaximum"], True
+    if lo is not None and hi is not None:
+        text += f" in {'(' if lo_open else '['}{_fmt_bound(lo)}, {_fmt_bound(hi)}{')' if hi_open else ']'}"
+    elif lo is not None:
+        text += f" {'>' if lo_open else '>='} {_fmt_bound(lo)}"
+    elif hi is not None:
+        text += f" {'<' if hi_open else '<='} {_fmt_bound(hi)}"
+    if "multipleOf" in schema:
+        text += f", a multiple of {_fmt_bound(schema['multipleOf'])}"
+    if "minLength" in schema:
+        text += f" of at least {schema['minLength']} character(s)"
+    if "pattern" in schema:
+        text += f" matching {schema['pattern']}"
+    if "minItems" in schema:
+        text += f" of at least {schema['minItems']} item(s)"
+    if schema.get("uniqueItems"):
+        text += " without repeats"
+    if "minProperties" in schema:
+        text += f" of at least {schema['minProperties']} entr{'y' if schema['minProperties'] == 1 else 'ies'}"
+    return text + (" (or null)" if nullable else "")
+
+
+def _schema_error_message(err: Any) -> str:
+    """``key: what is wrong; allowed: what the schema accepts`` for one jsonschema error."""
+    key = _dotted(err.path)
+    if err.validator == "required":
+        return f"{key}: {err.message}"
+    return f"{key}: {err.message}; allowed: {allowed_values(err.schema)}"
+
+
+def _value_error(key: str, value: Any, allowed: str, why: str = "") -> ConfigError:
+    """The message of a cross-field check: the key, the value, why, and what is allowed."""
+    return ConfigError(f"{key}: {value!r} is not allowed{f' ({why})' if why else ''}; allowed: {allowed}")
 
 
 def _check_run_sections(config: dict[str, Any], model: str) -> None:
@@ -108,8 +171,67 @@ def _check_run_sections(config: dict[str, Any], model: str) -> None:
         raise ConfigError(f"training/agent settings of model {model!r}: {err}") from None
 
 
+#: verl advantage estimators that do not compare the rollouts of one question; every other
+#: method (GRPO and every preset built on it, CalibAdv included) is group-relative.
+NON_GROUP_ESTIMATORS = frozenset({"gae", "reinforce_plus_plus", "remax"})
+
+
+def group_relative(method: dict[str, Any]) -> bool:
+    """Whether a resolved method preset computes advantages within a question's group: with a
+    group of one, GRPO's baseline is the rollout itself and every advantage is 0."""
+    estimator = method.get("estimator", "grpo")
+    name = estimator.get("name", "grpo") if isinstance(estimator, dict) else estimator
+    return name not in NON_GROUP_ESTIMATORS
+
+
+def _where(config: dict[str, Any], model: str, section: str, key: str) -> str:
+    """The dotted key a merged training/agent value came from (the model's own, or shared)."""
+    own = config["models"][model].get(section) or {}
+    return f"models.{model}.{section}.{key}" if key in own else f"{section}.{key}"
+
+
+def _check_training_values(config: dict[str, Any], model: str) -> None:
+    """Relations between training values the schema cannot express, per model (after the
+    model's overrides): mini-batches split the batch, group-relative methods need groups."""
+    from calibadv.spec import TrainingSpec
+
+    t = {**dataclasses.asdict(TrainingSpec()), **(config.get("training") or {}),
+         **(config["models"][model].get("training") or {})}  # fmt: skip
+    batch, mini = t["batch_size"], t["mini_batch_size"]
+    if isinstance(batch, int) and isinstance(mini, int) and mini > 0 and batch % mini:
+        divisors = [d for d in range(1, batch + 1) if batch % d == 0]
+        shown = ", ".join(map(str, divisors[:12])) + (", …" if len(divisors) > 12 else "")
+        raise _value_error(
+            _where(config, model, "training", "mini_batch_size"), mini,
+            f"a divisor of {_where(config, model, 'training', 'batch_size')} = {batch}: {shown}",
+            "mini-batches must split the batch evenly",
+        )  # fmt: skip
+    group = t["group_size"]
+    if isinstance(group, int) and group < 2:
+        for method in model_methods(config, model):
+            if group_relative(resolve_method(config, method)):
+                raise _value_error(
+                    _where(config, model, "training", "group_size"), group, "an integer >= 2",
+                    f"method {method!r} of model {model!r} computes advantages within a "
+                    "question's group of rollouts; a group of one gives every rollout advantage 0",
+                )  # fmt: skip
+
+
 def _check_cross_references(config: dict[str, Any]) -> None:
+    retrieval = config["retrieval"]
+    if retrieval["topk"] > retrieval["topk_retrieval"]:
+        raise _value_error(
+            "retrieval.topk", retrieval["topk"],
+            f"an integer in [1, retrieval.topk_retrieval = {retrieval['topk_retrieval']}]",
+            "the agent cannot see more passages than dense retrieval returns",
+        )  # fmt: skip
     for name, model in config["models"].items():
+        for method in model_methods(config, name):
+            try:
+                resolve_method(config, method)
+            except ConfigError as err:
+                raise ConfigError(f"models.{name}.methods: {method!r}: {err}") from None
+        _check_training_values(config, name)
         _check_run_sections(config, name)
         if model["source"] == "hub" and not model.get("repo_id"):
             raise ConfigError(f"models.{name}.repo_id: required when source is 'hub'")
@@ -175,14 +297,27 @@ def repo_path(path: str) -> Path:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where every output of the workflow lives (relative to the working directory)."""
+    """Where every file of the workflow lives (relative to the working directory).
+
+    Two trees: ``resources`` (``resources_dir``) holds what is downloaded — the wiki-18 corpus,
+    the prebuilt index, the QA splits, hub models — and ``root`` (``results_dir/world``) what
+    the workflow computes, the synthetic world and the tiny model included. Deleting results
+    never throws away a download, and one resources tree serves many results trees.
+    """
 
     root: str
     world: str
+    resources: str = "resources"
+    index_source: str = "build"
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> Layout:
-        return cls(root=f"{config['results_dir']}/{config['world']}", world=config["world"])
+        return cls(
+            root=f"{config['results_dir']}/{config['world']}",
+            world=config["world"],
+            resources=config.get("resources_dir", "resources"),
+            index_source=(config.get("index") or {}).get("source", "build"),
+        )
 
     # corpus and QA
     @property
@@ -193,7 +328,7 @@ class Layout:
     def corpus(self) -> str:
         if self.world == "synthetic":
             return f"{self.world_dir}/corpus.jsonl"
-        return f"{self.root}/corpus/wiki18.jsonl"
+        return f"{self.resources}/corpus/wiki18.jsonl"
 
     def qa(self, benchmark: str, split: str) -> str:
         """QA JSONL of one benchmark split (the synthetic world writes one train/dev file)."""
@@ -201,7 +336,7 @@ class Layout:
             if split == "test":
                 return f"{self.world_dir}/test/{benchmark}.jsonl"
             return f"{self.world_dir}/{split}.jsonl"
-        return f"{self.root}/qa/{benchmark}/{split}.jsonl"
+        return f"{self.resources}/qa/{benchmark}/{split}.jsonl"
 
     # index
     def index_shard(self, shard: int | str) -> str:
@@ -209,7 +344,24 @@ class Layout:
 
     @property
     def index(self) -> str:
+        """The FAISS index: built from the corpus (results) or the downloaded e5 one."""
+        if self.index_source == "prebuilt":
+            return f"{self.resources}/index/wiki18-e5-flat.faiss"
         return f"{self.root}/index/index.faiss"
+
+    # downloads
+    def hub_model_dir(self, repo_id: str) -> str:
+        """A hub model (policy, encoder or reranker), keyed by its repo id so that configs
+        naming the same model differently share one download: ``models/ORG--NAME`` (the hub
+        cache's spelling; no job's command line carries a hub id, not even inside a path)."""
+        return f"{self.resources}/models/{hub_dir_name(repo_id)}"
+
+    def download_log(self, rule: str, name: str) -> str:
+        """Logs of download jobs live beside the downloads they describe."""
+        return f"{self.resources}/logs/{rule}/{name}.log"
+
+    def download_benchmark(self, rule: str, name: str) -> str:
+        return f"{self.resources}/benchmarks/{rule}/{name}.tsv"
 
     # models
     def model_dir(self, model: str, variant: str) -> str:
@@ -256,6 +408,11 @@ class Layout:
         return f"{self.root}/benchmarks/{rule}/{name}.tsv"
 
 
+def hub_dir_name(repo_id: str) -> str:
+    """``Qwen/Qwen2.5-7B`` -> ``Qwen--Qwen2.5-7B``: one folder name per hub repo."""
+    return repo_id.replace("/", "--")
+
+
 def model_variant(config: dict[str, Any], model: str, method: str) -> str:
     """Which model directory a run starts from: the base model, or the SFT warm start.
 
@@ -271,11 +428,100 @@ def model_variant(config: dict[str, Any], model: str, method: str) -> str:
 
 
 def model_source_dir(config: dict[str, Any], model: str) -> str:
-    """The base model directory: a user's local path or the one the workflow writes."""
+    """The base model directory: a user's local path, the hub download in resources_dir, or
+    the tiny model the workflow builds."""
     entry = config["models"][model]
     if entry["source"] == "local":
         return entry["path"]
+    if entry["source"] == "hub":
+        return Layout.of(config).hub_model_dir(entry["repo_id"])
     return Layout.of(config).model_dir(model, "base")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """``org/name`` that is not an existing path: a model the workflow has to download."""
+    return bool(name) and bool(_HUB_ID.match(name or "")) and not Path(name or "").exists()
+
+
+def retrieval_model(config: dict[str, Any], role: str) -> str | None:
+    """What retrieval jobs get for ``retrieval.<role>`` (encoder/reranker): ``bundled:…``, a
+    local directory as given, or — for a hub id — the directory rule download_model writes."""
+    name = config["retrieval"][role]
+    return Layout.of(config).hub_model_dir(name) if is_hub_id(name) else name
+
+
+def retrieval_model_dirs(config: dict[str, Any]) -> dict[str, str]:
+    """``{role: directory}`` of the encoder/reranker that are files in the DAG (downloaded or
+    local); bundled models and an unset reranker are absent."""
+    out = {}
+    for role in ("encoder", "reranker"):
+        path = retrieval_model(config, role)
+        if path and not path.startswith("bundled:"):
+            out[role] = path
+    return out
+
+
+def hub_downloads(config: dict[str, Any]) -> dict[str, str]:
+    """``{repo id: what it is}`` of every hub model the config needs (policies, encoder,
+    reranker): the repo ids rule download_model may be asked for."""
+    out = {e["repo_id"]: f"policy model {m}" for m, e in config["models"].items()
+           if e["source"] == "hub"}  # fmt: skip
+    for role in ("encoder", "reranker"):
+        name = config["retrieval"][role]
+        if is_hub_id(name):
+            out.setdefault(name, f"retrieval {role}")
+    return out
+
+
+def localized_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as compute jobs see it: every hub id replaced by the local directory its
+    download rule writes (hub models become ``source: local``), so nothing a job reads can
+    send it to the network."""
+    out = copy.deepcopy(config)
+    for name, entry in out["models"].items():
+        if entry["source"] == "hub":
+            entry["path"] = model_source_dir(config, name)
+            entry["source"] = "local"
+            entry.pop("repo_id", None)
+    for role in ("encoder", "reranker"):
+        out["retrieval"][role] = retrieval_model(config, role)
+    return out
+
+
+#: Layout path shapes (last components; ``*`` = any) -> the rule writing them, first match wins.
+_PRODUCERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("final",), "train"),
+    (("models", "*", "sft"), "sft"),
+    (("models", "*", "sft-prethink"), "sft"),
+    (("models", "*", "base"), "build_tiny_model"),
+    (("corpus", "wiki18.jsonl"), "download_corpus"),
+    (("world", "corpus.jsonl"), "synth_world"),
+    (("world", "*.jsonl"), "synth_world"),
+    (("world", "test", "*.jsonl"), "synth_world"),
+    (("index", "wiki18-e5-flat.faiss"), "download_index"),
+    (("index", "index.faiss"), "merge_index"),
+    (("qa", "*", "*.jsonl"), "download_qa"),
+    (("data", "train.parquet"), "prepare_train"),
+    (("data", "val.parquet"), "prepare_val"),
+    (("data", "test", "*.parquet"), "prepare_test"),
+    (("runs", "*", "*", "spec.yaml"), "spec"),
+)
+
+
+def producing_rule(path: str, default: str | None = "download_model") -> str | None:
+    """The workflow rule that writes ``path`` (a layout file or model directory), for errors
+    about a missing one; ``default`` for any other path (a model directory: a hub model)."""
+    import fnmatch
+
+    parts = Path(path).parts
+    for shape, rule in _PRODUCERS:
+        tail = parts[-len(shape):]
+        if len(tail) == len(shape) and all(fnmatch.fnmatch(p, s) for p, s in zip(tail, shape, strict=True)):
+            return rule
+    return default
 
 
 # --------------------------------------------------------------------------- run specs
@@ -329,8 +575,8 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
         "retrieval": {
             "corpus": layout.corpus,
             "index": layout.index,
-            "encoder": retrieval["encoder"],
-            "reranker": retrieval["reranker"],
+            "encoder": retrieval_model(config, "encoder"),
+            "reranker": retrieval_model(config, "reranker"),
             "query_prefix": retrieval["query_prefix"],
             "passage_prefix": retrieval["passage_prefix"],
             "topk_retrieval": retrieval["topk_retrieval"],

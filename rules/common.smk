@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 
+from calibadv import offline
 from calibadv import workflow_config as wc_lib
 
 CFG = wc_lib.validate_config(config)
@@ -40,8 +41,43 @@ wildcard_constraints:
     variant="sft|sft-prethink",
 
 
+# Every job runs offline: the Hugging Face libraries read local files only, so a compute node
+# without internet never stalls on the network. Download rules alone start with ONLINE.
+shell.prefix("set -euo pipefail; " + offline.shell_exports())
+ONLINE = offline.shell_online()
+
+# downloads.where: local = every download rule runs on the host running Snakemake (the submit
+# host, online on most clusters); cluster = they are jobs (resources.download).
+DOWNLOADS_LOCAL = CFG["downloads"]["where"] == "local"
+# at most downloads.max_parallel downloads at a time (`--resources downloads=N` overrides)
+if "downloads" not in workflow.global_resources:
+    workflow.register_resource("downloads", CFG["downloads"]["max_parallel"])
+
+# hub models (policies, encoder, reranker) the config downloads; the retrieval models as jobs
+# see them (a bundled name, or the directory download_model writes)
+HUB_MODELS = {wc_lib.hub_dir_name(r): r for r in wc_lib.hub_downloads(CFG)}
+ENCODER = wc_lib.retrieval_model(CFG, "encoder")
+RETRIEVAL_DIRS = wc_lib.retrieval_model_dirs(CFG)
+
+
+def retrieval_flags(with_reranker=True):
+    """`--encoder X [--reranker Y]` of a job that serves or encodes retrieval."""
+    flags = [f"--encoder {shlex.quote(ENCODER)}"]
+    if with_reranker and "reranker" in RETRIEVAL_DIRS:
+        flags.append(f"--reranker {shlex.quote(RETRIEVAL_DIRS['reranker'])}")
+    return " ".join(flags)
+
+
 def log_of(rule, name="all"):
     return L.log(rule, name)
+
+
+def download_log_of(rule, name="all"):
+    return L.download_log(rule, name)
+
+
+def download_bench_of(rule, name="all"):
+    return L.download_benchmark(rule, name)
 
 
 def bench_of(rule, name="all"):
@@ -75,10 +111,14 @@ def model_dir_for_run(wildcards):
     return L.model_dir(wildcards.model, variant)
 
 
-def models_with_source(source):
-    """Wildcard regex matching the models whose `source` is ``source`` (never empty)."""
-    names = [m for m in MODELS if CFG["models"][m]["source"] == source]
+def one_of(names):
+    """Wildcard regex matching exactly ``names`` (never empty: no names match nothing)."""
     return "|".join(re.escape(n) for n in names) or "(?!x)x"
+
+
+def models_with_source(source):
+    """Wildcard regex matching the models whose `source` is ``source``."""
+    return one_of([m for m in MODELS if CFG["models"][m]["source"] == source])
 
 
 def sft_variants():
@@ -180,8 +220,11 @@ def all_targets():
 
 
 def config_json():
-    """The validated config, for `calibadv report … --config-json` (keeps --config overrides)."""
-    return json.dumps(CFG)  # key order = row order of the tables
+    """The validated config, for `calibadv report … --config-json` (keeps --config overrides),
+    with hub ids replaced by their local directories: report jobs run offline too."""
+    return json.dumps(
+        wc_lib.localized_config(CFG)
+    )  # key order = row order of the tables
 
 
 def caption_of(path):

@@ -1,4 +1,5 @@
-# Corpus and QA splits: the synthetic world, or wiki-18 + FlashRAG benchmarks from the hub.
+# Corpus and QA splits: the synthetic world (results), or wiki-18 + FlashRAG benchmarks
+# downloaded from the hub (resources_dir).
 
 
 if WORLD == "synthetic":
@@ -31,37 +32,51 @@ if WORLD == "synthetic":
 
 else:
 
+    if DOWNLOADS_LOCAL:
+
+        localrules:
+            download_corpus,
+            download_qa,
+
     rule download_corpus:
         output:
             L.corpus,
         log:
-            log_of("download_corpus"),
+            download_log_of("download_corpus"),
         benchmark:
-            bench_of("download_corpus")
+            download_bench_of("download_corpus")
         conda:
             "../envs/retriever.yaml"
-        threads: threads_of("corpus")
+        threads: threads_of("download")
         resources:
-            runtime=res("corpus", "runtime"),
-            mem_mb=res("corpus", "mem_mb"),
-            slurm_partition=res("corpus", "slurm_partition"),
+            downloads=1,
+            runtime=res("download", "runtime"),
+            mem_mb=res("download", "mem_mb"),
+            slurm_partition=res("download", "slurm_partition"),
+        params:
+            online=ONLINE,
         shell:
-            "calibadv download-corpus --out {output} > {log} 2>&1"
+            "{params.online}calibadv download-corpus --out {output} > {log} 2>&1"
 
     rule download_qa:
         output:
             L.qa("{benchmark}", "{split}"),
         log:
-            log_of("download_qa", "{benchmark}-{split}"),
+            download_log_of("download_qa", "{benchmark}-{split}"),
+        benchmark:
+            download_bench_of("download_qa", "{benchmark}-{split}")
         wildcard_constraints:
             split="train|dev|test",
         conda:
             "../envs/retriever.yaml"
         threads: 1
         resources:
-            runtime=res("corpus", "runtime"),
-            mem_mb=res("corpus", "mem_mb"),
-            slurm_partition=res("corpus", "slurm_partition"),
+            downloads=1,
+            runtime=res("download", "runtime"),
+            mem_mb=res("download", "mem_mb"),
+            slurm_partition=res("download", "slurm_partition"),
+        params:
+            online=ONLINE,
         shell:
-            "calibadv download-data --dataset {wildcards.benchmark} --split {wildcards.split} "
-            "--out {output} > {log} 2>&1"
+            "{params.online}calibadv download-data --dataset {wildcards.benchmark} "
+            "--split {wildcards.split} --out {output} > {log} 2>&1"

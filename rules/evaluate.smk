@@ -7,6 +7,7 @@
 
 rule evaluate:
     input:
+        unpack(lambda wildcards: RETRIEVAL_DIRS),
         spec=L.spec("{model}", "{method}"),
         checkpoint=f"{L.run_dir('{model}', '{method}')}/final",
         data=[L.test_data(b) for b in EVAL_BENCHMARKS],

@@ -5,6 +5,11 @@ if CFG["index"]["source"] == "build":
 
     rule encode_shard:
         input:
+            unpack(
+                lambda wildcards: {
+                    k: v for k, v in RETRIEVAL_DIRS.items() if k == "encoder"
+                }
+            ),
             corpus=L.corpus,
         output:
             L.index_shard("{shard}"),
@@ -23,11 +28,11 @@ if CFG["index"]["source"] == "build":
             gpu_model=res("encode", "gpu_model"),
             slurm_partition=res("encode", "slurm_partition"),
         params:
-            encoder=CFG["retrieval"]["encoder"],
+            encoder=retrieval_flags(with_reranker=False),
             num_shards=CFG["index"]["num_shards"],
             prefix=prefix_flag("--passage-prefix", CFG["retrieval"]["passage_prefix"]),
         shell:
-            "calibadv index encode --corpus {input.corpus} --encoder {params.encoder} "
+            "calibadv index encode --corpus {input.corpus} {params.encoder} "
             "--shard {wildcards.shard} --num-shards {params.num_shards} {params.prefix} --out {output} "
             "> {log} 2>&1"
 
@@ -55,19 +60,27 @@ if CFG["index"]["source"] == "build":
 
 else:
 
+    if DOWNLOADS_LOCAL:
+
+        localrules:
+            download_index,
+
     rule download_index:
         output:
             L.index,
         log:
-            log_of("download_index"),
+            download_log_of("download_index"),
         benchmark:
-            bench_of("download_index")
+            download_bench_of("download_index")
         conda:
             "../envs/retriever.yaml"
-        threads: threads_of("merge")
+        threads: threads_of("download")
         resources:
-            runtime=res("merge", "runtime"),
-            mem_mb=res("merge", "mem_mb"),
-            slurm_partition=res("merge", "slurm_partition"),
+            downloads=1,
+            runtime=res("download", "runtime"),
+            mem_mb=res("download", "mem_mb"),
+            slurm_partition=res("download", "slurm_partition"),
+        params:
+            online=ONLINE,
         shell:
-            "calibadv download-index --out {output} > {log} 2>&1"
+            "{params.online}calibadv download-index --out {output} > {log} 2>&1"

@@ -1,28 +1,37 @@
-# Policy models: a hub download, the tiny model built from the synthetic world, or a local
-# directory (nothing to do). The model's `source` picks the rule through wildcard constraints;
-# then the optional SFT warm start (with/without PreThink).
+# Models: hub downloads (policies, the retrieval encoder and reranker) into resources_dir, the
+# tiny model built from the synthetic world into results, or a local directory (nothing to
+# do); then the optional SFT warm start (with/without PreThink).
+
+
+if DOWNLOADS_LOCAL:
+
+    localrules:
+        download_model,
 
 
 rule download_model:
     output:
-        directory(L.model_dir("{model}", "base")),
+        directory(L.hub_model_dir("{repo}")),
     log:
-        log_of("download_model", "{model}"),
+        download_log_of("download_model", "{repo}"),
     benchmark:
-        bench_of("download_model", "{model}")
+        download_bench_of("download_model", "{repo}")
     wildcard_constraints:
-        model=models_with_source("hub"),
+        repo=one_of(HUB_MODELS),
     conda:
         "../envs/train.yaml"
-    threads: threads_of("model")
+    threads: threads_of("download")
     resources:
-        runtime=res("model", "runtime"),
-        mem_mb=res("model", "mem_mb"),
-        slurm_partition=res("model", "slurm_partition"),
+        downloads=1,
+        runtime=res("download", "runtime"),
+        mem_mb=res("download", "mem_mb"),
+        slurm_partition=res("download", "slurm_partition"),
     params:
-        repo_id=lambda wildcards: CFG["models"][wildcards.model]["repo_id"],
+        online=ONLINE,
+        repo_id=lambda wildcards: HUB_MODELS[wildcards.repo],
     shell:
-        "calibadv download-model --repo-id {params.repo_id} --out {output} > {log} 2>&1"
+        "{params.online}calibadv download-model --repo-id {params.repo_id} --out {output} "
+        "> {log} 2>&1"
 
 
 rule build_tiny_model:
@@ -54,6 +63,7 @@ rule build_tiny_model:
 
 rule sft:
     input:
+        unpack(lambda wildcards: RETRIEVAL_DIRS),
         model=lambda wildcards: wc_lib.model_source_dir(CFG, wildcards.model),
         qa=list(train_qa_files().values())[0],
         dev=list(val_qa_files().values())[0],
@@ -76,14 +86,14 @@ rule sft:
         gpu_model=res("sft", "gpu_model"),
         slurm_partition=res("sft", "slurm_partition"),
     params:
-        encoder=CFG["retrieval"]["encoder"],
+        retrieval=retrieval_flags(),
         prethink=lambda wildcards: (
             "--prethink" if wildcards.variant == "sft-prethink" else ""
         ),
         options=sft_flags,
     shell:
         "calibadv sft --model {input.model} --qa {input.qa} --corpus {input.corpus} "
-        "--index {input.index} --encoder {params.encoder} --out {output} {params.prethink} "
+        "--index {input.index} {params.retrieval} --out {output} {params.prethink} "
         "--eval-qa {input.dev} "
         "{params.options} "
         "> {log} 2>&1"

@@ -30,6 +30,7 @@ rule spec:
 
 rule train:
     input:
+        unpack(lambda wildcards: RETRIEVAL_DIRS),
         spec=L.spec("{model}", "{method}"),
         model=model_dir_for_run,
         train=L.train_data,

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--repo", default=None,
                    help="hub dataset id or a local folder with the same layout "
                         "(default RUC-NLPIR/FlashRAG_datasets)")
+    d.add_argument("--verify", choices=["hash", "size"], default="hash",
+                   help="check the file against the hub: size and hash (default) or size only")
     d.set_defaults(func=run_download)
 
 
@@ -52,6 +54,6 @@ def run_download(args: argparse.Namespace) -> int:
     from calibadv.data.download import FLASHRAG_REPO, download_dataset
 
     split, n = download_dataset(args.dataset, args.out, split=args.split,
-                                repo=args.repo or FLASHRAG_REPO)
+                                repo=args.repo or FLASHRAG_REPO, verify=args.verify)
     print(f"wrote {n} {args.dataset} questions ({split} split) to {args.out}")
     return 0

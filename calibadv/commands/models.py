@@ -28,11 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download-model",
         help="download a model snapshot from the HF hub",
         description=("Download REPO_ID from the Hugging Face hub (weights, config, tokenizer) "
-                     "into OUT; a local directory as REPO_ID is copied instead."),
+                     "into OUT, pinned to one commit: resumable (a killed download continues "
+                     "from .OUT.download/), every file checked against the size and hash the hub "
+                     "reports, one progress line per file; OUT appears only when complete. A "
+                     "local directory as REPO_ID is copied instead; with HF_HUB_OFFLINE=1 the "
+                     "hub cache is copied."),
     )
     d.add_argument("--repo-id", required=True, help="hub id (e.g. Qwen/Qwen2.5-3B) or a folder")
     d.add_argument("--out", required=True, help="output directory")
     d.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    d.add_argument("--verify", choices=["hash", "size"], default="hash",
+                   help="check each file against the hub: size and sha256/git hash (default) "
+                        "or size only")
     d.set_defaults(func=run_download)
 
 
@@ -57,5 +64,5 @@ def run_build(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     from calibadv.models.hub import download_model
 
-    print(download_model(args.repo_id, args.out, revision=args.revision))
+    print(download_model(args.repo_id, args.out, revision=args.revision, verify=args.verify))
     return 0

@@ -85,6 +85,7 @@ def _download_corpus(args: argparse.Namespace) -> int:
         filename=args.filename,
         revision=args.revision,
         cache_dir=args.cache_dir,
+        verify=args.verify,
     )
     return 0
 
@@ -98,8 +99,18 @@ def _download_index(args: argparse.Namespace) -> int:
         parts=args.parts,
         revision=args.revision,
         cache_dir=args.cache_dir,
+        verify=args.verify,
     )
     return 0
+
+
+def _verify_flag(parser: argparse.ArgumentParser) -> None:
+    from calibadv.downloads import VERIFY_MODES
+
+    parser.add_argument(
+        "--verify", choices=VERIFY_MODES, default="hash",
+        help="check each file against the hub: size and sha256 (hash, default) or size only",
+    )  # fmt: skip
 
 
 def register(sub: Any) -> None:
@@ -232,20 +243,24 @@ def register(sub: Any) -> None:
         "download-corpus",
         help="download the wiki-18 corpus (JSONL) from the HF hub",
         description=f"Downloads {CORPUS_REPO}/{CORPUS_FILE} (dataset repo) and writes the "
-        "decompressed JSONL to --out.",
+        "decompressed JSONL to --out. Resumable (OUT's folder keeps .OUT.download/ until done), "
+        "verified against the hub's size and hash, one progress line per file. With "
+        "HF_HUB_OFFLINE=1 the file is read from the hub cache instead.",
     )
     dc.add_argument("--out", required=True, help="output JSONL")
     dc.add_argument("--repo-id", default=CORPUS_REPO)
     dc.add_argument("--filename", default=CORPUS_FILE)
     dc.add_argument("--revision", default=None, help="pin a hub revision")
-    dc.add_argument("--cache-dir", default=None, help="hub cache folder")
+    dc.add_argument("--cache-dir", default=None, help="hub cache folder (offline use)")
+    _verify_flag(dc)
     dc.set_defaults(func=_download_corpus)
 
     di = sub.add_parser(
         "download-index",
         help="download the prebuilt e5 flat index of wiki-18 from the HF hub",
         description=f"Downloads {', '.join(INDEX_PARTS)} of {INDEX_REPO} (dataset repo) and "
-        "joins them into --out (a FAISS IndexFlatIP, ~64 GB).",
+        "joins them into --out (a FAISS IndexFlatIP, ~64 GB; the parts are deleted once joined). "
+        "Resumable, verified against the hub's sizes and hashes, one progress line per file.",
     )
     di.add_argument("--out", required=True, help="output FAISS index file")
     di.add_argument("--repo-id", default=INDEX_REPO)
@@ -253,5 +268,6 @@ def register(sub: Any) -> None:
         "--parts", nargs="+", default=list(INDEX_PARTS), help="part files, in order"
     )
     di.add_argument("--revision", default=None, help="pin a hub revision")
-    di.add_argument("--cache-dir", default=None, help="hub cache folder")
+    di.add_argument("--cache-dir", default=None, help="hub cache folder (offline use)")
+    _verify_flag(di)
     di.set_defaults(func=_download_index)

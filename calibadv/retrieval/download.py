@@ -2,15 +2,19 @@
 
 The authors (Search-R1) publish the index as split parts (``part_aa``, ``part_ab``: ~64 GB in
 all) in the dataset repo ``PeterJinGo/wiki-18-e5-index`` and the corpus as
-``wiki-18.jsonl.gz`` in ``PeterJinGo/wiki-18-corpus``. Downloads go through the hub client (its
-cache makes them resumable and honours ``HF_HUB_OFFLINE``); the post-download steps — join the
-parts, gunzip the corpus — stream to a temporary file renamed at the end.
+``wiki-18.jsonl.gz`` in ``PeterJinGo/wiki-18-corpus``. Files come through
+:class:`calibadv.downloads.HubDataset` (resumable, checked against the hub's sizes and hashes,
+logged; under ``HF_HUB_OFFLINE`` from a pre-filled hub cache); the post-download steps — join
+the parts (consuming them: peak disk = the index plus one part), gunzip the corpus — write a
+temporary file renamed at the end.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -82,33 +86,72 @@ def gunzip_file(src: str | os.PathLike, out: str | os.PathLike) -> Path:
         ) from err
 
 
-def hub_file(
-    repo_id: str,
-    filename: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """One file of a hub *dataset* repo, through the hub client's resumable cache."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+def _staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.download")
 
+
+JOIN_STATE = "join.json"
+
+
+def joined_parts(staging: Path) -> tuple[list[str], int]:
+    """(parts already inside the growing output, its size then) of an interrupted join."""
     try:
-        return Path(
-            hf_hub_download(
-                repo_id=repo_id,
-                filename=filename,
-                repo_type="dataset",
-                revision=revision,
-                cache_dir=cache_dir,
+        state = json.loads((staging / JOIN_STATE).read_text(encoding="utf-8"))
+        return list(state["joined"]), int(state["size"])
+    except (OSError, ValueError, KeyError):
+        return [], 0
+
+
+def write_join_state(staging: Path, joined: list[str], size: int) -> None:
+    tmp = staging / f"{JOIN_STATE}.tmp"
+    tmp.write_text(json.dumps({"joined": joined, "size": size}), encoding="utf-8")
+    os.replace(tmp, staging / JOIN_STATE)
+
+
+def join_parts_consuming(parts: Sequence[tuple[str, Path]], out: str | os.PathLike,
+                         staging: str | os.PathLike) -> Path:
+    """``cat parts > out`` for downloaded parts that may be consumed: the first part becomes
+    the growing output (a rename), each later one is appended and then deleted, so the disk
+    holds at most the joined file plus one part (the 64.6 GB index peaks at ~97 GB, not 129).
+
+    Resumable: ``staging/join.json`` records the parts already inside ``.OUT.part`` and its
+    size then; a join killed midway is cut back to that size and continued."""
+    out, staging = Path(out), Path(staging)
+    tmp = out.with_name(f".{out.name}.part")
+    joined, size = joined_parts(staging)
+    if joined and not tmp.exists():
+        first = staging / joined[0]
+        if len(joined) == 1 and first.is_file():  # killed between the record and the rename
+            os.replace(first, tmp)
+        else:
+            raise CalibAdvError(
+                f"{tmp} is missing but {staging / JOIN_STATE} says parts {joined} are in it: "
+                f"delete {staging} and download again"
             )
-        )
-    except LocalEntryNotFoundError as err:
-        raise CalibAdvError(
-            f"{repo_id}/{filename} is not in the Hugging Face cache and the hub cannot be reached "
-            "(offline?): connect to the internet or unset HF_HUB_OFFLINE"
-        ) from err
-    except HfHubHTTPError as err:
-        raise CalibAdvError(f"downloading {repo_id}/{filename} failed: {err}") from err
+    if joined:
+        if tmp.stat().st_size < size:
+            raise CalibAdvError(f"{tmp} is shorter than recorded ({size} bytes): delete {tmp} "
+                                f"and {staging} and download again")  # fmt: skip
+        with open(tmp, "r+b") as fh:
+            fh.truncate(size)  # drop a half-appended part
+    for name, path in parts:
+        if name in joined:
+            continue
+        if not joined:
+            write_join_state(staging, [name], path.stat().st_size)
+            os.replace(path, tmp)
+            joined, size = [name], tmp.stat().st_size
+            continue
+        with open(tmp, "ab") as dst, open(path, "rb") as src:
+            shutil.copyfileobj(src, dst, _BUF)
+            dst.flush()
+            os.fsync(dst.fileno())
+        joined, size = [*joined, name], tmp.stat().st_size
+        write_join_state(staging, joined, size)
+        path.unlink()
+    os.replace(tmp, out)
+    (staging / JOIN_STATE).unlink(missing_ok=True)
+    return out
 
 
 def download_index(
@@ -117,13 +160,25 @@ def download_index(
     parts: Sequence[str] = INDEX_PARTS,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    verify: str = "hash",
 ) -> Path:
-    """Fetch the index parts and join them into ``out`` (a FAISS ``IndexFlatIP`` file)."""
+    """Fetch the index parts (resumable, verified) and join them into ``out`` (a FAISS
+    ``IndexFlatIP`` file); the parts are deleted once joined."""
+    from calibadv.downloads import HubDataset
+
     out = Path(out)
     if out.is_file():
         return out
-    local = [hub_file(repo_id, name, revision, cache_dir) for name in parts]
-    return concat_parts(local, out)
+    staging = _staging(out)
+    source = HubDataset(repo_id, staging, verify=verify, revision=revision, cache_dir=cache_dir)
+    if source.offline:  # files of the hub cache: copy, never consume
+        return concat_parts(source.fetch(list(parts)), out)
+    done, _ = joined_parts(staging)
+    todo = [p for p in parts if p not in done]
+    fetched = dict(zip(todo, source.fetch(todo), strict=True)) if todo else {}
+    joined = join_parts_consuming([(p, fetched.get(p, staging / p)) for p in parts], out, staging)
+    source.cleanup()
+    return joined
 
 
 def download_corpus(
@@ -132,12 +187,16 @@ def download_corpus(
     filename: str = CORPUS_FILE,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    verify: str = "hash",
 ) -> Path:
-    """Fetch the gzipped corpus and decompress it to ``out`` (JSONL)."""
+    """Fetch the gzipped corpus (resumable, verified) and decompress it to ``out`` (JSONL)."""
+    from calibadv.downloads import HubDataset
+
     out = Path(out)
     if out.is_file():
         return out
-    src = hub_file(repo_id, filename, revision, cache_dir)
-    if filename.endswith(".gz"):
-        return gunzip_file(src, out)
-    return concat_parts([src], out)
+    source = HubDataset(repo_id, _staging(out), verify=verify, revision=revision, cache_dir=cache_dir)
+    (src,) = source.fetch([filename])
+    result = gunzip_file(src, out) if filename.endswith(".gz") else concat_parts([src], out)
+    source.cleanup()
+    return result

@@ -123,11 +123,10 @@ def test_a_method_preset_in_the_workflow_config_is_one_entry(tiny_config):
     assert spec["method"]["prethink"] is True
 
 
-def test_an_unknown_method_fails_naming_it(tiny_config):
+def test_an_unknown_method_fails_validation_naming_it(tiny_config):
     tiny_config["models"]["tiny"]["methods"] = ["calibadv-typo"]
-    config = wc.validate_config(tiny_config)
-    with pytest.raises(ConfigError, match="calibadv-typo"):
-        wc.run_spec_dict(config, "tiny", "calibadv-typo")
+    with pytest.raises(ConfigError, match=r"models\.tiny\.methods: 'calibadv-typo'.*known methods"):
+        wc.validate_config(tiny_config)
 
 
 def test_model_overrides_win_over_shared_sections(tiny_config):

@@ -32,7 +32,7 @@ def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
     assert counts == {
         "download_corpus": 1,
         "download_index": 1,
-        "download_model": 3,
+        "download_model": 3 + 2,  # three policies, the e5 encoder and the reranker
         "download_qa": 7 + 2 + 2,  # every test split, train + dev of HotpotQA and 2Wiki
         "prepare_train": 1,
         "prepare_val": 1,
@@ -44,7 +44,7 @@ def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
         "tables": 1,
         "figures": 1,
         "all": 1,
-        "total": 5 + 11 + 9 + 9 * runs + 5 + 3,  # downloads, QA, data, runs, proxy, report
+        "total": 7 + 11 + 9 + 9 * runs + 5 + 3,  # downloads, QA, data, runs, proxy, report
     }
 
 
