@@ -29,15 +29,16 @@ class RolloutContext:
     extras: list[dict[str, Any]]
     stats: dict[str, Any] = field(default_factory=dict)
     calls: int = 0
+    step: int = 0  # the training step (a rollout filter may start at a step)
 
 
 _local = threading.local()
 
 
 @contextmanager
-def rollout_context(extras: Sequence[Mapping[str, Any]]) -> Iterator[RolloutContext]:
+def rollout_context(extras: Sequence[Mapping[str, Any]], step: int = 0) -> Iterator[RolloutContext]:
     """Make ``extras`` (one dict per batch row, batch order) visible to the estimator."""
-    ctx = RolloutContext(extras=[dict(e) if e is not None else {} for e in extras])
+    ctx = RolloutContext(extras=[dict(e) if e is not None else {} for e in extras], step=step)
     previous = getattr(_local, "ctx", None)
     _local.ctx = ctx
     try:
@@ -140,18 +141,27 @@ def compute_calibadv_advantage(
             f"rollout extra_fields lack {missing}: use the calibadv agent loop "
             "(actor_rollout_ref.rollout.agent.default_agent_loop=calibadv_search)"
         )
-    scores = token_level_rewards.sum(dim=-1).float()
+    from calibadv.filters import decide, filtered_advantage
+
+    scores = token_level_rewards.sum(dim=-1).float().cpu()
     format_ok = torch.tensor([_format_flag(e) for e in ctx.extras], dtype=torch.bool)
-    advantages, stats = calibrate(
-        scores.cpu(),
-        format_ok,
-        response_mask.cpu(),
-        _group_ids(index, n),
-        [[list(map(int, s)) for s in e["turn_spans"]] for e in ctx.extras],
-        [[[str(d) for d in step] for step in e["doc_ids"]] for e in ctx.extras],
-        [[str(t) for t in e["thinks"]] for e in ctx.extras],
-        calib_config_from_algorithm(config),
-    )
+    groups = _group_ids(index, n)
+    calib = calib_config_from_algorithm(config)
+    mask = response_mask.cpu()
+
+    def estimate(rows: list[int]):  # calibrate the rollouts the method's filter keeps
+        sub = [ctx.extras[i] for i in rows]
+        return calibrate(
+            scores[rows], format_ok[rows], mask[rows], [groups[i] for i in rows],
+            [[list(map(int, s)) for s in e["turn_spans"]] for e in sub],
+            [[[str(d) for d in step] for step in e["doc_ids"]] for e in sub],
+            [[str(t) for t in e["thinks"]] for e in sub],
+            calib,
+        )
+
+    filt = _section(_section(config, "calibadv"), "filter")
+    decision = decide(filt.get("name", "none"), dict(filt.get("knobs") or {}), ctx.extras, ctx.step)
+    advantages, stats = filtered_advantage(decision, estimate, n, mask.shape[1])
     advantages = torch.as_tensor(advantages, dtype=torch.float32).to(response_mask.device)
     advantages = advantages * response_mask
     ctx.stats = dict(stats)

@@ -69,7 +69,7 @@ class CalibAdvTrainer(PPOTrainerSync):
         if self.config.algorithm.adv_estimator != ESTIMATOR_NAME:
             return super()._compute_advantage(batch, metrics)
         extras = fetch_extra_fields(batch)
-        with rollout_context(extras) as ctx:
+        with rollout_context(extras, step=int(self.global_steps)) as ctx:
             batch = super()._compute_advantage(batch, metrics)
         metrics.update(step_metrics(extras, ctx.stats))
         self._maybe_dump(list(batch.keys), extras, ctx.stats)
