@@ -126,7 +126,7 @@ def llds_term(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
     coeff = torch.full_like(delta, lam)
     if answer_mask is not None and answer_lam is not None:
         coeff = torch.where(answer_mask.bool(), torch.full_like(delta, min(answer_lam, lam)), coeff)
-    penalty = coeff * torch.clamp(delta, min=0.0) * active.float()
+    penalty = coeff * torch.relu(delta) * active.float()  # relu: no gradient at Δ = 0 (r = 1)
     denom = (mask if denominator == "loss_tokens" else sel).sum().clamp(min=1)
     return penalty.sum() / denom, {
         "active_frac": float(_masked_mean(active.float(), sel.float()).detach()) if sel.any() else 0.0,
@@ -239,15 +239,13 @@ def loss_names() -> list[str]:
 
 
 def register_in_verl() -> None:
-    """Put every loss of :data:`LOSSES` into verl's registry (idempotent; refuses to shadow
-    one of verl's own names)."""
+    """Put every loss of :data:`LOSSES` into verl's registry (idempotent). Never shadows one
+    of verl's own losses; an entry someone else put under our name (a wrapper) is kept."""
     from verl.trainer.ppo import core_algos
 
     for name in LOSSES.names():
-        fn = LOSSES.get(name).fn
         current = core_algos.POLICY_LOSS_REGISTRY.get(name)
-        if current is fn:
-            continue
-        if current is not None and current.__module__ != __name__:
-            raise RuntimeError(f"verl already has a policy loss {name!r} ({current.__module__})")
-        core_algos.register_policy_loss(name)(fn)
+        if current is not None and current.__module__ == core_algos.__name__:
+            raise RuntimeError(f"verl has its own policy loss {name!r}: rename ours")
+        if current is None:
+            core_algos.register_policy_loss(name)(LOSSES.get(name).fn)
