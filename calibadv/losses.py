@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEARCH_SAPO", "LLDS", "LLDS_CALIBADV",
-    "sapo_term", "llds_term", "turn_ids", "register_in_verl", "loss_names",
+    "grpo_clip_loss", "knobs_of", "sapo_term", "llds_term", "turn_ids", "register_in_verl",
+    "answer_mask_context", "current_answer_mask",
 ]
 
 SEARCH_SAPO = "search_sapo"  # verl's own "sapo" is Soft Adaptive PO, another method
@@ -134,7 +135,9 @@ def llds_term(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
     }
 
 
-def _grpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights):
+def grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+                   rollout_is_weights):
+    """verl's own clipped GRPO/PPO loss (``compute_policy_loss_vanilla``): the base of every loss here."""
     from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 
     return compute_policy_loss_vanilla(
@@ -156,8 +159,8 @@ def search_sapo_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg
                      config=None, rollout_is_weights=None):
     """GRPO clip loss + w · SAPO's conditional KL (:func:`sapo_term`)."""
     k = knobs_of(config, SEARCH_SAPO)
-    pg_loss, metrics = _grpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode,
-                             config, rollout_is_weights)
+    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
+                                      loss_agg_mode, config, rollout_is_weights)
     term, info = sapo_term(old_log_prob, log_prob, advantages, response_mask, k["t"])
     metrics.update({"actor/sapo_kl": float(term.detach()), "actor/sapo_low_frac": info["frac_low"]})
     return pg_loss + k["w"] * term * _share(response_mask.bool(), config), metrics
@@ -179,8 +182,8 @@ def llds_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="
               config=None, rollout_is_weights=None):
     """GRPO clip loss + the official LLDS likelihood-decrease penalty (:func:`llds_term`)."""
     k = knobs_of(config, LLDS)
-    pg_loss, metrics = _grpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode,
-                             config, rollout_is_weights)
+    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
+                                      loss_agg_mode, config, rollout_is_weights)
     answer_mask = current_answer_mask() if k["mask_answer"] else None
     if k["mask_answer"] and answer_mask is None:
         from calibadv.errors import ConfigError
@@ -203,8 +206,8 @@ def llds_calibadv_loss(old_log_prob, log_prob, advantages, response_mask, loss_a
                        config=None, rollout_is_weights=None):
     """GRPO clip loss + CalibAdv's LLD variant of the penalty (:func:`llds_term`)."""
     k = knobs_of(config, LLDS_CALIBADV)
-    pg_loss, metrics = _grpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode,
-                             config, rollout_is_weights)
+    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
+                                      loss_agg_mode, config, rollout_is_weights)
     term, info = llds_term(old_log_prob, log_prob, advantages, response_mask, lam=k["lam"],
                            positive="gt", gate="none", denominator="selected")
     metrics.update({"actor/llds_loss": float(term.detach()), "actor/llds_active_frac": info["active_frac"]})
