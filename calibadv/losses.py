@@ -22,7 +22,7 @@ preset while Snakemake parses the DAG) costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from calibadv.parts import LOSSES, Knob
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEARCH_SAPO", "LLDS", "LLDS_CALIBADV",
-    "grpo_clip_loss", "knobs_of", "sapo_term", "llds_term", "turn_ids", "register_in_verl",
+    "grpo_clip_loss", "grpo_plus_term", "register_term_loss", "knobs_of", "sapo_term", "llds_term", "turn_ids", "register_in_verl",
     "answer_mask_context", "current_answer_mask",
 ]
 
@@ -147,27 +147,73 @@ def grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_m
     )
 
 
-@LOSSES.register(
-    SEARCH_SAPO,
+def grpo_plus_term(name: str, term: Callable[..., tuple[torch.Tensor, dict[str, float]]],
+                   old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
+                   rollout_is_weights) -> tuple[torch.Tensor, dict[str, Any]]:
+    """GRPO clip loss + ``term(knobs, old, new, adv, mask)``, the term weighted by this
+    micro-batch's token share; the term's signals join verl's metrics as ``actor/<key>``."""
+    knobs = knobs_of(config, name)
+    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
+                                      loss_agg_mode, config, rollout_is_weights)
+    extra, signals = term(knobs, old_log_prob, log_prob, advantages, response_mask)
+    metrics.update({f"actor/{k}": v for k, v in signals.items()})
+    return pg_loss + extra * _share(response_mask.bool(), config), metrics
+
+
+def _sapo(k, old, new, adv, mask):
+    """w · SAPO's conditional KL."""
+    term, info = sapo_term(old, new, adv, mask, k["t"])
+    return k["w"] * term, {"sapo_kl": float(term.detach()), "sapo_low_frac": info["frac_low"]}
+
+
+def _llds(k, old, new, adv, mask):
+    """The official LLDS penalty (A- or R-gate, optional MA)."""
+    answers = current_answer_mask() if k["mask_answer"] else None
+    if k["mask_answer"] and answers is None:
+        from calibadv.errors import ConfigError
+
+        raise ConfigError("policy_loss[llds].knobs.mask_answer: this backend gives the loss no "
+                          "answer-token mask (the local backend does; verl does not)")
+    term, info = llds_term(old, new, adv, mask, lam=k["lam"], positive="ge", gate=k["gate"],
+                           denominator="loss_tokens", answer_mask=answers, answer_lam=k["answer_lam"])
+    return term, {"llds_loss": float(term.detach()), "llds_active_frac": info["active_frac"]}
+
+
+def _lld_calibadv(k, old, new, adv, mask):
+    """CalibAdv's LLD penalty."""
+    term, info = llds_term(old, new, adv, mask, lam=k["lam"], positive="gt", gate="none",
+                           denominator="selected")
+    return term, {"llds_loss": float(term.detach()), "llds_active_frac": info["active_frac"]}
+
+
+def register_term_loss(name: str, term: Callable[..., tuple[Any, dict[str, float]]],
+                       knobs: Mapping[str, Knob], description: str) -> Callable[..., Any]:
+    """Register ``GRPO clip loss + term`` under ``name`` as a verl ``PolicyLossFn``.
+
+    ``term(knobs, old_log_prob, log_prob, advantages, response_mask)`` returns the weighted
+    extra term (a scalar tensor) and its signals (name → float) for the metrics."""
+
+    def loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
+             config=None, rollout_is_weights=None):
+        return grpo_plus_term(name, term, old_log_prob, log_prob, advantages, response_mask,
+                              loss_agg_mode, config, rollout_is_weights)
+
+    loss.__name__ = loss.__qualname__ = f"{name}_loss"
+    loss.__doc__ = f"{description} ({term.__name__})."
+    return LOSSES.register(name, knobs=knobs, description=description)(loss)
+
+
+search_sapo_loss = register_term_loss(
+    SEARCH_SAPO, _sapo,
     knobs={
         "t": Knob(float, 0.95, "ratio threshold: tokens with r <= t get the KL term", min=0.0),
         "w": Knob(float, 0.1, "weight of the conditional KL term", min=0.0),
     },
     description="SAPO (Search Agent PO): GRPO + w · conditional KL on non-negative rollouts",
 )
-def search_sapo_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
-                     config=None, rollout_is_weights=None):
-    """GRPO clip loss + w · SAPO's conditional KL (:func:`sapo_term`)."""
-    k = knobs_of(config, SEARCH_SAPO)
-    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
-                                      loss_agg_mode, config, rollout_is_weights)
-    term, info = sapo_term(old_log_prob, log_prob, advantages, response_mask, k["t"])
-    metrics.update({"actor/sapo_kl": float(term.detach()), "actor/sapo_low_frac": info["frac_low"]})
-    return pg_loss + k["w"] * term * _share(response_mask.bool(), config), metrics
 
-
-@LOSSES.register(
-    LLDS,
+llds_loss = register_term_loss(
+    LLDS, _llds,
     knobs={
         "lam": Knob(float, 0.2, "λ (official script: no_reduce_lambda = 0.2)", min=0.0),
         "gate": Knob(str, "turn", "turn = A-gate per model turn (official best); response = R-gate",
@@ -178,40 +224,12 @@ def search_sapo_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg
     },
     description="LLDS (official code): GRPO + λ · gated max(0, Δ) on Â ≥ 0 tokens / all loss tokens",
 )
-def llds_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
-              config=None, rollout_is_weights=None):
-    """GRPO clip loss + the official LLDS likelihood-decrease penalty (:func:`llds_term`)."""
-    k = knobs_of(config, LLDS)
-    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
-                                      loss_agg_mode, config, rollout_is_weights)
-    answer_mask = current_answer_mask() if k["mask_answer"] else None
-    if k["mask_answer"] and answer_mask is None:
-        from calibadv.errors import ConfigError
 
-        raise ConfigError("policy_loss[llds].knobs.mask_answer: this backend gives the loss no "
-                          "answer-token mask (the local backend does; verl does not)")
-    term, info = llds_term(old_log_prob, log_prob, advantages, response_mask, lam=k["lam"],
-                           positive="ge", gate=k["gate"], denominator="loss_tokens",
-                           answer_mask=answer_mask, answer_lam=k["answer_lam"])
-    metrics.update({"actor/llds_loss": float(term.detach()), "actor/llds_active_frac": info["active_frac"]})
-    return pg_loss + term * _share(response_mask.bool(), config), metrics
-
-
-@LOSSES.register(
-    LLDS_CALIBADV,
+llds_calibadv_loss = register_term_loss(
+    LLDS_CALIBADV, _lld_calibadv,
     knobs={"lam": Knob(float, 0.1, "λ (CalibAdv's code: 0.1, hard-coded)", min=0.0)},
     description="LLD as the CalibAdv authors ran it: Â > 0, no gate, / positive loss tokens",
 )
-def llds_calibadv_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
-                       config=None, rollout_is_weights=None):
-    """GRPO clip loss + CalibAdv's LLD variant of the penalty (:func:`llds_term`)."""
-    k = knobs_of(config, LLDS_CALIBADV)
-    pg_loss, metrics = grpo_clip_loss(old_log_prob, log_prob, advantages, response_mask,
-                                      loss_agg_mode, config, rollout_is_weights)
-    term, info = llds_term(old_log_prob, log_prob, advantages, response_mask, lam=k["lam"],
-                           positive="gt", gate="none", denominator="selected")
-    metrics.update({"actor/llds_loss": float(term.detach()), "actor/llds_active_frac": info["active_frac"]})
-    return pg_loss + term * _share(response_mask.bool(), config), metrics
 
 
 # --------------------------------------------------------------------------- answer mask (MA)
@@ -237,10 +255,6 @@ class answer_mask_context:  # noqa: N801 - used as a context manager, like torch
 
 
 # --------------------------------------------------------------------------- verl registration
-def loss_names() -> list[str]:
-    return LOSSES.names()
-
-
 def register_in_verl() -> None:
     """Put every loss of :data:`LOSSES` into verl's registry (idempotent). Never shadows one
     of verl's own losses; an entry someone else put under our name (a wrapper) is kept."""

@@ -100,6 +100,10 @@ def response_logprobs(
     return out, ent, resp_mask.to(device)
 
 
+#: what verl's clipped loss reports for every loss; anything else a loss returns is its own
+_VANILLA_METRICS = {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
+
+
 def policy_loss(
     cfg: Any,
     old_logp: torch.Tensor,
@@ -137,9 +141,9 @@ def policy_loss(
     total = pg_loss
     metrics = {"pg_loss": float(pg_loss.detach()),
                "pg_clipfrac": float(pg_metrics.get("actor/pg_clipfrac", 0.0))}
-    for key in ("sapo_kl", "sapo_low_frac", "llds_loss", "llds_active_frac"):  # calibadv.losses
-        if f"actor/{key}" in pg_metrics:
-            metrics[key] = float(pg_metrics[f"actor/{key}"])
+    for key, value in pg_metrics.items():  # a registered loss' own signals (sapo_kl, …)
+        if key.startswith("actor/") and key not in _VANILLA_METRICS:
+            metrics[key.removeprefix("actor/")] = float(value)
     if entropy is not None and entropy_coef:
         ent = agg_loss(entropy, mask_b, cfg.loss_agg_mode, **cfg.global_batch_info)
         total = total - entropy_coef * ent
