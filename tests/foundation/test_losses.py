@@ -244,3 +244,38 @@ def test_ma_without_an_answer_mask_is_a_clear_error():
     old = torch.zeros(1, 2)
     with pytest.raises(ConfigError, match="mask_answer"):
         _loss(LLDS, {"mask_answer": True}, old, old, torch.ones(1, 2), torch.ones(1, 2, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- LLDS-MA, local backend
+def test_llds_ma_answer_tokens_are_the_last_answer_span_of_the_response():
+    from calibadv.agent.types import Trajectory
+    from calibadv.models.tokenizer import train_tokenizer
+    from calibadv.train.policy import answer_token_mask
+
+    tok = train_tokenizer(["<think> x </think><search> q </search><answer> Ann Lee </answer>"] * 10,
+                          vocab_size=300)
+    think = tok.encode("<think> who </think>", add_special_tokens=False)
+    answer = tok.encode("<answer> Ann Lee </answer>", add_special_tokens=False)
+    ids = think + answer
+    answered = Trajectory(prompt_ids=[1], response_ids=ids, loss_mask=[1] * len(ids))
+    no_answer = Trajectory(prompt_ids=[1], response_ids=think, loss_mask=[1] * len(think))
+    mask = answer_token_mask([answered, no_answer], tok, width=len(ids) + 2)
+    assert mask[0].tolist() == [False] * len(think) + [True] * len(answer) + [False, False]
+    assert not mask[1].any()
+
+
+def test_llds_ma_runs_through_the_registered_loss_with_the_local_answer_mask():
+    from calibadv.losses import answer_mask_context
+
+    old = torch.zeros(1, 4)
+    new = torch.full((1, 4), -0.5)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    adv = torch.ones(1, 4)
+    answer = torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
+    knobs = {"mask_answer": True, "answer_lam": 0.05}
+    grpo, _ = _loss("vanilla", {}, old, new, adv, mask)
+    with answer_mask_context(answer):
+        ma, m = _loss(LLDS, knobs, old, new, adv, mask)
+    expect = llds_term(old, new, adv, mask, **OFFICIAL, answer_mask=answer, answer_lam=0.05)[0]
+    assert ma.item() == pytest.approx(grpo.item() + expect.item(), abs=1e-6)
+    assert m["llds_loss"] == pytest.approx(expect.item(), abs=1e-7)
