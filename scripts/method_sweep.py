@@ -67,6 +67,17 @@ def summarise(out: Path, name: str, method: dict[str, Any], wall_s: float) -> di
     return row
 
 
+def evaluate_final(out: Path, spec: Any, data: Path) -> dict[str, Any]:
+    """Greedy F1/EM of ``out/final`` on ``data`` (cached in ``out/eval_final/metrics.json``)."""
+    from calibadv.evaluate.run import evaluate
+
+    cached = out / "eval_final" / "metrics.json"
+    if not cached.exists():
+        evaluate(spec, out / "final", data, "dev", out / "eval_final", batch_size=64)
+    m = json.loads(cached.read_text())
+    return {"eval_n": m["n"], "eval_f1": m["f1"], "eval_em": m["em"], "eval_format": m["format_rate"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world-dir", type=Path, required=True)
@@ -79,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], metavar="PRESET:JSON",
                    help="extra preset, e.g. 'simpletir-early:{\"base\":\"simpletir\",...}'")
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--eval-data", type=Path, default=None,
+                   help="verl Parquet to evaluate every run's final checkpoint on (greedy), e.g. "
+                        "all dev questions: the 16-question validation is too coarse to rank runs")
     args = p.parse_args(argv)
 
     from calibadv.methods import get_method
@@ -104,16 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         run(run_spec(args.world_dir, config, method, args.steps, name), out)
         wall = json.loads((out / "done.json").read_text())["wall_s"] if (out / "done.json").exists() else time.time() - t0
         rows.append(summarise(out, name, method, wall))
+        if args.eval_data is not None:
+            rows[-1].update(evaluate_final(out, run_spec(args.world_dir, config, method, args.steps, name),
+                                           args.eval_data))
         print(json.dumps({k: rows[-1][k] for k in ("run", "reward_mean", "val_f1", "wall_s")}), flush=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "summary.json").write_text(json.dumps(rows, indent=1))
-    lines = ["| run | knobs / filter | reward (mean over steps) | val F1 per validation | signal mean (max) |",
-             "|---|---|---|---|---|"]
+    lines = ["| run | knobs / filter | reward (mean over steps) | val F1 per validation | "
+             "final F1 / EM on --eval-data | signal mean (max) |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         sig = "; ".join(f"{k} {r[k]['mean']:.4g} ({r[k]['max']:.4g})" for k in SIGNALS if k in r)
         desc = json.dumps(r["knobs"] or (r["filter"] or {}).get("knobs") or {})
+        final = (f"{r['eval_f1']:.3f} / {r['eval_em']:.3f} (n={r['eval_n']})" if "eval_f1" in r
+                 else "—")
         lines.append(f"| {r['run']} | {desc} | {r['reward_mean']:.3f} | "
-                     f"{', '.join(f'{v:.3f}' for v in r['val_f1'])} | {sig or '—'} |")
+                     f"{', '.join(f'{v:.3f}' for v in r['val_f1'])} | {final} | {sig or '—'} |")
     (args.out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
