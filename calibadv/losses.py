@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEARCH_SAPO", "LLDS", "LLDS_CALIBADV",
-    "grpo_clip_loss", "grpo_plus_term", "register_term_loss", "knobs_of", "sapo_term", "llds_term", "turn_ids", "register_in_verl",
+    "grpo_clip_loss", "grpo_plus_term", "register_term_loss", "knobs_of", "sapo_term",
+    "llds_term", "turn_ids", "register_in_verl",
     "answer_mask_context", "current_answer_mask",
 ]
 

@@ -75,7 +75,8 @@ def _check_preset(name: str, preset: Any) -> None:
         if key in preset and not isinstance(preset[key], Mapping):
             raise ConfigError(f"{where}.{key} must be a mapping, got {preset[key]!r}")
     loss = preset.get("loss", {})
-    for key, part, allowed in (("loss", loss, _LOSS_KEYS), ("filter", preset.get("filter", {}), _FILTER_KEYS)):
+    parts = (("loss", loss, _LOSS_KEYS), ("filter", preset.get("filter", {}), _FILTER_KEYS))
+    for key, part, allowed in parts:
         unknown = sorted(set(part) - allowed)
         if unknown:
             raise ConfigError(

@@ -89,7 +89,8 @@ class Registry:
             old = self._parts.get(name)
             if old is not None and old.fn.__qualname__ != fn.__qualname__:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {old.fn.__module__}")
-            self._parts[name] = Part(name, fn, dict(knobs or {}), description or (fn.__doc__ or "").split("\n")[0])
+            doc = description or (fn.__doc__ or "").split("\n")[0]
+            self._parts[name] = Part(name, fn, dict(knobs or {}), doc)
             return fn
 
         return decorator

@@ -5,8 +5,9 @@ compositions"): ``batch_size`` questions × ``group_size`` rollouts (HF generati
 gated-F1 reward → the preset's rollout filter (``calibadv.filters``) → the estimator
 (``calibadv.advantage.calibrate``) on the rollouts the filter keeps → ``batch_size /
 mini_batch_size`` AdamW updates with the preset's verl-registered policy loss (clip ratio,
-optional entropy bonus and KL to the initial policy). The files it writes are those of docs/design.md
-("Files a training run writes"); see docs/training.md for the loop, resume and selection.
+optional entropy bonus and KL to the initial policy). The files it writes are those of
+docs/design.md ("Files a training run writes"); see docs/training.md for the loop, resume and
+selection.
 
 Resume: the data order is a pure function of (seed, epoch), the optimiser and RNG states are
 in each checkpoint, and log lines after the resumed step are dropped, so a run killed at any
