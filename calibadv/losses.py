@@ -207,8 +207,9 @@ def register_term_loss(name: str, term: Callable[..., tuple[Any, dict[str, float
 search_sapo_loss = register_term_loss(
     SEARCH_SAPO, _sapo,
     knobs={
-        "t": Knob(float, 0.95, "ratio threshold: tokens with r <= t get the KL term", min=0.0),
-        "w": Knob(float, 0.1, "weight of the conditional KL term", min=0.0),
+        "t": Knob(float, 0.99, "ratio threshold: tokens with r <= t get the KL term (ours: sweep)",
+                  min=0.0),
+        "w": Knob(float, 0.1, "weight of the conditional KL term (ours: sweep)", min=0.0),
     },
     description="SAPO (Search Agent PO): GRPO + w · conditional KL on non-negative rollouts",
 )

@@ -15,7 +15,7 @@ from calibadv.parts import FILTERS, LOSSES, VERL_BUILTIN_LOSSES, Knob, Registry,
 
 BASELINES = {
     # preset: (loss_mode, knobs, filter)
-    "sapo-search": ("search_sapo", {"t": 0.95, "w": 0.1}, None),
+    "sapo-search": ("search_sapo", {"t": 0.99, "w": 0.1}, None),
     "llds": ("llds", {"lam": 0.2, "gate": "turn", "answer_lam": 0.0, "mask_answer": False}, None),
     "llds-calibadv": ("llds_calibadv", {"lam": 0.1}, None),
     "simpletir": ("vanilla", None, {"name": "void_turns",
@@ -77,7 +77,7 @@ def test_knobs_inherit_key_by_key_and_reset_with_another_loss():
         "sapo-then-llds": {"base": "sapo-search", "loss": {"loss_mode": "llds"}},
         "simpletir-early": {"base": "simpletir", "filter": {"knobs": {"void_start_step": 3}}},
     }
-    assert get_method("sapo-w1", extra)["loss"]["knobs"] == {"t": 0.95, "w": 1.0}
+    assert get_method("sapo-w1", extra)["loss"]["knobs"] == {"t": 0.99, "w": 1.0}
     assert get_method("sapo-then-llds", extra)["loss"]["knobs"]["lam"] == 0.2  # SAPO's t/w dropped
     assert get_method("simpletir-early", extra)["filter"]["knobs"] == {
         "void_mode": "drop", "void_start_step": 3}
