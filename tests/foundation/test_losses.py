@@ -190,12 +190,15 @@ def test_llds_denominators_by_hand():
     assert calib.item() == pytest.approx(0.1 * 1.0 / 2)
 
 
+def _ma_case():
+    """One positive rollout, Δ = 0.5 on its 4 tokens; the last two are the answer."""
+    old, new = torch.zeros(1, 4), torch.full((1, 4), -0.5)
+    mask, adv = torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 4)
+    return old, new, adv, mask, torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
+
+
 def test_llds_ma_gives_answer_tokens_the_smaller_coefficient():
-    old = torch.zeros(1, 4)
-    new = torch.full((1, 4), -0.5)
-    mask = torch.ones(1, 4, dtype=torch.bool)
-    adv = torch.ones(1, 4)
-    answer = torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
+    old, new, adv, mask, answer = _ma_case()
     term, _ = llds_term(old, new, adv, mask, **OFFICIAL, answer_mask=answer, answer_lam=0.05)
     assert term.item() == pytest.approx((0.2 * 0.5 * 2 + 0.05 * 0.5 * 2) / 4)
 
@@ -267,11 +270,7 @@ def test_llds_ma_answer_tokens_are_the_last_answer_span_of_the_response():
 def test_llds_ma_runs_through_the_registered_loss_with_the_local_answer_mask():
     from calibadv.losses import answer_mask_context
 
-    old = torch.zeros(1, 4)
-    new = torch.full((1, 4), -0.5)
-    mask = torch.ones(1, 4, dtype=torch.bool)
-    adv = torch.ones(1, 4)
-    answer = torch.tensor([[0, 0, 1, 1]], dtype=torch.bool)
+    old, new, adv, mask, answer = _ma_case()
     knobs = {"mask_answer": True, "answer_lam": 0.05}
     grpo, _ = _loss("vanilla", {}, old, new, adv, mask)
     with answer_mask_context(answer):
