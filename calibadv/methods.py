@@ -1,8 +1,10 @@
 """Method registry: named training methods as data (``config/methods.yaml``).
 
-A method is a bundle of switches (PreThink, format rule, calibration, policy loss), never a
-code path: both training backends read the resolved dict. Presets may inherit with
-``base: other`` and the workflow config may add or override presets (``extra_presets``).
+A method is a bundle of switches (PreThink, format rule, calibration, policy loss, rollout
+filter), never a code path: both training backends read the resolved dict. The policy loss and
+the filter name registered parts whose knobs are checked here (:mod:`calibadv.parts`). Presets
+may inherit with ``base: other`` and the workflow config may add or override presets
+(``extra_presets``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from calibadv.errors import ConfigError
 __all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods"]
 
 ENV_VAR = "CALIBADV_METHODS"
-_TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss"}
+_TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss", "filter"}
 _LOSS_DEFAULTS = {"loss_mode": "vanilla", "loss_agg_mode": "token-mean"}
+_LOSS_KEYS = {*_LOSS_DEFAULTS, "knobs"}
+_FILTER_KEYS = {"name", "knobs"}
+_NO_FILTER = "none"
 # verl's aggregation modes (verl.trainer.ppo.core_algos.agg_loss)
 _AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -66,16 +71,20 @@ def _check_preset(name: str, preset: Any) -> None:
     for key in ("description", "base"):
         if key in preset and not isinstance(preset[key], str):
             raise ConfigError(f"{where}.{key} must be a string, got {preset[key]!r}")
-    for key in ("calibration", "loss"):
+    for key in ("calibration", "loss", "filter"):
         if key in preset and not isinstance(preset[key], Mapping):
             raise ConfigError(f"{where}.{key} must be a mapping, got {preset[key]!r}")
     loss = preset.get("loss", {})
-    unknown = sorted(set(loss) - set(_LOSS_DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(f'{where}.loss.{k}' for k in unknown)}; "
-            f"allowed: {sorted(_LOSS_DEFAULTS)}"
-        )
+    parts = (("loss", loss, _LOSS_KEYS), ("filter", preset.get("filter", {}), _FILTER_KEYS))
+    for key, part, allowed in parts:
+        unknown = sorted(set(part) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(f'{where}.{key}.{k}' for k in unknown)}; "
+                f"allowed: {sorted(allowed)}"
+            )
+        if "knobs" in part and not isinstance(part["knobs"], Mapping):
+            raise ConfigError(f"{where}.{key}.knobs must be a mapping, got {part['knobs']!r}")
     if "loss_mode" in loss and not isinstance(loss["loss_mode"], str):
         raise ConfigError(f"{where}.loss.loss_mode must be a string, got {loss['loss_mode']!r}")
     if "loss_agg_mode" in loss and loss["loss_agg_mode"] not in _AGG_MODES:
@@ -99,17 +108,51 @@ def _resolve(name: str, presets: Mapping[str, Any], chain: tuple[str, ...] = ())
         where = f"methods.{chain[-1]}.base" if chain else "method"
         raise ConfigError(f"{where}: unknown method {name!r}; known methods: {sorted(presets)}")
     preset = presets[name]
-    merged: dict[str, Any] = {"calibration": {}, "loss": {}}
+    merged: dict[str, Any] = {"calibration": {}, "loss": {}, "filter": {}}
     if "base" in preset:
         merged = _resolve(preset["base"], presets, chain + (name,))
     for key, value in preset.items():
         if key == "base":
             continue
-        if key in ("calibration", "loss"):
-            merged[key] = {**merged.get(key, {}), **copy.deepcopy(dict(value))}
+        if key in ("calibration", "loss", "filter"):
+            merged[key] = _merge_part(merged.get(key, {}), value)
         else:
             merged[key] = value
     return merged
+
+
+def _merge_part(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A part inherited from ``base`` overridden key by key; naming another registered entry
+    (``loss_mode``/``name``) starts its knobs afresh, since knobs belong to one entry."""
+    out = {**copy.deepcopy(dict(old)), **copy.deepcopy(dict(new))}
+    switched = any(k in new and new[k] != old.get(k) for k in ("loss_mode", "name"))
+    if "knobs" in old and "knobs" in new and not switched:
+        out["knobs"] = {**old["knobs"], **new["knobs"]}
+    elif switched and "knobs" not in new:
+        out.pop("knobs", None)
+    return out
+
+
+def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """``loss`` and ``filter`` with their registered entries' knobs checked and completed.
+
+    ``knobs`` / ``filter`` appear only for parts that have them, so presets that use neither
+    (the CalibAdv ladder) resolve exactly as before the registries existed."""
+    from calibadv.parts import filter_knobs, loss_knobs
+
+    loss = {**_LOSS_DEFAULTS, **merged.get("loss", {})}
+    knobs = loss_knobs(loss["loss_mode"], loss.pop("knobs", None), f"methods.{name}.loss")
+    if knobs:
+        loss["knobs"] = knobs
+    out: dict[str, Any] = {"loss": loss}
+    filt = dict(merged.get("filter") or {})
+    fname = filt.get("name", _NO_FILTER)
+    if not isinstance(fname, str):
+        raise ConfigError(f"methods.{name}.filter.name must be a string, got {fname!r}")
+    fknobs = filter_knobs(fname, filt.get("knobs"), f"methods.{name}.filter")
+    if fname != _NO_FILTER:
+        out["filter"] = {"name": fname, "knobs": fknobs}
+    return out
 
 
 def get_method(
@@ -118,7 +161,8 @@ def get_method(
     path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The resolved preset: ``name``, ``description``, ``prethink``, ``require_search``,
-    ``calibration`` (every CalibConfig field) and ``loss`` (every loss field)."""
+    ``calibration`` (every CalibConfig field), ``loss`` (every loss field; ``knobs`` for a loss
+    that has them) and, for a method with a rollout filter, ``filter`` (``name``, ``knobs``)."""
     presets = _all_presets(extra_presets, path)
     merged = _resolve(name, presets)
     calib = CalibConfig.from_dict(merged.get("calibration"), where=f"methods.{name}.calibration")
@@ -128,7 +172,7 @@ def get_method(
         "prethink": merged.get("prethink", False),
         "require_search": merged.get("require_search", False),
         "calibration": calib.to_dict(),
-        "loss": {**_LOSS_DEFAULTS, **merged.get("loss", {})},
+        **_resolve_parts(name, merged),
     }
 
 

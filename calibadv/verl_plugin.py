@@ -9,6 +9,7 @@ builds a trainer never imports one:
 verl module imported                           we register
 =============================================  =============================================
 ``verl.trainer.ppo.core_algos``                advantage estimator ``calibadv``
+``verl.trainer.ppo.core_algos``                policy losses of :mod:`calibadv.losses`
 ``verl.trainer.ppo.v1``                        trainer mode ``calibadv``
 ``verl.experimental.agent_loop.agent_loop``    agent loop ``calibadv_search``
 =============================================  =============================================
@@ -46,6 +47,12 @@ def _register_estimator() -> None:
     register()
 
 
+def _register_losses() -> None:
+    from calibadv.losses import register_in_verl
+
+    register_in_verl()
+
+
 def _register_trainer() -> None:
     importlib.import_module("calibadv.train.verl.trainer")
 
@@ -58,6 +65,7 @@ HOOKS: dict[str, tuple[str, Callable[[], None]]] = {
     "estimator": ("verl.trainer.ppo.core_algos", _register_estimator),
     "trainer": ("verl.trainer.ppo.v1", _register_trainer),
     "agent_loop": ("verl.experimental.agent_loop.agent_loop", _register_agent_loop),
+    "losses": ("verl.trainer.ppo.core_algos", _register_losses),
 }
 
 
@@ -80,7 +88,14 @@ def registered() -> dict[str, bool]:
         "estimator": ESTIMATOR_NAME in core_algos.ADV_ESTIMATOR_REGISTRY,
         "trainer": TRAINER_MODE in TRAINER_REGISTRY,
         "agent_loop": AGENT_LOOP_NAME in _agent_loop_registry,
+        "losses": _losses_registered(core_algos.POLICY_LOSS_REGISTRY),
     }
+
+
+def _losses_registered(registry: dict[str, object]) -> bool:
+    from calibadv.parts import LOSSES, names
+
+    return all(registry.get(name) is LOSSES.get(name).fn for name in names(LOSSES))
 
 
 def check_registered() -> None:

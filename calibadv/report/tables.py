@@ -24,6 +24,7 @@ BENCHMARKS = [
 SCORE_KEYS = [k for k, _ in BENCHMARKS] + ["average"]
 SCORE_HEADERS = [h for _, h in BENCHMARKS] + ["Avg."]
 MISSING = "—"
+NOT_IN_PAPER = "not in paper"  # paper cell of a method the paper has no numbers for
 
 Value = float | str | None
 
@@ -121,6 +122,7 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         ["Model", "Method", "", *SCORE_HEADERS, "Collapse"],
     )
     paper_rows = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
+    paper_methods = {r["method"] for r in paper.get("table1_main", [])}
     seen = set()
     for model in config["models"]:
         for method in model_methods(config, model):
@@ -131,6 +133,8 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
             ours = {**our_scores(results, model, method), "collapse": collapse_label(results, model, method)}
             prow = paper_rows.get(key, {})
             theirs = {**prow.get("scores", {}), "collapse": prow.get("collapse_point")}
+            if labels[method] not in paper_methods:  # a row of ours (e.g. SAPO): say so
+                theirs = dict.fromkeys(keys, NOT_IN_PAPER)
             table.breaks.append(len(table.rows))
             table.rows += triplet(list(key), ours, theirs, keys)
     for key, prow in paper_rows.items():
@@ -140,7 +144,8 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         table.rows += triplet(list(key), {}, {**prow["scores"], "collapse": prow.get("collapse_point")}, keys)
     table.notes.append(
         "Rows pair our run with the paper's by model label and method label "
-        "(config report.method_labels); '—' = not run / not reported."
+        "(config report.method_labels); '—' = not run / not reported; "
+        f"'{NOT_IN_PAPER}' = a method the paper never ran (rows of ours, e.g. SAPO)."
     )
     return table
 

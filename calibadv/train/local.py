@@ -1,10 +1,13 @@
 """The local training backend: single-process GRPO with CalibAdv calibration on HF models.
 
-One step = ``batch_size`` questions × ``group_size`` rollouts (HF generation, sampling) →
-gated-F1 reward → ``calibadv.advantage.calibrate`` with the method preset → ``batch_size /
-mini_batch_size`` AdamW updates with verl's registered policy loss (clip ratio, optional
-entropy bonus and KL to the initial policy). The files it writes are those of docs/design.md
-("Files a training run writes"); see docs/training.md for the loop, resume and selection.
+One step is a fixed pipeline of the method's registered parts (docs/design.md, "Methods as
+compositions"): ``batch_size`` questions × ``group_size`` rollouts (HF generation, sampling) →
+gated-F1 reward → the preset's rollout filter (``calibadv.filters``) → the estimator
+(``calibadv.advantage.calibrate``) on the rollouts the filter keeps → ``batch_size /
+mini_batch_size`` AdamW updates with the preset's verl-registered policy loss (clip ratio,
+optional entropy bonus and KL to the initial policy). The files it writes are those of
+docs/design.md ("Files a training run writes"); see docs/training.md for the loop, resume and
+selection.
 
 Resume: the data order is a pure function of (seed, epoch), the optimiser and RNG states are
 in each checkpoint, and log lines after the resumed step are dropped, so a run killed at any
@@ -93,6 +96,9 @@ class LocalTrainer:
         self.agent_cfg = agent_config(spec, self.prethink)
         self.calib_cfg = _calib_config(spec.method)
         self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
+        self.filter = _filter_part(spec.method)
+        loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
+        self.needs_answer_mask = bool(loss_knobs.get("mask_answer"))  # LLDS-MA
         self.train_q = load_questions(spec.data.train)
         self.val_q = load_questions(spec.data.val, spec.data.val_size) if spec.data.val else []
         self.steps = total_steps(spec, len(self.train_q))
@@ -147,24 +153,32 @@ class LocalTrainer:
 
         from calibadv.advantage import calibrate
         from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD, rollout_ppl
-        from calibadv.train.policy import pad_batch, policy_loss, response_logprobs
+        from calibadv.filters import decide, filtered_advantage
+        from calibadv.losses import answer_mask_context
+        from calibadv.train.policy import answer_token_mask, pad_batch, policy_loss, response_logprobs
 
         t0 = time.time()
-        epoch, trajs, owners = self.rollouts(step)
+        epoch, trajs, owners = self.rollouts(step)  # rollouts + reward
         B = len(trajs)
         _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
-        groups = [q.index for q in owners]
-        advantages, stats = calibrate(
-            torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
-            torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
-            resp_mask,
-            groups,
-            [tr.turn_spans for tr in trajs],
-            [tr.doc_ids for tr in trajs],
-            [tr.thinks for tr in trajs],
-            self.calib_cfg,
-        )
-        advantages = torch.as_tensor(advantages, dtype=torch.float32)
+
+        def estimate(rows: list[int]):  # the estimator on the rollouts the filter keeps
+            sub = [trajs[i] for i in rows]
+            return calibrate(
+                torch.tensor([tr.reward for tr in sub], dtype=torch.float32),
+                torch.tensor([tr.format_ok for tr in sub], dtype=torch.bool),
+                resp_mask[rows],
+                [owners[i].index for i in rows],
+                [tr.turn_spans for tr in sub],
+                [tr.doc_ids for tr in sub],
+                [tr.thinks for tr in sub],
+                self.calib_cfg,
+            )
+
+        decision = decide(*self.filter, trajs, step)
+        advantages, stats = filtered_advantage(decision, estimate, B, resp_mask.shape[1])
+        trains = torch.tensor(decision.trains, dtype=torch.float32)
+        resp_mask = resp_mask * trains[:, None]  # filtered rollouts leave the loss
 
         micro = max(1, self.t.micro_batch_size)
         old_logp, ref_logp, entropies = [], [], []
@@ -183,7 +197,7 @@ class LocalTrainer:
         G = self.t.group_size
         mb_size = self.t.mini_batch_size * G
         self.model.train()
-        losses, clipfracs, grad_norms = [], [], []
+        losses, clipfracs, grad_norms, term_metrics = [], [], [], {}
         for m0 in range(0, B, mb_size):
             mb = range(m0, min(B, m0 + mb_size))
             n_tok = int(resp_mask[mb.start : mb.stop].sum().item())
@@ -197,22 +211,28 @@ class LocalTrainer:
                                                   self.t.temperature,
                                                   with_entropy=self.t.entropy_coef > 0)
                 width = mask.shape[1]
-                loss, m = policy_loss(
-                    self.actor_cfg,
-                    old_logp[k][:, :width].to(lp.device),
-                    lp,
-                    advantages[i:j, :width].to(lp.device),
-                    mask,
-                    batch_num_tokens=max(n_tok, 1),
-                    global_batch_size=len(mb),
-                    entropy=ent,
-                    entropy_coef=self.t.entropy_coef,
-                    ref_logp=ref_logp[k][:, :width] if ref_logp else None,
-                    kl_coef=self.t.kl_coef,
-                )
+                mask = mask * trains[i:j, None].to(mask.device)
+                answers = answer_token_mask(chunk, self.tok, width) if self.needs_answer_mask else None
+                with answer_mask_context(answers):
+                    loss, m = policy_loss(
+                        self.actor_cfg,
+                        old_logp[k][:, :width].to(lp.device),
+                        lp,
+                        advantages[i:j, :width].to(lp.device),
+                        mask,
+                        batch_num_tokens=max(n_tok, 1),
+                        global_batch_size=len(mb),
+                        entropy=ent,
+                        entropy_coef=self.t.entropy_coef,
+                        ref_logp=ref_logp[k][:, :width] if ref_logp else None,
+                        kl_coef=self.t.kl_coef,
+                    )
                 loss.backward()
                 mb_loss += float(loss.detach())
                 clipfracs.append(m["pg_clipfrac"])
+                for key, value in m.items():  # the registered loss' own signals
+                    if key not in ("pg_loss", "pg_clipfrac", "kl_loss"):
+                        term_metrics.setdefault(key, []).append(value)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
             self.optimizer.step()
             losses.append(mb_loss)
@@ -240,6 +260,7 @@ class LocalTrainer:
             "pg_clipfrac": _mean(clipfracs),
             "grad_norm": _mean(grad_norms),
             "lr": self.optimizer.param_groups[0]["lr"],
+            **{key: _mean(values) for key, values in term_metrics.items()},
         }
         for key, value in stats.items():
             if key not in ("per_step_c", "silver_sets", "rollout_advantage"):
@@ -318,6 +339,15 @@ class LocalTrainer:
                           {"step": chosen, "collapse_step": collapse, "reason": reason})
         atomic_write_json(self.out / "done.json",
                           {"steps": self.steps, "wall_s": wall_s, "backend": "local"})
+
+
+def _filter_part(method: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, knobs) of the method's rollout filter, checked against its registry entry."""
+    from calibadv.parts import filter_knobs
+
+    filt = method.get("filter") or {}
+    name = filt.get("name", "none")
+    return name, filter_knobs(name, filt.get("knobs"), "method.filter")
 
 
 def _mean(xs: list[float]) -> float:

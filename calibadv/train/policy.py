@@ -23,14 +23,17 @@ def actor_config(clip_ratio: float, loss: dict[str, Any]) -> Any:
     """A verl ActorConfig carrying what the policy-loss functions read."""
     import dataclasses
 
-    from verl.workers.config import FSDPActorConfig, PolicyLossConfig
+    from verl.workers.config import FSDPActorConfig
 
     from calibadv.errors import ConfigError
+    from calibadv.losses import register_in_verl
+    from calibadv.train.loss_config import KnobbedPolicyLossConfig as PolicyLossConfig
 
+    register_in_verl()  # our losses, even where verl's plugin entry point is not installed
     loss = dict(loss or {})
     pl_fields = {f.name for f in dataclasses.fields(PolicyLossConfig)}
     actor_fields = {f.name for f in dataclasses.fields(FSDPActorConfig)}
-    pl_kwargs = {"loss_mode": loss.pop("loss_mode", "vanilla")}
+    pl_kwargs = {"loss_mode": loss.pop("loss_mode", "vanilla"), "knobs": dict(loss.pop("knobs", None) or {})}
     actor_kwargs = {"loss_agg_mode": loss.pop("loss_agg_mode", "token-mean")}
     for key, value in loss.items():  # extra knobs of a registered loss (e.g. a baseline's)
         if key in pl_fields:
@@ -97,6 +100,10 @@ def response_logprobs(
     return out, ent, resp_mask.to(device)
 
 
+#: what verl's clipped loss reports for every loss; anything else a loss returns is its own
+_VANILLA_METRICS = {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower"}
+
+
 def policy_loss(
     cfg: Any,
     old_logp: torch.Tensor,
@@ -134,6 +141,9 @@ def policy_loss(
     total = pg_loss
     metrics = {"pg_loss": float(pg_loss.detach()),
                "pg_clipfrac": float(pg_metrics.get("actor/pg_clipfrac", 0.0))}
+    for key, value in pg_metrics.items():  # a registered loss' own signals (sapo_kl, …)
+        if key.startswith("actor/") and key not in _VANILLA_METRICS:
+            metrics[key.removeprefix("actor/")] = float(value)
     if entropy is not None and entropy_coef:
         ent = agg_loss(entropy, mask_b, cfg.loss_agg_mode, **cfg.global_batch_info)
         total = total - entropy_coef * ent
@@ -143,3 +153,22 @@ def policy_loss(
         total = total + kl_coef * kl
         metrics["kl_loss"] = float(kl.detach())
     return total, metrics
+
+
+#: LLDS-MA looks for the answer in the last this-many response tokens (official code: 50).
+ANSWER_WINDOW = 50
+
+
+def answer_token_mask(trajs: Sequence[Trajectory], tok: Any, width: int) -> torch.Tensor:
+    """(B, width) mask of each rollout's last ``<answer>…`` span among its final
+    :data:`ANSWER_WINDOW` response tokens (LLDS-MA's answer tokens; 0 where there is none)."""
+    opener = tok.encode("<answer>", add_special_tokens=False)
+    out = torch.zeros((len(trajs), width), dtype=torch.bool)
+    n = len(opener)
+    for i, t in enumerate(trajs):
+        ids = t.response_ids
+        lo = max(0, len(ids) - ANSWER_WINDOW)
+        starts = [s for s in range(lo, len(ids) - n + 1) if ids[s : s + n] == opener]
+        if starts and n:
+            out[i, starts[-1] : min(len(ids), width)] = True
+    return out

@@ -28,7 +28,9 @@ def test_snakefmt_check_passes():
 def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
     counts = job_counts(proc.stdout)
-    runs = 10 + 2 + 2  # qwen2.5-7b: ladder + α sweep + judge; qwen2.5-3b and llama: 2 each
+    # qwen2.5-7b: ladder + α sweep + judge + 4 baselines (simpletir, llds-calibadv, llds,
+    # sapo-search); qwen2.5-3b: 2 + simpletir; llama: 2 + simpletir + llds-calibadv (Table 1)
+    runs = 14 + 3 + 4
     assert counts == {
         "download_corpus": 1,
         "download_index": 1,
@@ -53,9 +55,17 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
-    assert counts["train"] == counts["spec"] == 5
-    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
+    assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
     assert "download_model" not in counts
+
+
+def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
+    proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
+                     str(REPO / "config/tiny-baselines.yaml"), "-d", str(tmp_path))
+    counts = job_counts(proc.stdout)
+    assert counts["train"] == counts["evaluate"] == 10  # + llds, llds-calibadv, simpletir(-mask)
+    assert counts["sft"] == 1
 
 
 def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path, tiny_config):
@@ -73,8 +83,8 @@ def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path,
 
     n_bench, per_benchmark, suites_bench = outputs("per_benchmark")
     n_run, per_run, suites_run = outputs("per_run")
-    assert (n_bench, n_run) == (35, 5)
-    assert per_benchmark == per_run and len(per_run) == 35 * 2  # metrics + predictions
+    assert (n_bench, n_run) == (42, 6)  # 6 runs × 7 splits
+    assert per_benchmark == per_run and len(per_run) == 42 * 2  # metrics + predictions
     assert (suites_bench, suites_run) == ({1}, {7})  # one command line, one --suite per split
 
 
@@ -83,7 +93,7 @@ def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}
     cfg = write_config(tmp_path / "c.yaml", models=models)
     counts = job_counts(snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path)).stdout)
-    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 1
+    assert counts["build_tiny_model"] == 2 and counts["train"] == 7 and counts["sft"] == 1
 
 
 def test_per_format_warm_starts_add_a_prethink_sft_job(tmp_path, tiny_config):

@@ -14,7 +14,7 @@ from calibadv.cli import main
 from calibadv.io import atomic_write_jsonl
 from calibadv.report.collect import collect, load_paper
 from calibadv.report.render import render, tex_escape
-from calibadv.report.tables import MISSING, build_tables
+from calibadv.report.tables import MISSING, NOT_IN_PAPER, build_tables
 
 BENCHES = ["nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"]
 
@@ -86,6 +86,11 @@ def test_table1_puts_ours_beside_the_paper_with_the_difference(tables):
     assert ours[3:5] == ["60.00", "60.00"] and paper[3] == "53.20" and delta[3] == "+6.80"
     assert ours[10] == "60.00" and paper[10] == "56.70" and delta[10] == "+3.30"  # average
     assert ours[11] == "none" and paper[11] == "none"  # collapse point
+
+
+def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(tables):
+    ours, paper, delta = rows_of(tables["table1_main"], ["Qwen2.5-7B", "SAPO (ours)"])
+    assert set(paper[3:]) == {NOT_IN_PAPER} and set(ours[3:]) == set(delta[3:]) == {MISSING}
 
 
 def test_collapse_point_is_step_over_total(tables):
@@ -166,7 +171,8 @@ def test_shipped_paper_config_labels_match_the_papers_rows():
     config = wc.load_config(REPO / "config/config.yaml")
     methods = {r["method"] for r in paper["table1_main"]}
     models = {r["model"] for r in paper["table1_main"]}
-    assert set(config["report"]["method_labels"].values()) <= methods
+    ours_only = {"LLDS (official code)", "SAPO (ours)"}  # rows of ours: "not in paper"
+    assert set(config["report"]["method_labels"].values()) - methods == ours_only
     assert {m["label"] for m in config["models"].values()} == models
     variants = {r["variant"] for r in paper["table2_ablation"]}
     assert set(config["report"]["ablation"]["rows"].values()) == variants

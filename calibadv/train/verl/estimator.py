@@ -31,15 +31,16 @@ class RolloutContext:
     extras: list[dict[str, Any]]
     stats: dict[str, Any] = field(default_factory=dict)
     calls: int = 0
+    step: int = 0  # the training step (a rollout filter may start at a step)
 
 
 _local = threading.local()
 
 
 @contextmanager
-def rollout_context(extras: Sequence[Mapping[str, Any]]) -> Iterator[RolloutContext]:
+def rollout_context(extras: Sequence[Mapping[str, Any]], step: int = 0) -> Iterator[RolloutContext]:
     """Make ``extras`` (one dict per batch row, batch order) visible to the estimator."""
-    ctx = RolloutContext(extras=[dict(e) if e is not None else {} for e in extras])
+    ctx = RolloutContext(extras=[dict(e) if e is not None else {} for e in extras], step=step)
     previous = getattr(_local, "ctx", None)
     _local.ctx = ctx
     try:
@@ -147,24 +148,31 @@ def compute_calibadv_advantage(
             f"rollout extra_fields lack {missing}: use the calibadv agent loop "
             "(actor_rollout_ref.rollout.agent.default_agent_loop=calibadv_search)"
         )
+    from calibadv.filters import decide, filtered_advantage
+
     rows = torch.tensor(real, dtype=torch.long)
     groups = _group_ids(index, n)
     scores = token_level_rewards.sum(dim=-1).float().cpu()[rows]
     format_ok = torch.tensor([_format_flag(e) for e in extras], dtype=torch.bool)
     mask = response_mask.cpu()[rows]
+    calib = calib_config_from_algorithm(config)
+
+    def estimate(sel: list[int]):  # calibrate the real rollouts the method's filter keeps
+        sub = [extras[i] for i in sel]
+        return calibrate(
+            scores[sel], format_ok[sel], mask[sel], [groups[real[i]] for i in sel],
+            [[list(map(int, s)) for s in e["turn_spans"]] for e in sub],
+            [[[str(d) for d in step] for step in e["doc_ids"]] for e in sub],
+            [[str(t) for t in e["thinks"]] for e in sub],
+            calib,
+        )
+
     advantages = torch.zeros(response_mask.shape, dtype=torch.float32)
     stats: dict[str, Any] = {}
     if real:
-        adv, stats = calibrate(
-            scores,
-            format_ok,
-            mask,
-            [groups[i] for i in real],
-            [[list(map(int, s)) for s in e["turn_spans"]] for e in extras],
-            [[[str(d) for d in step] for step in e["doc_ids"]] for e in extras],
-            [[str(t) for t in e["thinks"]] for e in extras],
-            calib_config_from_algorithm(config),
-        )
+        filt = _section(_section(config, "calibadv"), "filter")
+        decision = decide(filt.get("name", "none"), dict(filt.get("knobs") or {}), extras, ctx.step)
+        adv, stats = filtered_advantage(decision, estimate, len(real), mask.shape[1])
         advantages[rows] = torch.as_tensor(adv, dtype=torch.float32)
     advantages = advantages.to(response_mask.device) * response_mask
     ctx.stats = dict(stats)

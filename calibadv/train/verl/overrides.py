@@ -101,7 +101,8 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
 
 
 def _method_parts(method: dict[str, Any]) -> tuple[bool, bool, dict[str, Any], dict[str, Any]]:
-    known = {"description", "base", "prethink", "require_search", "calibration", "loss", "name"}
+    known = {"description", "base", "prethink", "require_search", "calibration", "loss", "name",
+             "filter"}
     unknown = sorted(set(method) - known)
     if unknown:
         raise ConfigError(
@@ -302,4 +303,12 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
     ]
     out = [f"{k}={hydra_value(v)}" for k, v in kv]
     out += [f"+{k}={hydra_value(v)}" for k, v in added]
+    out += _method_part_overrides(spec.method)
     return out + list(spec.verl_overrides)
+
+
+def _method_part_overrides(method: dict[str, Any]) -> list[str]:
+    """The registered loss' knobs and the rollout filter (:mod:`calibadv.train.verl.method_parts`)."""
+    from calibadv.train.verl.method_parts import part_overrides
+
+    return [f"{'+' if new else ''}{k}={hydra_value(v)}" for k, v, new in part_overrides(method)]

@@ -149,7 +149,7 @@ class CalibAdvTrainer(PPOTrainerSync):
         if self.config.algorithm.adv_estimator != ESTIMATOR_NAME:
             return super()._compute_advantage(batch, metrics)
         extras = fetch_extra_fields(batch)
-        with rollout_context(extras) as ctx:
+        with rollout_context(extras, step=int(self.global_steps)) as ctx:
             batch = super()._compute_advantage(batch, metrics)
         real = [i for i, e in enumerate(extras) if not e.get(PADDING)]
         real_extras = [extras[i] for i in real]  # ctx.stats describes these, in this order

@@ -1,0 +1,155 @@
+"""Registries of the parts a training method is composed of (docs/design.md, "Methods as
+compositions").
+
+A method preset (config/methods.yaml) names one entry per part and sets that entry's knobs:
+
+- ``loss``: a policy loss registered in verl (``register_policy_loss``); both backends call the
+  same function through ``verl.trainer.ppo.core_algos.get_policy_loss_fn``;
+- ``filter``: what happens to rollouts around the advantage (e.g. SimpleTIR's void turns).
+
+Each registry is a dict filled by a decorator, like verl's own registries; each entry declares
+its knobs (type, default, allowed values), so a preset's typo or out-of-range value is an error
+that names the key and lists what is allowed. This module imports neither torch nor verl: the
+workflow validates presets while Snakemake parses the DAG, where a torch import costs seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from calibadv.errors import ConfigError
+
+__all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "VERL_BUILTIN_LOSSES", "check_knobs"]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting of a part: its type, default, allowed values/range and what it means."""
+
+    type: type
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, value: Any, where: str) -> Any:
+        """``value`` converted to the knob's type, or a ConfigError naming ``where``."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.type is bool and not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        if not isinstance(value, self.type) or (self.type is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where} must be a {self.type.__name__}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{where} = {value!r} is not one of {list(self.choices)}")
+        if self.min is not None and value < self.min:
+            raise ConfigError(f"{where} = {value!r} is below its minimum {self.min}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"{where} = {value!r} is above its maximum {self.max}")
+        return value
+
+
+def check_knobs(knobs: Mapping[str, Knob], given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """Every knob with its value (given, else default); unknown keys are an error naming them."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(knobs))
+    if unknown:
+        allowed = ", ".join(sorted(knobs)) or "none"
+        raise ConfigError(
+            f"unknown knob(s) {', '.join(f'{where}.{k}' for k in unknown)}; allowed: {allowed}"
+        )
+    return {k: knob.check(given[k], f"{where}.{k}") if k in given else knob.default
+            for k, knob in knobs.items()}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A registered entry: its name, the function, its knobs and where it comes from."""
+
+    name: str
+    fn: Callable[..., Any]
+    knobs: Mapping[str, Knob] = field(default_factory=dict)
+    description: str = ""
+
+
+class Registry:
+    """Name → :class:`Part`, filled by :meth:`register` used as a decorator."""
+
+    def __init__(self, kind: str, where: str) -> None:
+        self.kind = kind  # "policy loss", "filter"
+        self.where = where  # the preset key it is named under, for errors
+        self._parts: dict[str, Part] = {}
+
+    def register(self, name: str, knobs: Mapping[str, Knob] | None = None,
+                 description: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            old = self._parts.get(name)
+            if old is not None and old.fn.__qualname__ != fn.__qualname__:
+                raise ValueError(f"{self.kind} {name!r} is already registered by {old.fn.__module__}")
+            doc = description or (fn.__doc__ or "").split("\n")[0]
+            self._parts[name] = Part(name, fn, dict(knobs or {}), doc)
+            return fn
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return list(self._parts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parts
+
+    def get(self, name: str, where: str | None = None) -> Part:
+        if name not in self._parts:
+            raise ConfigError(
+                f"{where or self.where} = {name!r} is not a registered {self.kind}; "
+                f"known: {', '.join(self.names())}"
+            )
+        return self._parts[name]
+
+    def resolve(self, name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+        """Validated knobs of entry ``name`` (defaults filled in)."""
+        return check_knobs(self.get(name, where).knobs, knobs, f"{where}.knobs")
+
+
+#: verl 0.9.1's own policy losses (``core_algos.POLICY_LOSS_REGISTRY``; a test keeps this
+#: list equal to the installed verl's). They take no knobs of ours: verl reads its own
+#: ``PolicyLossConfig``/``ActorConfig`` fields.
+VERL_BUILTIN_LOSSES: tuple[str, ...] = (
+    "vanilla", "dppo_tv", "dppo_kl", "gspo", "sapo", "gpg", "clip_cov", "kl_cov", "geo_mean",
+    "dro", "cispo", "bypass_mode",
+)
+
+LOSSES = Registry("policy loss", "loss.loss_mode")
+FILTERS = Registry("rollout filter", "filter.name")
+
+
+def _load_parts() -> None:
+    """Import the modules whose decorators fill the registries (torch-free at import)."""
+    import calibadv.filters  # noqa: F401
+    import calibadv.losses  # noqa: F401
+
+
+def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """Validated knobs of a policy loss: ours declare theirs, verl's built-ins take none."""
+    _load_parts()
+    if loss_mode in LOSSES:
+        return LOSSES.resolve(loss_mode, knobs, where)
+    if loss_mode in VERL_BUILTIN_LOSSES:
+        return check_knobs({}, knobs, f"{where}.knobs")
+    raise ConfigError(
+        f"{where}.loss_mode = {loss_mode!r} is not a policy loss; ours: {', '.join(LOSSES.names())}; "
+        f"verl's: {', '.join(VERL_BUILTIN_LOSSES)}"
+    )
+
+
+def filter_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return FILTERS.resolve(name, knobs, where)
+
+
+def names(registry: Registry) -> Sequence[str]:
+    _load_parts()
+    return registry.names()
