@@ -122,12 +122,14 @@ def compute_calibadv_advantage(
     config: Any = None,
     **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """verl estimator signature → :func:`calibadv.advantage.calibrate` on the same batch.
+    """verl estimator signature → the method's registered estimator (``algorithm.calibadv.
+    estimator.name``, default ``calibadv`` = :func:`calibadv.advantage.calibrate`) on the batch.
 
     Returns ``(advantages, returns)``, both the calibrated token advantages (verl's GRPO
     returns the advantages as returns too).
     """
-    from calibadv.advantage import calibrate
+    from calibadv.estimators import EstimatorBatch
+    from calibadv.estimators import estimate as run_estimator
 
     ctx = current_context()
     n = token_level_rewards.shape[0]
@@ -149,15 +151,13 @@ def compute_calibadv_advantage(
     calib = calib_config_from_algorithm(config)
     mask = response_mask.cpu()
 
-    def estimate(rows: list[int]):  # calibrate the rollouts the method's filter keeps
-        sub = [ctx.extras[i] for i in rows]
-        return calibrate(
-            scores[rows], format_ok[rows], mask[rows], [groups[i] for i in rows],
-            [[list(map(int, s)) for s in e["turn_spans"]] for e in sub],
-            [[[str(d) for d in step] for step in e["doc_ids"]] for e in sub],
-            [[str(t) for t in e["thinks"]] for e in sub],
-            calib,
-        )
+    est = _section(_section(config, "calibadv"), "estimator")
+    est_name, est_knobs = est.get("name", "calibadv"), dict(est.get("knobs") or {})
+
+    def estimate(rows: list[int]):  # the method's estimator on the rollouts its filter keeps
+        return run_estimator(est_name, est_knobs, EstimatorBatch(
+            scores[rows], mask[rows], [groups[i] for i in rows],
+            [{**ctx.extras[i], "format_ok": bool(format_ok[i])} for i in rows], calib))
 
     filt = _section(_section(config, "calibadv"), "filter")
     decision = decide(filt.get("name", "none"), dict(filt.get("knobs") or {}), ctx.extras, ctx.step)
