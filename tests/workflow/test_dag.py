@@ -65,7 +65,8 @@ def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/tiny-baselines.yaml"), "-d", str(tmp_path))
     counts = job_counts(proc.stdout)
-    assert counts["train"] == counts["evaluate"] == 10  # + llds, llds-calibadv, simpletir(-mask)
+    # + llds, llds-calibadv, simpletir(-mask), gigpo, mt-grpo, tree-grpo
+    assert counts["train"] == counts["evaluate"] == 13
     assert counts["sft"] == 1
 
 
