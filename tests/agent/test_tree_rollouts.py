@@ -8,6 +8,8 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calibadv.agent import AgentConfig, AgentState, Generation, GenerationRequest, run_batch
 from calibadv.rollout_shapes import grow, grow_trees
@@ -114,3 +116,40 @@ def test_the_registered_shapes_grow_chains_and_trees():
     trees = grow("tree", {"m": 2, "n": 2, "l": 1, "k": 3}, [[1000]], TOK, cfg,
                  counting_generator(), search, 5, random.Random(0))
     assert len(trees.trajectories) == 6 and trees.owner == [0] * 6
+
+
+def _scripted_state(kinds: list[str], prethink: bool) -> AgentState:
+    """A rollout replaying ``kinds`` (search / invalid / answer) with invalid_action: message."""
+    texts = {"search": "<think> s </think><search> q{} </search>", "invalid": "<think> x{} </think> hm",
+             "answer": "<think> a </think><answer> z{} </answer>"}
+    queue = [texts[k].format(i) for i, k in enumerate(kinds)]
+
+    def generate(requests: Sequence[GenerationRequest]) -> list[Generation]:
+        out = []
+        for _ in requests:
+            text = queue.pop(0) if queue else texts["answer"].format("end")
+            ids = TOK.encode(text)
+            out.append(Generation(ids, [-0.1 * len(queue)] * len(ids), text,
+                                  "stop" if text.endswith(">") else "eos"))
+        return out
+
+    state = AgentState([1000], TOK, AgentConfig(max_turns=3, invalid_action="message",
+                                                prethink=prethink))
+    run_batch([state], generate, search)
+    return state
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["search", "invalid"]), max_size=4), st.booleans())
+def test_every_branch_point_of_any_rollout_keeps_the_parents_prefix(kinds, prethink):
+    parent = _scripted_state([*kinds, "answer"], prethink)
+    p = parent.trajectory()
+    for n in parent.branch_points():
+        child = parent.fork(n)
+        cut = p.turn_spans[n][0]
+        c = child.traj
+        assert (c.response_ids, c.loss_mask, c.logprobs) == (p.response_ids[:cut],
+                                                              p.loss_mask[:cut], p.logprobs[:cut])
+        assert (c.turn_spans, c.queries, c.doc_ids, c.thinks) == (
+            p.turn_spans[:n], p.queries[:n], p.doc_ids[:n], p.thinks[:n])
+        assert child.trajectory().response_text == TOK.decode(p.response_ids[:cut])
