@@ -1,12 +1,11 @@
 """The local training backend: single-process GRPO with CalibAdv calibration on HF models.
 
 One step is a fixed pipeline of the method's registered parts (docs/design.md, "Methods as
-compositions"): ``batch_size`` questions × the preset's rollout shape (``calibadv.rollout_shapes``: ``group_size``
-independent rollouts by default, or trees; HF generation, sampling) →
-gated-F1 reward → the preset's rollout filter (``calibadv.filters``) → the preset's estimator
-(``calibadv.estimators``; ``calibadv.advantage.calibrate`` by default) on the rollouts the
-filter keeps → ``batch_size /
-mini_batch_size`` AdamW updates with the preset's verl-registered policy loss (clip ratio,
+compositions"): ``batch_size`` questions × the preset's rollout shape
+(``calibadv.rollout_shapes``: ``group_size`` independent rollouts by default, or trees; HF
+generation, sampling) → gated-F1 reward → the preset's rollout filter (``calibadv.filters``) →
+the preset's estimator (``calibadv.estimators``; ``calibadv.advantage.calibrate`` by default)
+on the rollouts the filter keeps → ``batch_size / mini_batch_size`` AdamW updates with the preset's verl-registered policy loss (clip ratio,
 optional entropy bonus and KL to the initial policy). The files it writes are those of docs/design.md
 ("Files a training run writes"); see docs/training.md for the loop, resume and selection.
 
