@@ -19,15 +19,19 @@ import yaml
 
 from calibadv.advantage import CalibConfig
 from calibadv.errors import ConfigError
+from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT
 
 __all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods"]
 
 ENV_VAR = "CALIBADV_METHODS"
-_TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss", "filter"}
+_TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss", "filter",
+             "estimator", "rollout"}
 _LOSS_DEFAULTS = {"loss_mode": "vanilla", "loss_agg_mode": "token-mean"}
 _LOSS_KEYS = {*_LOSS_DEFAULTS, "knobs"}
 _FILTER_KEYS = {"name", "knobs"}
 _NO_FILTER = "none"
+# registered parts named by ``name`` with ``knobs``, and the entry a preset gets when it names none
+_NAMED_PARTS = {"filter": _NO_FILTER, "estimator": DEFAULT_ESTIMATOR, "rollout": DEFAULT_ROLLOUT}
 # verl's aggregation modes (verl.trainer.ppo.core_algos.agg_loss)
 _AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -71,12 +75,12 @@ def _check_preset(name: str, preset: Any) -> None:
     for key in ("description", "base"):
         if key in preset and not isinstance(preset[key], str):
             raise ConfigError(f"{where}.{key} must be a string, got {preset[key]!r}")
-    for key in ("calibration", "loss", "filter"):
+    for key in ("calibration", "loss", *_NAMED_PARTS):
         if key in preset and not isinstance(preset[key], Mapping):
             raise ConfigError(f"{where}.{key} must be a mapping, got {preset[key]!r}")
     loss = preset.get("loss", {})
-    parts = (("loss", loss, _LOSS_KEYS), ("filter", preset.get("filter", {}), _FILTER_KEYS))
-    for key, part, allowed in parts:
+    for key, part, allowed in (("loss", loss, _LOSS_KEYS),
+                               *((k, preset.get(k, {}), _FILTER_KEYS) for k in _NAMED_PARTS)):
         unknown = sorted(set(part) - allowed)
         if unknown:
             raise ConfigError(
@@ -108,13 +112,13 @@ def _resolve(name: str, presets: Mapping[str, Any], chain: tuple[str, ...] = ())
         where = f"methods.{chain[-1]}.base" if chain else "method"
         raise ConfigError(f"{where}: unknown method {name!r}; known methods: {sorted(presets)}")
     preset = presets[name]
-    merged: dict[str, Any] = {"calibration": {}, "loss": {}, "filter": {}}
+    merged: dict[str, Any] = {"calibration": {}, "loss": {}, **{k: {} for k in _NAMED_PARTS}}
     if "base" in preset:
         merged = _resolve(preset["base"], presets, chain + (name,))
     for key, value in preset.items():
         if key == "base":
             continue
-        if key in ("calibration", "loss", "filter"):
+        if key in ("calibration", "loss", *_NAMED_PARTS):
             merged[key] = _merge_part(merged.get(key, {}), value)
         else:
             merged[key] = value
@@ -152,6 +156,24 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
     fknobs = filter_knobs(fname, filt.get("knobs"), f"methods.{name}.filter")
     if fname != _NO_FILTER:
         out["filter"] = {"name": fname, "knobs": fknobs}
+    out.update(_resolve_named(name, merged))
+    return out
+
+
+def _resolve_named(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """``estimator`` and ``rollout`` with knobs checked; only when not the default entry, so
+    presets that name neither resolve exactly as before these registries existed."""
+    from calibadv.parts import estimator_knobs, rollout_knobs
+
+    out: dict[str, Any] = {}
+    for key, check in (("estimator", estimator_knobs), ("rollout", rollout_knobs)):
+        part = dict(merged.get(key) or {})
+        pname = part.get("name", _NAMED_PARTS[key])
+        if not isinstance(pname, str):
+            raise ConfigError(f"methods.{name}.{key}.name must be a string, got {pname!r}")
+        knobs = check(pname, part.get("knobs"), f"methods.{name}.{key}")
+        if pname != _NAMED_PARTS[key]:
+            out[key] = {"name": pname, "knobs": knobs}
     return out
 
 
@@ -162,7 +184,8 @@ def get_method(
 ) -> dict[str, Any]:
     """The resolved preset: ``name``, ``description``, ``prethink``, ``require_search``,
     ``calibration`` (every CalibConfig field), ``loss`` (every loss field; ``knobs`` for a loss
-    that has them) and, for a method with a rollout filter, ``filter`` (``name``, ``knobs``)."""
+    that has them) and, for a method with a rollout filter, ``filter`` (``name``, ``knobs``);
+    likewise ``estimator`` and ``rollout`` for a method that names a non-default one."""
     presets = _all_presets(extra_presets, path)
     merged = _resolve(name, presets)
     calib = CalibConfig.from_dict(merged.get("calibration"), where=f"methods.{name}.calibration")

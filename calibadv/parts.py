@@ -5,7 +5,11 @@ A method preset (config/methods.yaml) names one entry per part and sets that ent
 
 - ``loss``: a policy loss registered in verl (``register_policy_loss``); both backends call the
   same function through ``verl.trainer.ppo.core_algos.get_policy_loss_fn``;
-- ``filter``: what happens to rollouts around the advantage (e.g. SimpleTIR's void turns).
+- ``filter``: what happens to rollouts around the advantage (e.g. SimpleTIR's void turns);
+- ``estimator``: how a batch of scored rollouts becomes token advantages (``calibadv`` by
+  default; GiGPO, MT-GRPO, Tree-GRPO; :mod:`calibadv.estimators`);
+- ``rollout``: the shape of a prompt's rollouts (``chains``: independent rollouts, the default;
+  ``tree``: Tree-GRPO's trees; :mod:`calibadv.rollout_shapes`).
 
 Each registry is a dict filled by a decorator, like verl's own registries; each entry declares
 its knobs (type, default, allowed values), so a preset's typo or out-of-range value is an error
@@ -21,7 +25,8 @@ from typing import Any
 
 from calibadv.errors import ConfigError
 
-__all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "VERL_BUILTIN_LOSSES", "check_knobs"]
+__all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "ESTIMATORS", "ROLLOUTS",
+           "VERL_BUILTIN_LOSSES", "check_knobs"]
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,19 @@ VERL_BUILTIN_LOSSES: tuple[str, ...] = (
 
 LOSSES = Registry("policy loss", "loss.loss_mode")
 FILTERS = Registry("rollout filter", "filter.name")
+ESTIMATORS = Registry("advantage estimator", "estimator.name")
+ROLLOUTS = Registry("rollout shape", "rollout.name")
+#: The entries a preset gets when it names none (the CalibAdv ladder's).
+DEFAULT_ESTIMATOR = "calibadv"
+DEFAULT_ROLLOUT = "chains"
 
 
 def _load_parts() -> None:
     """Import the modules whose decorators fill the registries (torch-free at import)."""
+    import calibadv.estimators  # noqa: F401
     import calibadv.filters  # noqa: F401
     import calibadv.losses  # noqa: F401
+    import calibadv.rollout_shapes  # noqa: F401
 
 
 def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
@@ -148,6 +160,16 @@ def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> d
 def filter_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     _load_parts()
     return FILTERS.resolve(name, knobs, where)
+
+
+def estimator_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return ESTIMATORS.resolve(name, knobs, where)
+
+
+def rollout_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return ROLLOUTS.resolve(name, knobs, where)
 
 
 def names(registry: Registry) -> Sequence[str]:

@@ -590,6 +590,9 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
         "verl_overrides": [*config.get("verl_overrides", []), *entry.get("verl_overrides", [])],
     }
     try:
+        from calibadv.train.backends import check_method
+
+        check_method(config["backend"], spec["method"])  # e.g. tree rollouts on verl: refused here
         return run_spec_from_dict(spec).to_dict()
     except ConfigError as err:
         raise ConfigError(f"run {model}/{method}: {err}") from None

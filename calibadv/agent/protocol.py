@@ -15,6 +15,11 @@ Drive it with :func:`run_batch` (synchronous, batched) or step by step from an a
             state.observe(await search(action.query))
     traj = state.trajectory()
 
+A rollout can be resumed from an intermediate state: ``state.fork(n)`` is a new state whose
+response is exactly the first ``n`` turns of ``state`` with their observations (same tokens,
+masks and log-probs), ready to generate turn ``n`` afresh. Tree rollouts (Tree-GRPO) grow
+their branches this way, whatever engine drives the states.
+
 Generated tokens are stored exactly as the engine returned them; only observation text is
 tokenised here (with ``add_special_tokens=False``) and it is masked out of the loss.
 
@@ -97,6 +102,7 @@ class AgentState:
         self.pending_query: str | None = None
         self.searches = 0
         self._text_parts: list[str] = []
+        self._turn_parts: list[int] = []  # len(_text_parts) when each turn started
 
     # -- bookkeeping -------------------------------------------------------------------
     @property
@@ -154,6 +160,7 @@ class AgentState:
         t.loss_mask.extend([1] * len(gen.token_ids))
         t.logprobs.extend(float(x) for x in gen.logprobs)
         t.turn_spans.append([start, len(t.response_ids)])
+        self._turn_parts.append(len(self._text_parts))
         self._text_parts.append(gen.text)
         t.thinks.append(extract_think(gen.text))
         tail = gen.text.rstrip()
@@ -197,6 +204,42 @@ class AgentState:
         self.pending_query = None
         if not self._append_masked(format_observation(passages, self.config.prethink)):
             self._finish("length")
+
+    # -- resuming from an intermediate state ---------------------------------------------
+    def branch_points(self) -> list[int]:
+        """Turn counts ``n`` this rollout can be resumed from: 0 (the prompt) and every ``n``
+        whose turn ``n`` started after an observation, i.e. every non-final turn boundary."""
+        return list(range(len(self.traj.turn_spans)))
+
+    def fork(self, n_turns: int) -> AgentState:
+        """A new state holding the first ``n_turns`` turns of this one and the observations
+        after them, ready to generate turn ``n_turns``.
+
+        Prefix tokens, loss masks, log-probs, spans, queries, doc ids and thinks are copies of
+        this rollout's; what came after is dropped. Only boundaries from :meth:`branch_points`
+        are allowed (a turn boundary that a generation followed)."""
+        if self.pending_query is not None:
+            raise RuntimeError("fork() called while a search is pending; observe() it first")
+        if n_turns not in self.branch_points():
+            raise ValueError(
+                f"cannot resume after {n_turns} turns: this rollout has {len(self.traj.turn_spans)} "
+                f"turns; allowed: {self.branch_points()}"
+            )
+        t = self.traj
+        cut = t.turn_spans[n_turns][0]
+        child = AgentState(t.prompt_ids, self.tokenizer, self.config, self.stop)
+        c = child.traj
+        c.response_ids = list(t.response_ids[:cut])
+        c.loss_mask = list(t.loss_mask[:cut])
+        c.logprobs = list(t.logprobs[:cut])
+        c.turn_spans = [list(s) for s in t.turn_spans[:n_turns]]
+        c.queries = list(t.queries[:n_turns])
+        c.doc_ids = [list(d) for d in t.doc_ids[:n_turns]]
+        c.thinks = list(t.thinks[:n_turns])
+        child.searches = sum(1 for q in c.queries if q)
+        child._text_parts = list(self._text_parts[: self._turn_parts[n_turns]])
+        child._turn_parts = list(self._turn_parts[:n_turns])
+        return child
 
     def trajectory(self) -> Trajectory:
         """The rollout so far (complete once ``done``)."""

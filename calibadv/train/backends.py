@@ -22,6 +22,22 @@ _BACKENDS: dict[str, str] = {
 }
 
 
+#: Per backend, a pure check of a resolved method preset ("module:function"; raises ConfigError
+#: when the backend cannot run it): the workflow calls it while building the DAG, so a method
+#: a backend cannot run fails in the dry run, not on the cluster.
+_METHOD_CHECKS: dict[str, str] = {
+    "verl": "calibadv.train.verl.method_parts:check_method",
+}
+
+
+def check_method(backend: str, method: dict) -> None:
+    """Raise ConfigError (with the reason) when ``backend`` cannot run ``method``."""
+    target = _METHOD_CHECKS.get(backend)
+    if target is not None:
+        module_name, func_name = target.split(":")
+        getattr(importlib.import_module(module_name), func_name)(method)
+
+
 def register_backend(name: str, target: str) -> None:
     """Register ``target`` ("module:function") as backend ``name`` (e.g. from a plugin)."""
     _BACKENDS[name] = target

@@ -1,13 +1,14 @@
 """The local training backend: single-process GRPO with CalibAdv calibration on HF models.
 
 One step is a fixed pipeline of the method's registered parts (docs/design.md, "Methods as
-compositions"): ``batch_size`` questions × ``group_size`` rollouts (HF generation, sampling) →
-gated-F1 reward → the preset's rollout filter (``calibadv.filters``) → the estimator
-(``calibadv.advantage.calibrate``) on the rollouts the filter keeps → ``batch_size /
-mini_batch_size`` AdamW updates with the preset's verl-registered policy loss (clip ratio,
-optional entropy bonus and KL to the initial policy). The files it writes are those of
-docs/design.md ("Files a training run writes"); see docs/training.md for the loop, resume and
-selection.
+compositions"): ``batch_size`` questions × the preset's rollout shape
+(``calibadv.rollout_shapes``: ``group_size`` independent rollouts by default, or trees; HF
+generation, sampling) → gated-F1 reward → the preset's rollout filter (``calibadv.filters``) →
+the preset's estimator (``calibadv.estimators``; ``calibadv.advantage.calibrate`` by default)
+on the rollouts the filter keeps → ``batch_size / mini_batch_size`` AdamW updates with the
+preset's verl-registered policy loss (clip ratio, optional entropy bonus and KL to the initial
+policy). The files it writes are those of docs/design.md ("Files a training run writes"); see
+docs/training.md for the loop, resume and selection.
 
 Resume: the data order is a pure function of (seed, epoch), the optimiser and RNG states are
 in each checkpoint, and log lines after the resumed step are dropped, so a run killed at any
@@ -97,12 +98,17 @@ class LocalTrainer:
         self.calib_cfg = _calib_config(spec.method)
         self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
         self.filter = _filter_part(spec.method)
+        self.estimator = _named_part(spec.method, "estimator")
+        self.shape = _named_part(spec.method, "rollout")
         loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
         self.needs_answer_mask = bool(loss_knobs.get("mask_answer"))  # LLDS-MA
         self.train_q = load_questions(spec.data.train)
         self.val_q = load_questions(spec.data.val, spec.data.val_size) if spec.data.val else []
         self.steps = total_steps(spec, len(self.train_q))
         self.spe = steps_per_epoch(len(self.train_q), self.t.batch_size)
+        from calibadv.rollout_shapes import rollouts_per_prompt
+
+        self.per_prompt = rollouts_per_prompt(*self.shape, self.t.group_size)
 
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
@@ -134,16 +140,20 @@ class LocalTrainer:
 
     # -- one RL step ---------------------------------------------------------------------
     def rollouts(self, step: int) -> tuple[int, list, list]:
-        from calibadv.agent.runner import rollout, score
+        from calibadv.agent.runner import prompt_token_ids, score
+        from calibadv.rollout_shapes import grow
 
         epoch, idx = batch_indices(self.spec.seed, step, len(self.train_q), self.t.batch_size)
         questions = [self.train_q[i] for i in idx]
         self.model.eval()
-        G = self.t.group_size
-        with _progress(len(questions) * G, f"step {step} rollouts") as bar:
-            trajs = rollout(questions, self.tok, self.agent_cfg, self.sampler, self.search_fn,
-                            group_size=G, progress=bar)
-        owners = [q for q in questions for _ in range(G)]
+        prompts = [prompt_token_ids(self.tok, q, self.agent_cfg.prethink) for q in questions]
+        rng = random.Random(f"{self.spec.seed}/{step}")  # tree node draws: same after a resume
+        with _progress(len(questions) * self.per_prompt, f"step {step} rollouts") as bar:
+            grown = grow(*self.shape, prompts, self.tok, self.agent_cfg, self.sampler,
+                         self.search_fn, self.t.group_size, rng, progress=bar)
+        trajs = grown.trajectories
+        owners = [questions[o] for o in grown.owner]
+        self.extras = grown.extra
         for traj, q in zip(trajs, owners, strict=True):
             score(traj, q, self.prethink, self.require_search)
         return epoch, trajs, owners
@@ -151,7 +161,7 @@ class LocalTrainer:
     def step(self, step: int) -> dict[str, Any]:
         import torch
 
-        from calibadv.advantage import calibrate
+        from calibadv.estimators import EstimatorBatch, estimate as run_estimator
         from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD, rollout_ppl
         from calibadv.filters import decide, filtered_advantage
         from calibadv.losses import answer_mask_context
@@ -163,17 +173,14 @@ class LocalTrainer:
         _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
 
         def estimate(rows: list[int]):  # the estimator on the rollouts the filter keeps
-            sub = [trajs[i] for i in rows]
-            return calibrate(
-                torch.tensor([tr.reward for tr in sub], dtype=torch.float32),
-                torch.tensor([tr.format_ok for tr in sub], dtype=torch.bool),
+            return run_estimator(*self.estimator, EstimatorBatch(
+                torch.tensor([trajs[i].reward for i in rows], dtype=torch.float32),
                 resp_mask[rows],
                 [owners[i].index for i in rows],
-                [tr.turn_spans for tr in sub],
-                [tr.doc_ids for tr in sub],
-                [tr.thinks for tr in sub],
+                [{**trajs[i].to_dict(), "golden_answers": owners[i].golden_answers,
+                  **self.extras[i]} for i in rows],
                 self.calib_cfg,
-            )
+            ))
 
         decision = decide(*self.filter, trajs, step)
         advantages, stats = filtered_advantage(decision, estimate, B, resp_mask.shape[1])
@@ -194,8 +201,7 @@ class LocalTrainer:
                                                       self.t.temperature)[0])
 
         # mini-batches of whole questions, each one optimiser step
-        G = self.t.group_size
-        mb_size = self.t.mini_batch_size * G
+        mb_size = self.t.mini_batch_size * self.per_prompt
         self.model.train()
         losses, clipfracs, grad_norms, term_metrics = [], [], [], {}
         for m0 in range(0, B, mb_size):
@@ -284,6 +290,7 @@ class LocalTrainer:
                        advantage=float(rollout_adv[i]) if rollout_adv else adv,
                        advantage_mean=adv, c=_jsonable(per_step_c[i]),
                        silver_ids=_jsonable(silver.get(q.index, silver.get(str(q.index), []))))
+            row.update(self.extras[i])  # what the rollout shape adds (tree ids)
             rows.append(row)
         atomic_write_jsonl(self.out / "rollouts" / f"step_{step:06d}.jsonl", rows)
 
@@ -348,6 +355,17 @@ def _filter_part(method: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     filt = method.get("filter") or {}
     name = filt.get("name", "none")
     return name, filter_knobs(name, filt.get("knobs"), "method.filter")
+
+
+def _named_part(method: dict[str, Any], key: str) -> tuple[str, dict[str, Any]]:
+    """(name, knobs) of the method's ``estimator`` or ``rollout``, checked against its registry."""
+    from calibadv import parts
+
+    default, check = {"estimator": (parts.DEFAULT_ESTIMATOR, parts.estimator_knobs),
+                      "rollout": (parts.DEFAULT_ROLLOUT, parts.rollout_knobs)}[key]
+    part = method.get(key) or {}
+    name = part.get("name", default)
+    return name, check(name, part.get("knobs"), f"method.{key}")
 
 
 def _mean(xs: list[float]) -> float:

@@ -111,7 +111,7 @@ def test_checking_a_preset_imports_no_torch():
 
 def test_no_code_branches_on_a_method_name():
     root = Path(__file__).resolve().parents[2] / "calibadv"
-    pattern = re.compile(r"""(method|loss_mode|name)\s*==\s*["'](search-r1|calibadv|sapo|search_sapo|llds|simpletir)""")
+    pattern = re.compile(r"""(method|loss_mode|name)\s*==\s*["'](search-r1|calibadv|sapo|search_sapo|llds|simpletir|gigpo|mt_grpo|mt-grpo|tree_grpo|tree-grpo|tree|chains|grpo)""")
     hits = [f"{p}:{i}" for p in root.rglob("*.py")
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []

@@ -93,7 +93,10 @@ def test_verl_accepts_the_config(composed_paper_config):
 
 def test_every_method_preset_composes(make_spec, compose_config):
     for method in list_methods():
-        cfg = compose_config(build_overrides(make_spec(method), RUN, URL))
+        spec = make_spec(method)
+        if "rollout" in spec.method:  # tree rollouts: refused on verl (test_credit_estimators)
+            continue
+        cfg = compose_config(build_overrides(spec, RUN, URL))
         assert cfg.algorithm.adv_estimator == "calibadv", method
 
 

@@ -28,9 +28,10 @@ def test_snakefmt_check_passes():
 def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
     counts = job_counts(proc.stdout)
-    # qwen2.5-7b: ladder + α sweep + judge + 4 baselines (simpletir, llds-calibadv, llds,
-    # sapo-search); qwen2.5-3b: 2 + simpletir; llama: 2 + simpletir + llds-calibadv (Table 1)
-    runs = 14 + 3 + 4
+    # qwen2.5-7b: ladder + α sweep + judge + 6 baselines (simpletir, llds-calibadv, llds,
+    # sapo-search, gigpo, mt-grpo); qwen2.5-3b: 2 + simpletir; llama: 2 + simpletir +
+    # llds-calibadv (Table 1)
+    runs = 16 + 3 + 4
     assert counts == {
         "download_corpus": 1,
         "download_index": 1,
@@ -64,7 +65,8 @@ def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/tiny-baselines.yaml"), "-d", str(tmp_path))
     counts = job_counts(proc.stdout)
-    assert counts["train"] == counts["evaluate"] == 10  # + llds, llds-calibadv, simpletir(-mask)
+    # + llds, llds-calibadv, simpletir(-mask), gigpo, mt-grpo, tree-grpo
+    assert counts["train"] == counts["evaluate"] == 13
     assert counts["sft"] == 1
 
 

@@ -124,7 +124,8 @@ def compute_calibadv_advantage(
     config: Any = None,
     **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """verl estimator signature → :func:`calibadv.advantage.calibrate` on the same batch.
+    """verl estimator signature → the method's registered estimator (``algorithm.calibadv.
+    estimator.name``, default ``calibadv`` = :func:`calibadv.advantage.calibrate`) on the batch.
 
     Returns ``(advantages, returns)``, both the calibrated token advantages (verl's GRPO
     returns the advantages as returns too). Padding rows verl appends to even out a batch
@@ -132,7 +133,8 @@ def compute_calibadv_advantage(
     zero advantage, so neither the real rows' advantages nor the step's statistics see them;
     ``ctx.stats`` then describes the real rows, in batch order.
     """
-    from calibadv.advantage import calibrate
+    from calibadv.estimators import EstimatorBatch
+    from calibadv.estimators import estimate as run_estimator
 
     ctx = current_context()
     n = token_level_rewards.shape[0]
@@ -157,15 +159,13 @@ def compute_calibadv_advantage(
     mask = response_mask.cpu()[rows]
     calib = calib_config_from_algorithm(config)
 
-    def estimate(sel: list[int]):  # calibrate the real rollouts the method's filter keeps
-        sub = [extras[i] for i in sel]
-        return calibrate(
-            scores[sel], format_ok[sel], mask[sel], [groups[real[i]] for i in sel],
-            [[list(map(int, s)) for s in e["turn_spans"]] for e in sub],
-            [[[str(d) for d in step] for step in e["doc_ids"]] for e in sub],
-            [[str(t) for t in e["thinks"]] for e in sub],
-            calib,
-        )
+    est = _section(_section(config, "calibadv"), "estimator")
+    est_name, est_knobs = est.get("name", "calibadv"), dict(est.get("knobs") or {})
+
+    def estimate(sel: list[int]):  # the method's estimator on the real rollouts its filter keeps
+        return run_estimator(est_name, est_knobs, EstimatorBatch(
+            scores[sel], mask[sel], [groups[real[i]] for i in sel],
+            [{**extras[i], "format_ok": bool(format_ok[i])} for i in sel], calib))
 
     advantages = torch.zeros(response_mask.shape, dtype=torch.float32)
     stats: dict[str, Any] = {}

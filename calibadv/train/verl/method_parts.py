@@ -9,7 +9,9 @@ calibadv-registered part needs beyond it:
   config through hydra, so the knobs reach ``config.policy_loss.knobs`` in every actor worker)
   and ``+…policy_loss.knobs.<k>=<v>``;
 - a filter: ``+algorithm.calibadv.filter.name`` and ``.knobs.<k>``, read by the ``calibadv``
-  advantage estimator (:mod:`calibadv.train.verl.estimator`).
+  advantage estimator (:mod:`calibadv.train.verl.estimator`);
+- an estimator other than ``calibadv``: ``+algorithm.calibadv.estimator.name`` and
+  ``.knobs.<k>``, dispatched by the same verl estimator through :data:`calibadv.parts.ESTIMATORS`.
 
 Both are checked against the registries exactly as the local backend checks them.
 """
@@ -23,6 +25,7 @@ from calibadv.errors import ConfigError
 POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 LOSS_CONFIG_TARGET = "calibadv.train.loss_config.KnobbedPolicyLossConfig"
 FILTER_SECTION = "algorithm.calibadv.filter"
+ESTIMATOR_SECTION = "algorithm.calibadv.estimator"
 
 
 def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
@@ -46,4 +49,34 @@ def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     if name != "none":
         out.append((f"{FILTER_SECTION}.name", name, True))
         out += [(f"{FILTER_SECTION}.knobs.{k}", v, True) for k, v in fknobs.items()]
-    return out
+    return out + _estimator_overrides(method)
+
+
+def check_method(method: dict[str, Any]) -> None:
+    """ConfigError when verl cannot run ``method`` (the workflow's DAG-time check)."""
+    part_overrides(method)
+
+
+def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """The estimator name and knobs for the ``calibadv`` verl estimator; a rollout shape other
+    than ``chains`` is refused here, at config validation (and so in a dry run), because
+    verl's agent loop grows independent rollouts only."""
+    from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT, estimator_knobs, rollout_knobs
+
+    shape = method.get("rollout") or {}
+    sname = shape.get("name", DEFAULT_ROLLOUT)
+    rollout_knobs(sname, shape.get("knobs"), "method.rollout")
+    if sname != DEFAULT_ROLLOUT:
+        raise ConfigError(
+            f"method.rollout.name = {sname!r}: verl's agent loop grows independent rollouts only; "
+            "tree rollouts need a custom rollout (re-generation from intermediate states) that "
+            "the verl backend does not support yet; run this method with backend: local "
+            "(docs/baselines.md, Tree-GRPO)"
+        )
+    est = method.get("estimator") or {}
+    ename = est.get("name", DEFAULT_ESTIMATOR)
+    eknobs = estimator_knobs(ename, est.get("knobs"), "method.estimator")
+    if ename == DEFAULT_ESTIMATOR:  # the verl estimator's own default: nothing to add
+        return []
+    return [(f"{ESTIMATOR_SECTION}.name", ename, True),
+            *((f"{ESTIMATOR_SECTION}.knobs.{k}", v, True) for k, v in eknobs.items())]

@@ -102,7 +102,7 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
 
 def _method_parts(method: dict[str, Any]) -> tuple[bool, bool, dict[str, Any], dict[str, Any]]:
     known = {"description", "base", "prethink", "require_search", "calibration", "loss", "name",
-             "filter"}
+             "filter", "estimator", "rollout"}
     unknown = sorted(set(method) - known)
     if unknown:
         raise ConfigError(

@@ -1,0 +1,377 @@
+"""Advantage estimators, registered in :data:`calibadv.parts.ESTIMATORS`.
+
+An estimator turns one batch of scored rollouts into token advantages (batch, length). Both
+training backends build the same :class:`EstimatorBatch` (the local backend from its
+Trajectories, verl from the agent loop's ``extra_fields``) and call :func:`estimate` with the
+preset's ``estimator.name`` and knobs, so one name means one function everywhere.
+
+Registered here:
+
+- ``calibadv`` (default): :func:`calibadv.advantage.calibrate`, exactly as before the registry
+  (GRPO when the calibration switches are off, as in ``search-r1``);
+- ``grpo``: plain :func:`calibadv.advantage.grpo_advantage`;
+- ``gigpo``: GiGPO (episode + step-group advantages, :func:`gigpo_advantage`);
+- ``mt_grpo``: MT-GRPO as in its official code (:func:`mt_grpo_advantage`);
+- ``tree_grpo``: Tree-GRPO (prompt + tree z-scores, :func:`tree_grpo_advantage`), for rollouts
+  of the ``tree`` rollout shape.
+
+The formulas and where each default comes from are in docs/baselines.md. torch is imported
+inside the functions: the workflow validates presets without it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from calibadv.agent.protocol import INVALID_ACTION_MESSAGE
+from calibadv.parts import ESTIMATORS, Knob
+
+__all__ = [
+    "EstimatorBatch",
+    "estimate",
+    "observations",
+    "step_anchors",
+    "step_groups",
+    "gigpo_advantage",
+    "mt_grpo_advantage",
+    "tree_grpo_advantage",
+]
+
+_INFO_RE = re.compile(r"<information>(.*?)</information>", re.DOTALL)
+
+
+@dataclass
+class EstimatorBatch:
+    """One training batch as every estimator sees it.
+
+    ``rollouts[i]`` is a mapping with the rollout's ``turn_spans``, ``doc_ids``, ``thinks``,
+    ``queries``, ``stop_reason``, ``response_text``, ``answer``, ``golden_answers``,
+    ``format_ok`` and, for tree rollouts, ``tree`` (the tree id within its prompt)."""
+
+    scores: Any  # (batch,) float tensor
+    response_mask: Any  # (batch, length)
+    groups: list[Any]  # one prompt id per rollout
+    rollouts: Sequence[Mapping[str, Any]]
+    calib: Any  # calibadv.advantage.CalibConfig
+
+
+def estimate(name: str, knobs: Mapping[str, Any] | None, batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+    """Run estimator ``name`` with its (validated) knobs on ``batch``: (advantages, stats)."""
+    part = ESTIMATORS.get(name, "estimator.name")
+    checked = ESTIMATORS.resolve(name, knobs, "estimator")
+    return part.fn(batch, **checked)
+
+
+# --------------------------------------------------------------------------- GRPO / CalibAdv
+@ESTIMATORS.register("calibadv", description="CalibAdv calibration of GRPO (calibration switches)")
+def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from calibadv.advantage import calibrate
+
+    rs = batch.rollouts
+    return calibrate(
+        batch.scores,
+        torch.tensor([bool(r["format_ok"]) for r in rs], dtype=torch.bool),
+        batch.response_mask,
+        batch.groups,
+        [[[int(x) for x in s] for s in r["turn_spans"]] for r in rs],
+        [[[str(d) for d in step] for step in r["doc_ids"]] for r in rs],
+        [[str(t) for t in r["thinks"]] for r in rs],
+        batch.calib,
+    )
+
+
+@ESTIMATORS.register("grpo", description="GRPO: the group z-score of the rollout reward")
+def _grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+    from calibadv.advantage import _rollout_advantage
+
+    adv, _, _ = _rollout_advantage(batch.scores, batch.groups, batch.calib.norm_by_std, batch.calib.eps)
+    return adv.unsqueeze(-1) * batch.response_mask, {"rollout_advantage": adv.tolist()}
+
+
+# --------------------------------------------------------------------------- helpers
+def observations(rollout: Mapping[str, Any]) -> list[str]:
+    """The observation text that follows each non-final turn of a rollout.
+
+    A turn with a query was a search: its observation is the next ``<information>`` block of
+    the response text. A turn without one was an invalid action: its observation (when the
+    rollout went on) is the protocol's invalid-action message."""
+    infos = _INFO_RE.findall(rollout.get("response_text") or "")
+    out, k = [], 0
+    for q in rollout.get("queries") or []:
+        if q:
+            out.append(infos[k] if k < len(infos) else "")
+            k += 1
+        else:
+            out.append(INVALID_ACTION_MESSAGE)
+    return out
+
+
+def step_anchors(rollout: Mapping[str, Any]) -> list[str]:
+    """Per turn, the latest observation the policy saw before it (the prompt → "")."""
+    obs = observations(rollout)
+    n = len(rollout.get("turn_spans") or [])
+    return ["" if t == 0 else obs[t - 1] if t - 1 < len(obs) else "" for t in range(n)]
+
+
+def _similar(a: str, b: str, threshold: float | None) -> bool:
+    if a == b:
+        return True
+    return threshold is not None and difflib.SequenceMatcher(None, a, b).ratio() >= threshold
+
+
+def step_groups(anchors: Sequence[str], threshold: float | None) -> list[int]:
+    """Greedy clustering of step anchors: each joins the first cluster whose first member is
+    equal (``threshold`` None) or difflib-similar (ratio >= threshold), else starts one."""
+    reps: list[str] = []
+    out = []
+    for a in anchors:
+        for c, rep in enumerate(reps):
+            if _similar(a, rep, threshold):
+                out.append(c)
+                break
+        else:
+            out.append(len(reps))
+            reps.append(a)
+    return out
+
+
+def _paint(adv_rows: Any, spans: Sequence[Sequence[Sequence[int]]], values: Sequence[Sequence[float]]) -> None:
+    """Write ``values[i][t]`` over the tokens of turn t of row i (clipped to the width)."""
+    width = adv_rows.shape[1]
+    for i, (row_spans, row_vals) in enumerate(zip(spans, values)):
+        for (start, end), v in zip(row_spans, row_vals):
+            start, end = min(int(start), width), min(int(end), width)
+            if end > start:
+                adv_rows[i, start:end] = v
+
+
+# --------------------------------------------------------------------------- GiGPO
+def gigpo_advantage(
+    scores: Any,
+    response_mask: Any,
+    group_index: Sequence[Any],
+    turn_spans: Sequence[Sequence[Sequence[int]]],
+    step_rewards: Sequence[Sequence[float]],
+    anchors: Sequence[Sequence[str]],
+    gamma: float = 0.95,
+    omega: float = 1.0,
+    similarity: float | None = 0.9,
+    mode: str = "mean_std_norm",
+    eps: float = 1e-6,
+) -> tuple[Any, dict[str, Any]]:
+    """GiGPO: tokens of turn t of rollout i get A^E_i + ω·A^S_{i,t}.
+
+    A^E: the episode reward normalised over the prompt's group (``mean_std_norm``: z-score with
+    verl's GRPO arithmetic; ``mean_norm``: mean only). A^S: the discounted return
+    G_t = Σ_k γ^k r_{t+k} of the step, normalised the same way within its step group (steps of
+    the same prompt whose anchors match: equal, or difflib ratio >= ``similarity``); a step
+    alone in its group gets A^S = 0."""
+    import torch
+
+    from calibadv.advantage import _rollout_advantage
+
+    norm = mode == "mean_std_norm"
+    adv_e, _, _ = _rollout_advantage(scores, group_index, norm, eps)
+    returns: list[list[float]] = []
+    for rewards in step_rewards:
+        g, out = 0.0, []
+        for r in reversed(list(rewards)):
+            g = float(r) + gamma * g
+            out.append(g)
+        returns.append(out[::-1])
+    # step groups: per prompt, over every step of its rollouts
+    by_prompt: dict[Any, list[tuple[int, int]]] = {}
+    for i, g in enumerate(group_index):
+        by_prompt.setdefault(g, []).extend((i, t) for t in range(len(returns[i])))
+    a_step = [[0.0] * len(r) for r in returns]
+    n_steps = n_single = n_groups = 0
+    for steps in by_prompt.values():
+        labels = step_groups([anchors[i][t] for i, t in steps], similarity)
+        members: dict[int, list[tuple[int, int]]] = {}
+        for (i, t), c in zip(steps, labels):
+            members.setdefault(c, []).append((i, t))
+        for group in members.values():
+            n_steps += len(group)
+            n_groups += 1
+            if len(group) < 2:
+                n_single += 1
+                continue
+            vals = torch.tensor([returns[i][t] for i, t in group], dtype=torch.float32)
+            centred = vals - vals.mean()
+            if norm:
+                centred = centred / (vals.std() + eps)
+            for (i, t), v in zip(group, centred.tolist()):
+                a_step[i][t] = v
+    e = adv_e.tolist()
+    adv = torch.zeros(response_mask.shape, dtype=torch.float32)
+    _paint(adv, turn_spans, [[e[i] + omega * s for s in a_step[i]] for i in range(len(e))])
+    stats = {
+        "rollout_advantage": e,
+        "gigpo_step_groups": float(n_groups),
+        "gigpo_singleton_frac": n_single / n_groups if n_groups else 0.0,
+        "gigpo_steps_per_group": n_steps / n_groups if n_groups else 0.0,
+    }
+    return adv.to(response_mask.device) * response_mask, stats
+
+
+def _is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
+    """A non-final turn with no valid search, or a final turn with neither search nor answer."""
+    queries = rollout.get("queries") or []
+    n = len(rollout.get("turn_spans") or [])
+    if t >= len(queries) or queries[t]:
+        return False
+    last = t == n - 1
+    return not (last and rollout.get("stop_reason") in ("max_turns", "length"))
+
+
+@ESTIMATORS.register(
+    "gigpo",
+    knobs={
+        "gamma": Knob(float, 0.95, "discount of the step return (search script: 0.95)", min=0.0, max=1.0),
+        "omega": Knob(float, 1.0, "weight of the step advantage (search script: 1)", min=0.0),
+        "mode": Knob(str, "mean_std_norm", "mean_std_norm: z-score (search script); mean_norm: "
+                     "mean only (verl-agent's config default)", choices=("mean_std_norm", "mean_norm")),
+        "similarity": Knob(float, 0.9, "difflib ratio at which two anchor observations match "
+                           "(search script 0.9); 1.0 = exact match only", min=0.0, max=1.0),
+        "invalid_penalty": Knob(float, 0.01, "reward subtracted at a void step (search script 0.01)",
+                                min=0.0),
+    },
+    description="GiGPO: episode advantage + step-group advantage of discounted returns",
+)
+def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similarity: float,
+           invalid_penalty: float) -> tuple[Any, dict[str, Any]]:
+    rs = batch.rollouts
+    scores = batch.scores.tolist()
+    spans, rewards, anchors = [], [], []
+    for i, r in enumerate(rs):
+        n = len(r["turn_spans"])
+        step_r = [-invalid_penalty if _is_void_step(r, t) else 0.0 for t in range(n)]
+        if n:
+            step_r[-1] += float(scores[i])
+        spans.append(r["turn_spans"])
+        rewards.append(step_r)
+        anchors.append(step_anchors(r))
+    return gigpo_advantage(batch.scores, batch.response_mask, batch.groups, spans, rewards, anchors,
+                           gamma=gamma, omega=omega, similarity=None if similarity >= 1.0 else similarity,
+                           mode=mode, eps=batch.calib.eps)
+
+
+# --------------------------------------------------------------------------- MT-GRPO
+def mt_grpo_advantage(
+    turn_rewards: Sequence[float],
+    outcome_rewards: Sequence[float],
+    has_tool_result: Sequence[bool],
+    first_turn_end: Sequence[int],
+    response_mask: Any,
+    group_index: Sequence[Any],
+    lam: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[Any, dict[str, Any]]:
+    """MT-GRPO (official code): A^T, A^O = group z-scores of the turn and outcome rewards;
+    a rollout with a tool result gets A^O + λ·A^T on tokens before ``first_turn_end`` (its first
+    turn) and A^O after; a rollout without one gets z(R^T + R^O) on every token."""
+    import torch
+
+    from calibadv.advantage import _rollout_advantage
+
+    rt = torch.tensor([float(x) for x in turn_rewards], dtype=torch.float32)
+    ro = torch.tensor([float(x) for x in outcome_rewards], dtype=torch.float32)
+    a_t = _rollout_advantage(rt, group_index, True, eps)[0]
+    a_o = _rollout_advantage(ro, group_index, True, eps)[0]
+    a_all = _rollout_advantage(rt + ro, group_index, True, eps)[0]
+    batch, width = response_mask.shape
+    adv = torch.zeros(batch, width, dtype=torch.float32)
+    for i in range(batch):
+        if has_tool_result[i]:
+            adv[i] = a_o[i]
+            adv[i, : min(int(first_turn_end[i]), width)] += lam * a_t[i]
+        else:
+            adv[i] = a_all[i]
+    stats = {
+        "rollout_advantage": a_o.tolist(),
+        "mt_turn_reward_mean": float(rt.mean()) if batch else 0.0,
+        "mt_outcome_reward_mean": float(ro.mean()) if batch else 0.0,
+        "mt_tool_frac": sum(map(bool, has_tool_result)) / batch if batch else 0.0,
+    }
+    return adv.to(response_mask.device) * response_mask, stats
+
+
+def _contains_gold(text: str, golds: Sequence[str]) -> bool:
+    from calibadv.reward import normalize_answer
+
+    norm = normalize_answer(text or "")
+    return any(normalize_answer(g) and normalize_answer(g) in norm for g in golds)
+
+
+@ESTIMATORS.register(
+    "mt_grpo",
+    knobs={
+        "lam": Knob(float, 1.0, "weight of the turn advantage on first-turn tokens "
+                    "(turn_advantage_coef, official 1)", min=0.0),
+        "tool_weight": Knob(float, 0.2, "turn reward per successful first-turn tool call "
+                            "(official 0.2)", min=0.0),
+        "retrieval_weight": Knob(float, 0.5, "turn reward when a gold answer is in the first "
+                                 "observation (official 0.5)", min=0.0),
+        "outcome": Knob(str, "official", "official: 0.5·[gold in answer] + EM + format; task: "
+                        "the run's own reward (gated F1)", choices=("official", "task")),
+        "eps": Knob(float, 1e-4, "added to the group std (official 1e-4)", min=0.0),
+    },
+    description="MT-GRPO: first-turn tokens get the outcome + turn advantage",
+)
+def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_weight: float,
+             outcome: str, eps: float) -> tuple[Any, dict[str, Any]]:
+    from calibadv.reward import exact_match
+
+    scores = batch.scores.tolist()
+    r_turn, r_out, has_tool, first_end = [], [], [], []
+    for i, r in enumerate(batch.rollouts):
+        obs = observations(r)
+        queries = r.get("queries") or []
+        tool = bool(queries) and bool(queries[0]) and bool(r["doc_ids"][0]) and bool(obs[0])
+        golds = r.get("golden_answers") or []
+        r_turn.append(tool_weight * float(tool) + retrieval_weight * float(tool and _contains_gold(obs[0], golds)))
+        if outcome == "task":
+            r_out.append(float(scores[i]))
+        else:
+            answer = r.get("answer") or ""
+            r_out.append(0.5 * float(bool(answer) and _contains_gold(answer, golds))
+                         + exact_match(answer or None, golds) + float(bool(r["format_ok"])))
+        has_tool.append(tool)
+        spans = r["turn_spans"]
+        first_end.append(int(spans[0][1]) if spans else 0)
+    return mt_grpo_advantage(r_turn, r_out, has_tool, first_end, batch.response_mask, batch.groups,
+                             lam=lam, eps=eps)
+
+
+# --------------------------------------------------------------------------- Tree-GRPO
+def tree_grpo_advantage(scores: Any, response_mask: Any, group_index: Sequence[Any],
+                        tree_index: Sequence[Any], eps: float = 1e-6) -> tuple[Any, dict[str, Any]]:
+    """Tree-GRPO: A = z(R over the prompt's leaves) + z(R over the leaves of its tree); each
+    z-score is (R − mean)/(std + eps), a group of one has mean 0 and std 1."""
+    from calibadv.advantage import _rollout_advantage
+
+    a_prompt = _rollout_advantage(scores, group_index, True, eps)[0]
+    trees = [(g, t) for g, t in zip(group_index, tree_index)]
+    a_tree = _rollout_advantage(scores, trees, True, eps)[0]
+    adv = a_prompt + a_tree
+    return adv.unsqueeze(-1) * response_mask, {"rollout_advantage": adv.tolist()}
+
+
+@ESTIMATORS.register("tree_grpo", description="Tree-GRPO: prompt-level + tree-level z-scores of leaves")
+def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+    missing = [i for i, r in enumerate(batch.rollouts) if r.get("tree") is None]
+    if missing:
+        from calibadv.errors import ConfigError
+
+        raise ConfigError(
+            "estimator.name = 'tree_grpo' needs tree rollouts (rollout.name: tree); "
+            f"{len(missing)} rollouts carry no tree id"
+        )
+    return tree_grpo_advantage(batch.scores, batch.response_mask, batch.groups,
+                               [r["tree"] for r in batch.rollouts], batch.calib.eps)
