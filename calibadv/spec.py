@@ -114,6 +114,8 @@ class RunSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     verl_overrides: list[str] = field(default_factory=list)  # extra hydra overrides, verbatim
+    # calibration.score = judge: where the judge is (calibadv.judge.config.JudgeConfig keys)
+    judge: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

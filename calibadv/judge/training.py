@@ -138,3 +138,68 @@ def step_judge_for(method: Mapping[str, Any], judge: Mapping[str, Any] | None,
         finally:
             if client.cache is not None:
                 client.cache.close()
+
+
+_VERL_JUDGES: dict[str, StepJudge] = {}
+
+
+def verl_step_judge(section: Mapping[str, Any]) -> StepJudge:
+    """The :class:`StepJudge` of the verl driver process, built once from
+    ``algorithm.calibadv.judge`` (the launcher has already started a local server, if any, and
+    put its URL there as an external endpoint)."""
+    import json
+
+    from calibadv.judge.config import JudgeConfig, open_client
+
+    if not section:
+        raise ConfigError(
+            "calibration.score = 'judge' needs algorithm.calibadv.judge (the launcher writes it "
+            "from the run spec's judge section)"
+        )
+    key = json.dumps(dict(section), sort_keys=True, default=str)
+    if key not in _VERL_JUDGES:
+        cfg = JudgeConfig.from_dict(section, where="algorithm.calibadv.judge")
+        _VERL_JUDGES[key] = StepJudge(open_client(cfg, str(cfg.base_url), cfg.model))
+    return _VERL_JUDGES[key]
+
+
+def dry_run_judge_overrides(method: Mapping[str, Any], judge: Mapping[str, Any] | None) -> list[str]:
+    """The judge overrides a dry run shows; a local server is not started (its URL is shown
+    as ``<local judge server>``)."""
+    if not needs_judge(method) or not judge:
+        return []
+    shown = dict(judge)
+    if shown.get("server") == "local":
+        shown.update(server="external", base_url="<local judge server>")
+    with verl_judge_overrides(method, shown) as out:
+        return out
+
+
+@contextlib.contextmanager
+def verl_judge_overrides(method: Mapping[str, Any], judge: Mapping[str, Any] | None,
+                         log_path: str | None = None) -> Iterator[list[str]]:
+    """Hydra overrides handing the judge to verl's driver for the block (``[]`` unless the
+    method uses the judge). A local server is started here, beside the launcher, and passed
+    on as an external endpoint."""
+    if not needs_judge(method):
+        yield []
+        return
+    if not judge:
+        raise ConfigError(
+            "calibration.score = 'judge' needs the run spec's judge section (judge.base_url and "
+            "judge.model of an OpenAI-compatible endpoint, or judge.server: local)"
+        )
+    from calibadv.judge.config import JudgeConfig, endpoint
+    from calibadv.train.verl.overrides import hydra_value
+
+    cfg = JudgeConfig.from_dict(judge)
+    with endpoint(cfg, log_path) as (url, model):
+        live = {**cfg.to_dict(), "server": "external", "base_url": url, "model": model}
+        out = []
+        for key, value in live.items():
+            if key == "price":
+                out += [f"+algorithm.calibadv.judge.price.{k}={hydra_value(v)}"
+                        for k, v in value.items()]
+            else:
+                out.append(f"+algorithm.calibadv.judge.{key}={hydra_value(value)}")
+        yield out

@@ -154,6 +154,7 @@ class LocalTrainer:
         B = len(trajs)
         _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
         groups = [q.index for q in owners]
+        judge_scores, judge_metrics = self._judge_scores(trajs, owners, resp_mask, groups)
         advantages, stats = calibrate(
             torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
             torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
@@ -163,6 +164,7 @@ class LocalTrainer:
             [tr.doc_ids for tr in trajs],
             [tr.thinks for tr in trajs],
             self.calib_cfg,
+            judge_scores=judge_scores,
         )
         advantages = torch.as_tensor(advantages, dtype=torch.float32)
 
@@ -244,10 +246,26 @@ class LocalTrainer:
         for key, value in stats.items():
             if key not in ("per_step_c", "silver_sets", "rollout_advantage"):
                 metrics[key] = _jsonable(value)
+        metrics.update(judge_metrics)
         metrics["time_s"] = time.time() - t0
         if step in self.t.dump_rollouts_at:
             self.dump(step, trajs, owners, advantages, resp_mask, stats)
         return metrics
+
+    def _judge_scores(self, trajs, owners, resp_mask, groups) -> tuple[Any, dict[str, Any]]:
+        """``score: judge``: the judge's c for the steps of negative rollouts (calibadv.judge)."""
+        judge = getattr(self, "step_judge", None)
+        if judge is None:
+            return None, {}
+        import torch
+
+        rows = [{"question": q.question, "golden_answers": q.golden_answers,
+                 "queries": tr.queries, "thinks": tr.thinks, "doc_ids": tr.doc_ids,
+                 "turn_spans": tr.turn_spans, "response_text": tr.response_text}
+                for tr, q in zip(trajs, owners, strict=True)]
+        return judge.score(rows, torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
+                           torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
+                           resp_mask, groups, self.calib_cfg)
 
     def dump(self, step, trajs, owners, advantages, resp_mask, stats) -> None:
         per_step_c = stats.get("per_step_c") or [None] * len(trajs)
@@ -366,6 +384,11 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         done.unlink()  # asked for more steps than before: continue from the latest checkpoint
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.resolved.yaml").write_text(dump_run_spec(spec))
-    with retrieval_url(spec.retrieval) as url:
+    from calibadv.judge.training import step_judge_for
+
+    with retrieval_url(spec.retrieval) as url, \
+            step_judge_for(spec.method, spec.judge, str(out_dir / "judge_server.log")) as judge:
         search_fn = make_search_fn(url, spec.retrieval.topk)
-        return LocalTrainer(spec, out_dir, search_fn).train()
+        trainer = LocalTrainer(spec, out_dir, search_fn)
+        trainer.step_judge = judge  # None unless calibration.score is judge
+        return trainer.train()

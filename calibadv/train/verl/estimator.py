@@ -142,6 +142,15 @@ def compute_calibadv_advantage(
         )
     scores = token_level_rewards.sum(dim=-1).float()
     format_ok = torch.tensor([_format_flag(e) for e in ctx.extras], dtype=torch.bool)
+    calib = calib_config_from_algorithm(config)
+    judge_scores, judge_metrics = None, {}
+    if calib.score == "judge":  # calibadv.judge.training: c of negative rollouts' steps
+        from calibadv.judge.training import verl_step_judge
+
+        judge = verl_step_judge(_section(_section(config, "calibadv"), "judge"))
+        judge_scores, judge_metrics = judge.score(
+            ctx.extras, scores.cpu(), format_ok, response_mask.cpu(), _group_ids(index, n), calib
+        )
     advantages, stats = calibrate(
         scores.cpu(),
         format_ok,
@@ -150,11 +159,12 @@ def compute_calibadv_advantage(
         [[list(map(int, s)) for s in e["turn_spans"]] for e in ctx.extras],
         [[[str(d) for d in step] for step in e["doc_ids"]] for e in ctx.extras],
         [[str(t) for t in e["thinks"]] for e in ctx.extras],
-        calib_config_from_algorithm(config),
+        calib,
+        judge_scores=judge_scores,
     )
     advantages = torch.as_tensor(advantages, dtype=torch.float32).to(response_mask.device)
     advantages = advantages * response_mask
-    ctx.stats = dict(stats)
+    ctx.stats = {**stats, **judge_metrics}
     ctx.calls += 1
     return advantages, advantages
 
