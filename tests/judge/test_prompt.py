@@ -75,3 +75,15 @@ def test_the_reask_keeps_the_conversation_and_asks_for_the_format_only():
     msgs = reask(render(VIEW), "maybe")
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     assert msgs[2]["content"] == "maybe" and "VERDICT: 0.5" in msgs[3]["content"]
+
+
+def test_the_docs_show_the_prompt_as_rendered():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "judge.md").read_text()
+    system, user = render(StepView("{question}", ["{answer 1}", "{answer 2}"],
+                                   "{think text of the step}", "{query}",
+                                   "{passages: Doc 1(Title: T1) text1 ...}",
+                                   ("{query of step 1}",), 2))
+    assert f"## The prompt (`{TEMPLATE_VERSION}`)" in docs
+    assert f"SYSTEM: {system['content']}" in docs and user["content"] in docs
