@@ -115,6 +115,7 @@ class Accounting:
     """What a batch of prompts cost (tokens only count calls that reached the server)."""
 
     prompts: int = 0
+    duplicates: int = 0  # prompts identical to an earlier one of the batch: asked once
     cache_hits: int = 0
     requests: int = 0  # HTTP requests sent, retries and re-asks included
     retries: int = 0
@@ -217,16 +218,23 @@ class JudgeClient:
             base_url=self.settings.base_url, api_key=self._api_key,
             timeout=self.settings.timeout_s, max_retries=0,
         )
+        # identical prompts of one batch (G rollouts that took the same step) are asked once
+        keys = [cache_key(self.settings.model, self.template_version, list(p)) for p in prompts]
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        acct.duplicates = len(prompts) - len(first)
+        copies = {key: keys.count(key) for key in first} if acct.duplicates else {}
         try:
-            async def one(messages: Sequence[dict[str, str]]) -> Verdict:
-                verdict = await self._judge_one(client, sem, list(messages), acct)
+            async def one(key: str, messages: Sequence[dict[str, str]]) -> Verdict:
+                verdict = await self._judge_one(client, sem, key, list(messages), acct)
                 if progress is not None:
-                    progress(1)
+                    progress(copies.get(key, 1))
                 return verdict
 
-            tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+            tasks = [asyncio.ensure_future(one(k, prompts[i])) for k, i in first.items()]
             try:
-                verdicts = list(await asyncio.gather(*tasks))
+                unique = dict(zip(first, await asyncio.gather(*tasks), strict=True))
             except BaseException:
                 for task in tasks:
                     task.cancel()
@@ -234,6 +242,7 @@ class JudgeClient:
                 raise
         finally:
             await client.close()
+        verdicts = [unique[key] for key in keys]
         acct.wall_s = time.monotonic() - t0
         acct.cost_usd = (acct.prompt_tokens * self.settings.price_input_per_mtok
                          + acct.completion_tokens * self.settings.price_output_per_mtok) / 1e6
@@ -241,9 +250,8 @@ class JudgeClient:
         return verdicts, acct
 
     # -- one prompt ---------------------------------------------------------------------
-    async def _judge_one(self, client: Any, sem: asyncio.Semaphore,
+    async def _judge_one(self, client: Any, sem: asyncio.Semaphore, key: str,
                          messages: list[dict[str, str]], acct: Accounting) -> Verdict:
-        key = cache_key(self.settings.model, self.template_version, messages)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

@@ -19,7 +19,8 @@ Per training step, :meth:`StepJudge.score` returns the ``judge_scores`` that
 
 Metrics added to the step's line of ``metrics.jsonl``: ``judge_time_s`` (wall time of the
 judge calls, so Table 3's extra time is measured), ``judge_steps`` (steps sent to the judge),
-``judge_requests``, ``judge_cache_hits``, ``judge_retries``, ``judge_unparsable``,
+``judge_requests``, ``judge_duplicates`` (identical steps of the batch, asked once),
+``judge_cache_hits``, ``judge_retries``, ``judge_unparsable``,
 ``judge_failed``, ``judge_fallback``, ``judge_prompt_tokens``, ``judge_completion_tokens``,
 ``judge_cost_usd``.
 """
@@ -98,6 +99,7 @@ class StepJudge:
             "judge_time_s": elapsed,
             "judge_steps": len(prompts),
             "judge_requests": acct.requests if acct else 0,
+            "judge_duplicates": acct.duplicates if acct else 0,
             "judge_cache_hits": acct.cache_hits if acct else 0,
             "judge_retries": acct.retries if acct else 0,
             "judge_unparsable": acct.unparsable if acct else 0,

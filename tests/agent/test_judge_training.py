@@ -93,7 +93,7 @@ def test_two_judge_scored_steps_with_a_local_judge_server(world, server, tmp_pat
     judged = requests = 0
     for step, m in zip((1, 2), metrics, strict=True):
         assert m["judge_time_s"] > 0.0 and m["judge_fallback"] == 0 and m["judge_failed"] == 0
-        assert m["judge_requests"] + m["judge_cache_hits"] == m["judge_steps"]
+        assert m["judge_requests"] + m["judge_cache_hits"] + m["judge_duplicates"] == m["judge_steps"]
         rows = read_jsonl(out / "rollouts" / f"step_{step:06d}.jsonl")
         negative = [r for r in rows if r["advantage"] < 0]
         assert negative, "the script answers every other rollout wrongly"

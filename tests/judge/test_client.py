@@ -15,8 +15,8 @@ from calibadv.judge.client import JudgeAbort, JudgeClient, JudgeSettings, retry_
 from calibadv.judge.prompt import StepView, render
 
 
-def ask(word: str) -> list[dict[str, str]]:
-    return render(StepView(f"{word} who founded Keth?", ["Ann"], "think", "Keth founder",
+def ask(word: str, think: str = "think") -> list[dict[str, str]]:
+    return render(StepView(f"{word} who founded Keth?", ["Ann"], think, "Keth founder",
                            "Doc 1(Title: Keth) Keth was founded by Ann."))
 
 
@@ -86,9 +86,18 @@ def test_the_cache_key_includes_model_and_template_version(proxy, judge_server, 
 
 def test_concurrency_never_exceeds_the_bound(proxy, judge_server):
     proxy.hold_s = 0.3
-    verdicts, _ = make(proxy, judge_server, concurrency=2).judge([ask("yes")] * 6)
+    verdicts, _ = make(proxy, judge_server, concurrency=2).judge(
+        [ask("yes", f"think {i}") for i in range(6)])
     assert all(v.verdict == 1.0 for v in verdicts)
-    assert proxy.max_in_flight == 2
+    assert proxy.max_in_flight == 2 and proxy.chat_requests == 6
+
+
+def test_identical_prompts_of_a_batch_are_asked_once(proxy, judge_server):
+    seen = []
+    verdicts, acct = make(proxy, judge_server).judge([ask("yes"), ask("no"), ask("yes")],
+                                                     progress=seen.append)
+    assert [v.verdict for v in verdicts] == [1.0, 0.0, 1.0]
+    assert proxy.chat_requests == 2 and acct.duplicates == 1 and sum(seen) == 3
 
 
 def test_429_waits_for_retry_after_then_succeeds(proxy, judge_server, sleeps):
