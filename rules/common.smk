@@ -234,6 +234,7 @@ def judge_validate_flags(wildcards, input):
         f"--per-checkpoint {JUDGE_SAMPLE['per_checkpoint']}",
         f"--seed {JUDGE_SAMPLE['seed']}",
         f"--min-c {JUDGE_SAMPLE['min_c']}",
+        f"--steps {JUDGE_SAMPLE['steps']}",
         f"--helpful-min {CFG['judge']['helpful_min']}",
     ]
     if "qa" in input.keys():

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--per-checkpoint", type=int, default=20, help="steps per checkpoint (20)")
     v.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     v.add_argument("--min-c", type=float, default=1.0, help="sample steps with c >= this (1)")
+    v.add_argument("--steps", choices=["scored", "searched"], default="scored",
+                   help="scored (the paper): steps with c >= --min-c; searched: every step that "
+                        "searched, whatever its c (for runs where few groups have a silver set)")
     v.add_argument("--helpful-min", type=float, default=1.0,
                    help="a verdict/label >= this counts as helpful (1; 0.5 adds 'partially')")
     v.add_argument("--qa", default=None,
@@ -116,7 +119,7 @@ def run_validate(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     hops = hops_from_qa(read_jsonl(args.qa)) if args.qa else None
     cases = sample_cases(read_dumps(args.rollouts), args.per_checkpoint, args.seed,
-                         args.min_c, hops)
+                         args.min_c, hops, pool=args.steps)
     atomic_write_jsonl(out / "cases.jsonl", [c.to_dict() for c in cases])
     write_sheet(cases, out / "sheet.csv", out / "sheet.html",
                 args.title or f"Step annotation sheet ({len(cases)} steps)")
@@ -132,10 +135,10 @@ def run_validate(args: argparse.Namespace) -> int:
             if client.cache is not None:
                 client.cache.close()
         verdicts = {c.case_id: v for c, v in zip(cases, found, strict=True)}
-    summary = summarise(cases, verdicts, human, args.helpful_min)
+    summary = summarise(cases, verdicts, human, args.helpful_min, args.min_c)
     summary.update(judge_label=cfg.label, stand_in=cfg.stand_in, judge_model=cfg.model,
                    template_version=TEMPLATE_VERSION, per_checkpoint=args.per_checkpoint,
-                   seed=args.seed, min_c=args.min_c,
+                   seed=args.seed, min_c=args.min_c, sample_steps=args.steps,
                    human_labels=str(args.human_labels) if args.human_labels else None)
     atomic_write_jsonl(out / "verdicts.jsonl", verdict_rows(cases, verdicts, human))
     atomic_write_json(out / "accounting.json", acct.to_dict() if acct else {})

@@ -110,7 +110,7 @@ class Case:
     passages: str
     earlier_queries: list[str]
     doc_ids: list[str]
-    c: float
+    c: float | None  # None: the step's group was not scored (pool "searched")
     gold: dict[str, bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -126,21 +126,27 @@ class Case:
         return cls(**dict(data))
 
 
-def candidates(rows: Sequence[Mapping[str, Any]], min_c: float) -> list[tuple[int, int]]:
-    """(rollout, step) of every intermediate step with c >= min_c that searched something."""
+#: Which steps the validation sample draws from (``judge.sample.steps``).
+POOLS = ("scored", "searched")
+
+
+def candidates(rows: Sequence[Mapping[str, Any]], min_c: float,
+               pool: str = "scored") -> list[tuple[int, int]]:
+    """(rollout, step) of the intermediate steps that searched something and, with
+    ``pool="scored"`` (the paper), have c >= ``min_c``; ``pool="searched"`` takes every
+    searched step whatever its c (also unscored ones, c = None)."""
+    if pool not in POOLS:
+        raise CalibAdvError(f"judge.sample.steps: {pool!r} is not one of {list(POOLS)}")
     out = []
     for i, row in enumerate(rows):
-        cs = row.get("c")
-        if cs is None:
-            continue
+        cs = row.get("c") or []
         docs = row.get("doc_ids") or []
         queries = row.get("queries") or []
-        for t, c in enumerate(cs):
-            if c is None or t >= len(docs) or not docs[t]:
+        for t, ids in enumerate(docs):
+            if not ids or (t < len(queries) and not queries[t]):
                 continue
-            if t < len(queries) and not queries[t]:
-                continue
-            if float(c) >= min_c - 1e-9:
+            c = cs[t] if t < len(cs) else None
+            if pool == "searched" or (c is not None and float(c) >= min_c - 1e-9):
                 out.append((i, t))
     return out
 
@@ -151,8 +157,10 @@ def sample_cases(
     seed: int,
     min_c: float = 1.0,
     hops_of: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    pool: str = "scored",
 ) -> list[Case]:
-    """``per_checkpoint`` steps with c >= ``min_c`` from each dump (fewer when fewer exist).
+    """``per_checkpoint`` steps with c >= ``min_c`` from each dump (fewer when fewer exist);
+    ``pool="searched"`` draws from every searched step instead (see :func:`candidates`).
 
     Seeded per checkpoint (``numpy.random.default_rng([seed, step])``), so adding a dump never
     changes the sample of another. Cases come out by step, then rollout, then turn.
@@ -164,12 +172,12 @@ def sample_cases(
     cases: list[Case] = []
     for step in sorted(dumps):
         rows = dumps[step]
-        pool = candidates(rows, min_c)
+        found = candidates(rows, min_c, pool)
         rng = np.random.default_rng([seed, step])
-        k = min(per_checkpoint, len(pool))
-        chosen = sorted(rng.choice(len(pool), size=k, replace=False).tolist()) if k else []
+        k = min(per_checkpoint, len(found))
+        chosen = sorted(rng.choice(len(found), size=k, replace=False).tolist()) if k else []
         for j in chosen:
-            i, t = pool[j]
+            i, t = found[j]
             row = rows[i]
             view = step_views(row)[t]
             qid = str(row.get("question_id", ""))
@@ -179,10 +187,15 @@ def sample_cases(
                 question_id=qid, question=view.question,
                 golden_answers=list(view.golden_answers), think=view.think, query=view.query,
                 passages=view.passages, earlier_queries=list(view.earlier_queries),
-                doc_ids=[str(d) for d in row["doc_ids"][t]], c=float(row["c"][t]),
+                doc_ids=[str(d) for d in row["doc_ids"][t]], c=_c_of(row, t),
                 gold=gold_truth(row, t, hops),
             ))
     return cases
+
+
+def _c_of(row: Mapping[str, Any], t: int) -> float | None:
+    cs = row.get("c") or []
+    return float(cs[t]) if t < len(cs) and cs[t] is not None else None
 
 
 def hops_from_qa(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[list[str]]]:

@@ -25,7 +25,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def _block(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
-           human: Mapping[str, float], helpful_min: float) -> dict[str, Any]:
+           human: Mapping[str, float], helpful_min: float, min_c: float) -> dict[str, Any]:
     judged = [(c, verdicts[c.case_id]) for c in cases
               if c.case_id in verdicts and verdicts[c.case_id].status == "ok"]
     llm_helpful = [v.verdict >= helpful_min for _, v in judged]
@@ -45,13 +45,17 @@ def _block(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
         "has_gold": bool(gold),
     }
     if gold:
+        scored = [c for c in gold if c.c is not None]
         both = [(c, verdicts[c.case_id]) for c in gold
                 if c.case_id in verdicts and verdicts[c.case_id].status == "ok"]
         out.update({
             "gold_hit": _ratio(sum(c.gold["hit"] for c in gold), len(gold)),
             "gold_advanced": _ratio(sum(c.gold["advanced"] for c in gold), len(gold)),
-            # the proxy calls every sampled step helpful (c = 1): it agrees where gold does
-            "proxy_agree_advanced": _ratio(sum(c.gold["advanced"] for c in gold), len(gold)),
+            # the proxy calls a step helpful when c >= min_c (every step of the paper's c = 1
+            # sample, so there it agrees exactly where the step advanced a hop)
+            "proxy_scored": len(scored),
+            "proxy_agree_advanced": _ratio(
+                sum((c.c >= min_c - 1e-9) == c.gold["advanced"] for c in scored), len(scored)),
             "llm_agree_hit": _ratio(
                 sum((v.verdict >= helpful_min) == c.gold["hit"] for c, v in both), len(both)),
             "llm_agree_advanced": _ratio(
@@ -64,8 +68,8 @@ def _block(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
 
 
 def summarise(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
-              human: Mapping[str, float] | None = None, helpful_min: float = 1.0
-              ) -> dict[str, Any]:
+              human: Mapping[str, float] | None = None, helpful_min: float = 1.0,
+              min_c: float = 1.0) -> dict[str, Any]:
     """Per-checkpoint and overall numbers of one run's validation sample."""
     human = human or {}
     by_step: dict[int, list[Case]] = defaultdict(list)
@@ -74,9 +78,9 @@ def summarise(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
     return {
         "helpful_min": helpful_min,
         "steps": sorted(by_step),
-        "per_step": {str(s): _block(cs, verdicts, human, helpful_min)
+        "per_step": {str(s): _block(cs, verdicts, human, helpful_min, min_c)
                      for s, cs in sorted(by_step.items())},
-        "overall": _block(cases, verdicts, human, helpful_min),
+        "overall": _block(cases, verdicts, human, helpful_min, min_c),
     }
 
 

@@ -306,11 +306,17 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
             out.append(row("Gold: retrieved a gold passage", "gold_hit"))
             out.append(row("Gold: advanced a hop", "gold_advanced"))
             out.append(row("LLM agrees with gold (advanced a hop)", "llm_agree_advanced"))
-            out.append(row("Silver proxy (c = 1) agrees with gold", "proxy_agree_advanced"))
+            proxy = ("Silver proxy (c = 1) agrees with gold" if summary.get("min_c", 1) >= 1
+                     else f"Silver proxy (c >= {summary.get('min_c'):g}) agrees with gold")
+            out.append(row(proxy, "proxy_agree_advanced"))
         verdicts = ", ".join(f"{k}: {v}" for k, v in overall.get("llm_verdicts", {}).items())
+        pool = (f"with c >= {summary.get('min_c', 1):g}"
+                if summary.get("sample_steps", "scored") == "scored"
+                else f"that searched, whatever their c ({overall.get('proxy_scored', 0)} of them "
+                     "scored by the proxy)")
         note = (
-            f"Proxy validation{where}: {overall.get('n', 0)} sampled steps with c >= "
-            f"{summary.get('min_c', 1)} ({summary.get('per_checkpoint')} per checkpoint, seed "
+            f"Proxy validation{where}: {overall.get('n', 0)} sampled steps {pool} "
+            f"({summary.get('per_checkpoint')} per checkpoint, seed "
             f"{summary.get('seed')}); judge {summary.get('judge_model')} "
             f"({summary.get('template_version')}): {overall.get('llm_judged', 0)} verdicts "
             f"({verdicts or 'none'}), {overall.get('llm_unparsable', 0)} unparsable, "

@@ -97,3 +97,13 @@ def test_without_hops_advancing_means_a_new_gold_passage():
     row = rollout("q", [("a", ["g1"], 1.0), ("b", ["g1b"], 1.0)], gold=["g1", "g1b"])
     assert gold_truth(row, 1) == {"hit": True, "advanced": True}
     assert gold_truth(rollout("q", [("a", ["g1"], 1.0)]), 0) is None  # no gold: real world
+
+
+def test_the_searched_pool_takes_every_searched_step_whatever_its_c():
+    rows = [rollout("q", [("a", ["d1"], None), ("", [], None)]),
+            rollout("q", [("b", ["d2"], 0.0), ("c", ["d3"], 1.0)])]
+    assert sample_cases({1: rows}, 5, 0) and len(sample_cases({1: rows}, 5, 0)) == 1
+    cases = sample_cases({1: rows}, 5, 0, pool="searched")
+    assert [(c.rollout, c.turn, c.c) for c in cases] == [(0, 0, None), (1, 0, 0.0), (1, 1, 1.0)]
+    with pytest.raises(CalibAdvError, match="judge.sample.steps"):
+        sample_cases({1: rows}, 5, 0, pool="all")

@@ -111,3 +111,14 @@ def test_summary_by_hand():
     agree = [(v[i].verdict >= 0.5) == c.gold["advanced"] for i, c in zip(ids, cases) if v[i].status == "ok"]
     assert o["llm_agree_advanced"] == sum(agree) / 3
     assert summarise(cases, v, {}, helpful_min=1.0)["overall"]["llm_helpful"] == 1 / 3
+
+
+def test_proxy_agreement_counts_only_scored_steps_of_a_searched_sample():
+    gold = ["g1"]
+    rows = [rollout("yes q", [("a", ["g1"], None), ("b", ["z"], 0.0), ("c", ["g1"], 1.0)],
+                    gold=gold, qid="a")]
+    cases = sample_cases({1: rows}, 5, 0, pool="searched")  # advanced: True, False, False
+    o = summarise(cases, {}, min_c=1.0)["overall"]
+    # scored: step b (c = 0, not advanced: agree), step c (c = 1, not advanced: disagree)
+    assert o["proxy_scored"] == 2 and o["proxy_agree_advanced"] == 0.5
+    assert o["gold_advanced"] == 1 / 3

@@ -21,7 +21,7 @@ def test_the_paper_judges_calibadv_on_the_table5_model_through_deepseek():
     j = workflow_judge(PAPER)
     assert j["server"] == "external" and j["base_url"] == "https://api.deepseek.com/v1"
     assert j["api_key_env"] == "DEEPSEEK_API_KEY" and j["cache"] == "results/real/judge/cache.sqlite"
-    assert PAPER["judge"]["sample"] == {"per_checkpoint": 20, "seed": 0, "min_c": 1.0}
+    assert PAPER["judge"]["sample"] == {"per_checkpoint": 20, "seed": 0, "min_c": 1.0, "steps": "scored"}
     assert PAPER["training"]["dump_rollouts_at"] == [10, 50, 100, 150, 200]  # 20 × 5 = 100
 
 
@@ -37,6 +37,7 @@ def test_the_calibadv_judge_run_gets_its_endpoint_and_other_runs_none():
 def test_the_embedded_default_serves_the_stand_in_locally():
     j = workflow_judge(TINY)
     assert TINY["judge"]["model"] == BUNDLED_SMOLLM2 and j["stand_in"] is True
+    assert TINY["judge"]["sample"]["steps"] == "searched"  # no c = 1 steps at tiny scale
     assert j["server"] == "local" and j["model_path"] == "results/synthetic/models/judge/smollm2-135m-instruct"
     assert j["threads"] == TINY["resources"]["judge"]["cpus"]
     assert judge_runs(TINY) == [("tiny", "calibadv")]
