@@ -300,6 +300,9 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
             return (name + where, {s: v.get(key) for s, v in per_step.items()}, overall.get(key), [])
 
         out.append(row(f"LLM: {label}", "llm_helpful"))
+        if overall.get("llm_unparsable"):
+            out.append(row("LLM: share of answers without a verdict (unparsable)",
+                           "llm_unparsable_frac"))
         if overall.get("human_labelled"):
             out.append(row("Human (ours)", "human_helpful"))
         if overall.get("has_gold"):

@@ -37,8 +37,14 @@ def results(judge):
 
 
 def test_stand_in_judge_and_gold_rows_sit_beside_the_papers_raters():
-    t = table5_judge(TINY, results({("tiny", "calibadv"): summary()}), PAPER_NUMBERS)
+    s = summary()
+    s["overall"].update(llm_unparsable=1, llm_unparsable_frac=0.25)
+    s["per_step"]["6"].update(llm_unparsable=1, llm_unparsable_frac=0.5)
+    t = table5_judge(TINY, results({("tiny", "calibadv"): s}), PAPER_NUMBERS)
     names = [r[0] for r in t.rows]
+    unparsable = t.rows[names.index("LLM: share of answers without a verdict (unparsable)")]
+    assert unparsable[-1] == "0.25" and unparsable[t.columns.index("step 6")] == "0.50"
+    names.remove("LLM: share of answers without a verdict (unparsable)")
     assert names[:5] == [
         "LLM: SmolLM2-135M-Instruct — stand-in, not a competent judge",
         "Gold: retrieved a gold passage",
