@@ -108,7 +108,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calibadv.io import atomic_write_json, atomic_write_jsonl, read_jsonl
-    from calibadv.judge.config import endpoint, open_client
+    from calibadv.judge.config import endpoint_for, open_client
     from calibadv.judge.prompt import TEMPLATE_VERSION, render
     from calibadv.judge.sheets import read_labels, write_sheet
     from calibadv.judge.steps import hops_from_qa, sample_cases
@@ -127,11 +127,12 @@ def run_validate(args: argparse.Namespace) -> int:
     verdicts = {}
     acct = None
     if cases:
-        with endpoint(cfg, args.server_log) as (url, model):
+        prompts = [render(c.view()) for c in cases]
+        with endpoint_for(cfg, prompts, args.server_log) as (url, model):
             client = open_client(cfg, url, model)
             with tqdm(total=len(cases), desc="judge", leave=False,
                       disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1") as bar:
-                found, acct = client.judge([render(c.view()) for c in cases], progress=bar.update)
+                found, acct = client.judge(prompts, progress=bar.update)
             if client.cache is not None:
                 client.cache.close()
         verdicts = {c.case_id: v for c, v in zip(cases, found, strict=True)}

@@ -106,6 +106,31 @@ def endpoint(config: JudgeConfig, log_path: str | None = None) -> Iterator[tuple
         yield url, server.request_model
 
 
+def request_model(config: JudgeConfig) -> str:
+    """The ``model`` field requests will carry (known before any server starts)."""
+    if config.server == "local" and config.engine == "transformers":
+        return config.model_path or config.model
+    return config.model
+
+
+@contextlib.contextmanager
+def endpoint_for(config: JudgeConfig, prompts: list, log_path: str | None = None
+                 ) -> Iterator[tuple[str, str]]:
+    """Like :func:`endpoint`, but a local server is not started when the cache already holds
+    a final answer for every prompt (a rerun then costs neither calls nor a server start)."""
+    if config.server == "local" and config.cache and prompts:
+        from calibadv.judge.cache import VerdictCache, cache_key
+        from calibadv.judge.prompt import TEMPLATE_VERSION
+
+        model = request_model(config)
+        with VerdictCache(config.cache) as cache:
+            if all(cache.get(cache_key(model, TEMPLATE_VERSION, p)) for p in prompts):
+                yield "http://127.0.0.1:9/v1", model  # never contacted: every answer is cached
+                return
+    with endpoint(config, log_path) as found:
+        yield found
+
+
 def open_client(config: JudgeConfig, base_url: str, model: str):
     """A :class:`JudgeClient` for the endpoint, with the configured cache (if any)."""
     from calibadv.judge.cache import VerdictCache

@@ -84,3 +84,22 @@ def test_the_paper_dry_run_has_the_judge_stage_and_the_judge_train_job(tmp_path)
              if "calibadv spec --json" in line and "runs/qwen2.5-7b/calibadv-judge/" in line]
     assert len(specs) == 1 and '"judge": {"api_key_env": "DEEPSEEK_API_KEY"' in specs[0]
     assert "results/real/runs/qwen2.5-7b/calibadv-judge/done.json" in out
+
+
+def test_a_fully_cached_rerun_starts_no_local_server(tmp_path):
+    from calibadv.judge.cache import CachedVerdict, VerdictCache, cache_key
+    from calibadv.judge.config import JudgeConfig, endpoint_for, request_model
+    from calibadv.judge.prompt import TEMPLATE_VERSION
+    from calibadv.judge.server import LocalServer
+
+    cfg = JudgeConfig(server="local", model="judge", model_path=str(tmp_path / "no-such-model"),
+                      cache=str(tmp_path / "c.sqlite"))
+    assert request_model(cfg) == LocalServer("transformers", cfg.model_path).request_model
+    prompts = [[{"role": "user", "content": f"Question: q{i}"}] for i in range(3)]
+    with VerdictCache(cfg.cache) as cache:
+        for p in prompts:
+            cache.put(cache_key(request_model(cfg), TEMPLATE_VERSION, p), request_model(cfg),
+                      TEMPLATE_VERSION, p, CachedVerdict(1.0, "ok", ["VERDICT: 1"], 1, 1))
+    # the model directory does not exist: a server start would fail
+    with endpoint_for(cfg, prompts) as (url, model):
+        assert model == request_model(cfg)
