@@ -197,6 +197,10 @@ def verl_judge_overrides(method: Mapping[str, Any], judge: Mapping[str, Any] | N
     cfg = JudgeConfig.from_dict(judge)
     with endpoint(cfg, log_path) as (url, model):
         live = {**cfg.to_dict(), "server": "external", "base_url": url, "model": model}
+        if cfg.cache:  # verl runs in the run directory: a relative path would move
+            from pathlib import Path
+
+            live["cache"] = str(Path(cfg.cache).resolve())
         out = []
         for key, value in live.items():
             if key == "price":

@@ -37,8 +37,12 @@ def test_the_verl_estimator_scores_negative_rollouts_with_the_judge(proxy, judge
 def test_the_launcher_hands_the_endpoint_to_verl_as_overrides():
     method = get_method("calibadv-judge")
     judge = {"server": "external", "base_url": "https://api.example.com/v1", "model": "m",
-             "api_key_env": "KEY_VAR", "price": {"input_per_mtok": 0.5}}
+             "api_key_env": "KEY_VAR", "price": {"input_per_mtok": 0.5},
+             "cache": "results/real/judge/cache.sqlite"}
     with verl_judge_overrides(method, judge) as overrides:
+        cache = next(o for o in overrides if ".judge.cache=" in o)
+        assert cache.split("=", 1)[1].endswith("/results/real/judge/cache.sqlite")
+        assert cache.split("=", 1)[1].startswith("/")  # verl runs in the run directory
         assert "+algorithm.calibadv.judge.base_url=https://api.example.com/v1" in overrides
         assert "+algorithm.calibadv.judge.api_key_env=KEY_VAR" in overrides
         assert "+algorithm.calibadv.judge.price.input_per_mtok=0.5" in overrides
