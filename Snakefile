@@ -30,6 +30,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/proxy.smk"
+include: "rules/judge.smk"
 include: "rules/report.smk"
 
 

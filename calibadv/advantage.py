@@ -342,7 +342,8 @@ def calibrate(
     Rollout i: ``turn_spans[i]`` = [start, end) of each generated turn in the response,
     ``doc_ids[i][t]`` = ids retrieved by intermediate step t, ``thinks[i]`` = think text of
     each turn; it has an answer step iff ``len(turn_spans[i]) == len(doc_ids[i]) + 1`` (the
-    last span). ``judge_scores[i][t]`` in [0, 1] feeds ``score: judge``.
+    last span). ``judge_scores[i][t]`` in [0, 1] feeds ``score: judge``; ``judge_scores[i] =
+    None`` leaves rollout i unscored (its steps keep the GRPO advantage).
 
     Tokens outside every turn span keep the GRPO advantage; masked tokens are 0.
     """
@@ -381,6 +382,8 @@ def calibrate(
         if not docs or not (group_silver or not scorer.needs_silver):
             continue
         judge = judge_scores[i] if judge_scores is not None else None
+        if judge is None and not scorer.needs_silver:
+            continue  # a rollout the judge was not asked about (e.g. not negative): unscored
         pairs = scorer.fn(docs, thinks[i], group_silver, config, judge)
         hist.update(pairs)
         cs = [a / k if k else 0.0 for a, k in pairs]
@@ -473,6 +476,8 @@ def _check_judge(judge_scores: Any, doc_ids: Sequence[Sequence[Any]], config: Ca
     if len(judge_scores) != len(doc_ids):
         raise ValueError(f"judge_scores has {len(judge_scores)} entries for {len(doc_ids)} rollouts")
     for i, (js, docs) in enumerate(zip(judge_scores, doc_ids)):
+        if js is None:
+            continue
         if len(js) != len(docs) or any(not 0.0 <= float(c) <= 1.0 for c in js):
             raise ValueError(f"judge_scores[{i}] must hold {len(docs)} values in [0, 1], got {list(js)!r}")
 

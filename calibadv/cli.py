@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.verbose < 2:  # per-request HTTP lines, uvicorn's life cycle of an in-process
         # retrieval server and FAISS's CPU-feature probing are noise below -vv
-        for noisy in ("httpx", "httpcore", "uvicorn.error", "faiss.loader"):
+        for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "uvicorn.error", "faiss.loader"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()

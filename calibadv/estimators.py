@@ -83,6 +83,8 @@ def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
         [[[str(d) for d in step] for step in r["doc_ids"]] for r in rs],
         [[str(t) for t in r["thinks"]] for r in rs],
         batch.calib,
+        # score: judge — the judge's c per step (None: a rollout the judge was not asked about)
+        judge_scores=[r.get("judge_scores") for r in rs] if batch.calib.score == "judge" else None,
     )
 
 

@@ -147,6 +147,8 @@ class RunSpec:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     verl: VerlSpec = field(default_factory=VerlSpec)
     verl_overrides: list[str] = field(default_factory=list)  # extra hydra overrides, verbatim
+    # calibration.score = judge: where the judge is (calibadv.judge.config.JudgeConfig keys)
+    judge: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,7 +29,7 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Stages whose resources the config can set (``resources.<stage>``).
 STAGES = (
     "corpus", "model", "encode", "merge", "data", "sft", "train", "evaluate", "proxy", "report",
-    "download",
+    "download", "judge",
 )  # fmt: skip
 _RESOURCE_DEFAULTS = {
     "gpus": 0, "gpu_model": None, "cpus": 1, "mem_mb": 4000, "runtime": 60,
@@ -397,6 +397,18 @@ class Layout:
     def proxy(self, model: str, method: str) -> str:
         return f"{self.root}/proxy/{model}/{method}.json"
 
+    def judge_dir(self, model: str, method: str) -> str:
+        """Proxy validation with the LLM judge of one run (calibadv judge validate)."""
+        return f"{self.root}/judge/{model}/{method}"
+
+    @property
+    def judge_cache(self) -> str:
+        return f"{self.root}/judge/cache.sqlite"
+
+    @property
+    def judge_stand_in(self) -> str:
+        return f"{self.root}/models/judge/smollm2-135m-instruct"
+
     @property
     def report_dir(self) -> str:
         return f"{self.root}/report"
@@ -589,6 +601,9 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
         "verl": _merge(config.get("verl") or {}, entry.get("verl") or {}),
         "verl_overrides": [*config.get("verl_overrides", []), *entry.get("verl_overrides", [])],
     }
+    from calibadv.judge.config import run_judge_section
+
+    spec["judge"] = run_judge_section(config, spec["method"])
     try:
         from calibadv.train.backends import check_method
 

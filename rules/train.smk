@@ -37,6 +37,7 @@ rule train:
         val=L.val_data,
         corpus=L.corpus,
         index=L.index,
+        judge=lambda wildcards: judge_train_inputs(wildcards),
     output:
         done=f"{L.run_dir('{model}', '{method}')}/done.json",
         selection=f"{L.run_dir('{model}', '{method}')}/selection.json",

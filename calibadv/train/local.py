@@ -171,13 +171,16 @@ class LocalTrainer:
         epoch, trajs, owners = self.rollouts(step)  # rollouts + reward
         B = len(trajs)
         _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
+        groups = [q.index for q in owners]
+        judge_scores, judge_metrics = self._judge_scores(trajs, owners, resp_mask, groups)
 
         def estimate(rows: list[int]):  # the estimator on the rollouts the filter keeps
             return run_estimator(*self.estimator, EstimatorBatch(
                 torch.tensor([trajs[i].reward for i in rows], dtype=torch.float32),
                 resp_mask[rows],
-                [owners[i].index for i in rows],
+                [groups[i] for i in rows],
                 [{**trajs[i].to_dict(), "golden_answers": owners[i].golden_answers,
+                  "judge_scores": judge_scores[i] if judge_scores is not None else None,
                   **self.extras[i]} for i in rows],
                 self.calib_cfg,
             ))
@@ -271,10 +274,26 @@ class LocalTrainer:
         for key, value in stats.items():
             if key not in ("per_step_c", "silver_sets", "rollout_advantage"):
                 metrics[key] = _jsonable(value)
+        metrics.update(judge_metrics)
         metrics["time_s"] = time.time() - t0
         if step in self.t.dump_rollouts_at:
             self.dump(step, trajs, owners, advantages, resp_mask, stats)
         return metrics
+
+    def _judge_scores(self, trajs, owners, resp_mask, groups) -> tuple[Any, dict[str, Any]]:
+        """``score: judge``: the judge's c for the steps of negative rollouts (calibadv.judge)."""
+        judge = getattr(self, "step_judge", None)
+        if judge is None:
+            return None, {}
+        import torch
+
+        rows = [{"question": q.question, "golden_answers": q.golden_answers,
+                 "queries": tr.queries, "thinks": tr.thinks, "doc_ids": tr.doc_ids,
+                 "turn_spans": tr.turn_spans, "response_text": tr.response_text}
+                for tr, q in zip(trajs, owners, strict=True)]
+        return judge.score(rows, torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
+                           torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
+                           resp_mask, groups, self.calib_cfg)
 
     def dump(self, step, trajs, owners, advantages, resp_mask, stats) -> None:
         per_step_c = stats.get("per_step_c") or [None] * len(trajs)
@@ -414,6 +433,11 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         done.unlink()  # asked for more steps than before: continue from the latest checkpoint
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.resolved.yaml").write_text(dump_run_spec(spec))
-    with retrieval_url(spec.retrieval) as url:
+    from calibadv.judge.training import step_judge_for
+
+    with retrieval_url(spec.retrieval) as url, \
+            step_judge_for(spec.method, spec.judge, str(out_dir / "judge_server.log")) as judge:
         search_fn = make_search_fn(url, spec.retrieval.topk)
-        return LocalTrainer(spec, out_dir, search_fn).train()
+        trainer = LocalTrainer(spec, out_dir, search_fn)
+        trainer.step_judge = judge  # None unless calibration.score is judge
+        return trainer.train()

@@ -44,10 +44,11 @@ def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
         "train": runs,
         "evaluate": runs * 7,
         "proxy_stats": 3 + 2,  # calibadv on every model, prethink-softpen and judge on 7B
+        "judge_validate": 1,  # the LLM judge on calibadv's sampled steps (Table 5)
         "tables": 1,
         "figures": 1,
         "all": 1,
-        "total": 7 + 11 + 9 + 9 * runs + 5 + 3,  # downloads, QA, data, runs, proxy, report
+        "total": 7 + 11 + 9 + 9 * runs + 5 + 1 + 3,  # downloads, QA, data, runs, proxy, judge, report
     }
 
 
@@ -58,6 +59,7 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
     assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
     assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert "download_model" not in counts
 
 

