@@ -167,6 +167,26 @@ class Encoder:
         return self._encode(passages, self.convention.passage_prefix)
 
 
-def cpu_threads() -> int:
-    """Threads torch/FAISS may use here (respects ``OMP_NUM_THREADS``)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a SLURM/cgroup cpuset), not the node's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def server_threads() -> int:
+    """Default torch/FAISS CPU threads of a retrieval server: ``OMP_NUM_THREADS`` when set,
+    else a quarter of :func:`available_cpus`, between 1 and 4.
+
+    Why not every core (torch's default): the server shares its node with a trainer (vLLM,
+    FSDP, Ray workers) or with other jobs, and an OpenMP team sized for all cores spins waiting
+    for cores that others hold. Measured with ``benchmarks/bench_encoder.py`` on the 2-core
+    dev machine under load: one 2,560-query request (MiniLM encode + flat search) takes several
+    times longer with 2 threads than with 1 (numbers in docs/retrieval.md). A node of its own:
+    pass ``serve --threads N``.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, available_cpus() // 4))
