@@ -143,7 +143,9 @@ def register(sub: Any) -> None:
     enc.add_argument(
         "--chunk-size", type=int, default=4096, help="passages per resumable chunk"
     )
-    enc.add_argument("--batch-size", type=int, default=256, help="encoder batch size")
+    enc.add_argument("--batch-size", type=int, default=None,
+                     help="passages per forward pass (default: 32 on CPU, 256 on GPU; "
+                     "measured in docs/retrieval.md)")
     enc.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 (default: GPU if any)"
     )

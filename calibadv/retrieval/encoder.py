@@ -117,7 +117,7 @@ class Encoder:
         name: str,
         device: str | None = None,
         convention: EncoderConvention | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         **overrides: Any,
     ) -> None:
         import torch
@@ -138,7 +138,8 @@ class Encoder:
         if self.device.startswith("cuda"):
             self.model.half()
         self.model.eval()
-        self.batch_size = batch_size
+        # queries (server) and passages (index encode) alike; None: by device, see above
+        self.batch_size = batch_size or encode_batch_size(self.device)
 
     @property
     def dim(self) -> int:
@@ -165,6 +166,20 @@ class Encoder:
 
     def encode_passages(self, passages: Sequence[str]) -> np.ndarray:
         return self._encode(passages, self.convention.passage_prefix)
+
+
+#: ``index encode`` passages per forward pass when ``--batch-size`` is not given. Sentence-
+#: transformers already sorts each call's passages by length, so a batch pads to its own longest
+#: passage; on CPU wide batches still cost more (every row pays the longest row's attention, and
+#: the activations leave the caches): measured with ``benchmarks/bench_encoder.py --part batch``
+#: on 1,024 passages of 15-100 words, 16/32/64 within 6 % of each other and 256 1.46x slower
+#: (docs/retrieval.md). GPUs need wide batches to be busy.
+ENCODE_BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+
+def encode_batch_size(device: str) -> int:
+    """Default encode batch size for ``device`` (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    return ENCODE_BATCH_SIZE["cuda" if device.startswith("cuda") else "cpu"]
 
 
 def available_cpus() -> int:
