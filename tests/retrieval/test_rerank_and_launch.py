@@ -47,6 +47,25 @@ def test_rerank_scores_each_query_against_its_own_candidates(
         )
 
 
+def test_rerank_answers_empty_and_repeated_queries_like_any_other(
+    rerank_url, cross_encoder_dir, encoder, embeddings, rows
+):
+    """A GRPO group repeats queries and empty searches send "": each is reranked against its
+    own candidates, and a repeat gets exactly its twin's answer."""
+    queries = ["Tokyo", "", "Tokyo", "   "]
+    body = {"queries": queries, "topk": 3, "return_scores": True}
+    result = httpx.post(rerank_url + "/retrieve", json=body).json()["result"]
+    assert result[0] == result[2]
+    for query, hits in zip(queries, result):
+        ids, scores = expected_rerank(
+            cross_encoder_dir, encoder, embeddings, rows, query, 10, 3
+        )
+        assert [h["document"]["id"] for h in hits] == ids
+        np.testing.assert_allclose(
+            [h["score"] for h in hits], scores, rtol=1e-3, atol=1e-4
+        )
+
+
 def test_rerank_fields_of_search_r1(
     rerank_url, cross_encoder_dir, encoder, embeddings, rows
 ):

@@ -138,6 +138,30 @@ def test_a_paper_turn_goes_through_verls_search_tool(url, expect):
     assert json.loads(text)["result"].count("\n---\n") == 2559
 
 
+class CountingEncoder:
+    """The real encoder, recording what each call is asked to encode."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.name, self.dim = real, real.name, real.dim
+        self.calls: list[list[str]] = []
+
+    def encode_queries(self, queries: list[str]) -> Any:
+        self.calls.append(list(queries))
+        return self.real.encode_queries(queries)
+
+
+def test_a_turn_encodes_each_distinct_query_once(engine, expect):
+    counting = CountingEncoder(engine.encoder)
+    eng = SearchEngine(engine.corpus, engine.index, counting)
+    queries = paper_turn()
+    with app_server(create_app(lambda: eng, ServerConfig())) as base:
+        wait_healthy(base)
+        body = search_r1.raw_batch_search(base + "/retrieve", queries)
+    assert counting.calls == [list(dict.fromkeys(queries))]
+    assert len(counting.calls[0]) == 8 * 5 + 1  # QUERIES x 5 rollout variants, and ""
+    assert result_ids(body["result"]) == [expect(q) for q in queries]
+
+
 # -- bad requests fail alone -----------------------------------------------------------------
 def test_a_lone_surrogate_is_a_422_naming_the_query(url):
     raw = b'{"queries": ["Tokyo", "a \\ud800 b"], "topk": 3, "return_scores": true}'
