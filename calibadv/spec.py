@@ -60,6 +60,10 @@ class RetrievalSpec:
     # How a run starts its own server (no url): a child process, or a thread of the run's
     # process (saves a second torch/transformers start-up; small CPU jobs). launch.SERVER_MODES.
     server: Literal["process", "thread"] = "process"
+    # Where a started server computes (serve --device / --faiss-gpu): None = GPU if any for the
+    # models; faiss_gpu shards the index over the node's GPUs in fp16 (docs/retrieval.md).
+    device: str | None = None
+    faiss_gpu: bool = False
 
 
 @dataclass

@@ -39,13 +39,21 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def server_parts(args: argparse.Namespace) -> tuple[Any, Any]:
+def server_parts(
+    args: argparse.Namespace, own_process: bool = True
+) -> tuple[Any, Any]:
     """(engine loader, ServerConfig) from parsed ``serve`` flags: one mapping for both the
-    ``serve`` subprocess and the in-process server of ``retrieval.server: thread``."""
+    ``serve`` subprocess and the in-process server of ``retrieval.server: thread``.
+
+    Thread counts are per process: a server of its own gets :func:`server_threads` unless
+    ``--threads`` says otherwise; a server in a thread of a job (``own_process=False``) leaves
+    the job's thread count alone unless ``--threads`` is given.
+    """
     from functools import partial
 
+    from calibadv.retrieval.encoder import server_threads
     from calibadv.retrieval.engine import load_engine
-    from calibadv.retrieval.server import ServerConfig
+    from calibadv.retrieval.server_config import ServerConfig
 
     cfg = ServerConfig(
         default_topk=args.topk,
@@ -62,7 +70,8 @@ def server_parts(args: argparse.Namespace) -> tuple[Any, Any]:
     load = partial(
         load_engine, args.corpus, args.index, args.encoder, args.reranker,
         device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
-        threads=args.threads, query_prefix=args.query_prefix,
+        threads=args.threads or (server_threads() if own_process else None),
+        query_prefix=args.query_prefix,
     )  # fmt: skip
     return load, cfg
 
@@ -114,6 +123,7 @@ def _verify_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
+    from calibadv.retrieval.server_config import ServerConfig
     from calibadv.retrieval.download import (
         CORPUS_FILE,
         CORPUS_REPO,
@@ -144,7 +154,9 @@ def register(sub: Any) -> None:
     enc.add_argument(
         "--chunk-size", type=int, default=4096, help="passages per resumable chunk"
     )
-    enc.add_argument("--batch-size", type=int, default=256, help="encoder batch size")
+    enc.add_argument("--batch-size", type=int, default=None,
+                     help="passages per forward pass (default: 32 on CPU, 256 on GPU; "
+                     "measured in docs/retrieval.md)")
     enc.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 (default: GPU if any)"
     )
@@ -205,7 +217,8 @@ def register(sub: Any) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for torch/FAISS (default: all cores)",
+        help="CPU threads for torch/FAISS (default: $OMP_NUM_THREADS, else a quarter of the "
+        "CPUs this job may use, 1 to 4: the server shares its node; see docs/retrieval.md)",
     )
     srv.add_argument(
         "--mmap-index", action="store_true", help="memory-map the index file"
@@ -213,30 +226,27 @@ def register(sub: Any) -> None:
     srv.add_argument(
         "--query-prefix", default=None, help="override the model's query prefix"
     )
-    srv.add_argument("--topk", type=int, default=3, help="default results per query")
-    srv.add_argument("--max-topk", type=int, default=100, help="largest topk accepted")
-    srv.add_argument(
-        "--retrieval-topk", type=int, default=20, help="candidates for reranking"
-    )
-    srv.add_argument(
-        "--rerank-topk", type=int, default=3, help="results after reranking"
-    )
-    srv.add_argument("--max-queries", type=int, default=512, help="queries per request")
-    srv.add_argument(
-        "--max-query-chars", type=int, default=4096, help="characters per query"
-    )
-    srv.add_argument(
-        "--max-body-bytes", type=int, default=1 << 20, help="request body limit"
-    )
-    srv.add_argument(
-        "--no-batching", action="store_true", help="one engine call per request"
-    )
-    srv.add_argument(
-        "--max-batch", type=int, default=64, help="queries per merged batch"
-    )
-    srv.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="batch collection window"
-    )
+    d = ServerConfig()
+    srv.add_argument("--topk", type=int, default=d.default_topk, help="default results per query")
+    srv.add_argument("--max-topk", type=int, default=d.max_topk, help="largest topk accepted")
+    srv.add_argument("--retrieval-topk", type=int, default=d.retrieval_topk,
+                     help="candidates for reranking")
+    srv.add_argument("--rerank-topk", type=int, default=d.rerank_topk,
+                     help="results after reranking")
+    srv.add_argument("--max-queries", type=int, default=d.max_queries,
+                     help="queries per request (default %(default)s: a paper turn of 512 "
+                     "prompts x 5 rollouts is 2,560)")
+    srv.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
+                     help="characters per query")
+    srv.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                     help="request body limit (default %(default)s = 64 MiB: 2,560 queries "
+                     "of 4,096 \\u-escaped characters)")
+    srv.add_argument("--no-batching", action="store_true",
+                     help="one engine call per request")
+    srv.add_argument("--max-batch", type=int, default=d.max_batch,
+                     help="queries per merged batch")
+    srv.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                     help="batch collection window")
     srv.set_defaults(func=_serve)
 
     dc = sub.add_parser(

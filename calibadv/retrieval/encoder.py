@@ -117,7 +117,7 @@ class Encoder:
         name: str,
         device: str | None = None,
         convention: EncoderConvention | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         **overrides: Any,
     ) -> None:
         import torch
@@ -138,7 +138,8 @@ class Encoder:
         if self.device.startswith("cuda"):
             self.model.half()
         self.model.eval()
-        self.batch_size = batch_size
+        # queries (server) and passages (index encode) alike; None: by device, see above
+        self.batch_size = batch_size or encode_batch_size(self.device)
 
     @property
     def dim(self) -> int:
@@ -167,6 +168,40 @@ class Encoder:
         return self._encode(passages, self.convention.passage_prefix)
 
 
-def cpu_threads() -> int:
-    """Threads torch/FAISS may use here (respects ``OMP_NUM_THREADS``)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+#: ``index encode`` passages per forward pass when ``--batch-size`` is not given. Sentence-
+#: transformers already sorts each call's passages by length, so a batch pads to its own longest
+#: passage; on CPU wide batches still cost more (every row pays the longest row's attention, and
+#: the activations leave the caches): measured with ``benchmarks/bench_encoder.py --part batch``
+#: on 1,024 passages of 15-100 words, 16/32/64 within 6 % of each other and 256 1.46x slower
+#: (docs/retrieval.md). GPUs need wide batches to be busy.
+ENCODE_BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+
+def encode_batch_size(device: str) -> int:
+    """Default encode batch size for ``device`` (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    return ENCODE_BATCH_SIZE["cuda" if device.startswith("cuda") else "cpu"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a SLURM/cgroup cpuset), not the node's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def server_threads() -> int:
+    """Default torch/FAISS CPU threads of a retrieval server: ``OMP_NUM_THREADS`` when set,
+    else a quarter of :func:`available_cpus`, between 1 and 4.
+
+    Why not every core (torch's default): the server shares its node with a trainer (vLLM,
+    FSDP, Ray workers) or with other jobs, and an OpenMP team sized for all cores spins waiting
+    for cores that others hold. Measured with ``benchmarks/bench_encoder.py`` on the 2-core
+    dev machine under load: one 2,560-query request (MiniLM encode + flat search) takes several
+    times longer with 2 threads than with 1 (numbers in docs/retrieval.md). A node of its own:
+    pass ``serve --threads N``.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, available_cpus() // 4))

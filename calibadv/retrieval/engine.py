@@ -84,53 +84,54 @@ class SearchEngine:
         return int(self.index.ntotal)
 
     def run(self, jobs: list[Job]) -> list[list[list[Hit]]]:
-        """Answer many jobs with one encoder call, one FAISS call and one cross-encoder call."""
-        queries = [q for job in jobs for q in job.queries]
-        k_max = min(max(job.k_candidates for job in jobs), self.size)
-        emb = self.encoder.encode_queries(queries)
-        scores, rows = self.index.search(emb, k_max)
-        per_query: list[list[tuple[int, float]]] = []
-        qi = 0
-        for job in jobs:
-            for _ in job.queries:
-                pairs = [
-                    (int(r), float(s))
-                    for r, s in zip(
-                        rows[qi, : job.k_candidates], scores[qi, : job.k_candidates]
-                    )
-                    if r >= 0
-                ]
-                per_query.append(pairs)
-                qi += 1
-        docs = [[self.corpus[r] for r, _ in cands] for cands in per_query]
-        # rerank: every query against its own candidates only, all pairs in one predict call
-        owners: list[tuple[int, int]] = []
-        pairs: list[tuple[str, str]] = []
-        qi = 0
+        """Answer many jobs with one encoder call, one FAISS call and one cross-encoder call.
+
+        Identical query strings are encoded, searched and reranked once: the rollouts of one
+        GRPO group often send the same query in the same turn, and a turn in which many
+        rollouts search with an empty ``<search></search>`` sends many ``""``.
+        """
+        unique: dict[str, int] = {}
         for job in jobs:
             for q in job.queries:
-                if job.rerank and self.reranker is not None:
-                    for j, d in enumerate(docs[qi]):
-                        owners.append((qi, j))
-                        pairs.append((q, passage_for_rerank(d)))
-                qi += 1
-        if pairs:
-            assert self.reranker is not None
-            ce = self.reranker.score(pairs)
-            for (qi2, j), s in zip(owners, ce, strict=True):
-                r, _ = per_query[qi2][j]
-                per_query[qi2][j] = (r, float(s))
+                unique.setdefault(q, len(unique))
+        k_max = min(max(job.k_candidates for job in jobs), self.size)
+        emb = self.encoder.encode_queries(list(unique))
+        scores, rows = self.index.search(emb, k_max)
+        # candidates of each job's queries: that job's k_candidates of its query's row
+        per_query: list[list[tuple[int, float]]] = []
+        for job in jobs:
+            for q in job.queries:
+                u = unique[q]
+                k = job.k_candidates
+                per_query.append(
+                    [(int(r), float(s)) for r, s in zip(rows[u, :k], scores[u, :k]) if r >= 0]
+                )
+        docs = {r: self.corpus[r] for cands in per_query for r, _ in cands}
+        # rerank: every query against its own candidates only, each distinct (query, passage)
+        # pair once, all pairs in one predict call
+        ce_score: dict[tuple[str, int], float] = {}
+        if self.reranker is not None:
+            wanted: dict[tuple[str, int], None] = {}
+            qi = 0
+            for job in jobs:
+                for q in job.queries:
+                    if job.rerank:
+                        wanted.update(((q, r), None) for r, _ in per_query[qi])
+                    qi += 1
+            if wanted:
+                keys = list(wanted)
+                ce = self.reranker.score([(q, passage_for_rerank(docs[r])) for q, r in keys])
+                ce_score = {key: float(s) for key, s in zip(keys, ce, strict=True)}
         out: list[list[list[Hit]]] = []
         qi = 0
         for job in jobs:
             answers = []
-            for _ in job.queries:
-                hits = [
-                    Hit(r, s, d)
-                    for (r, s), d in zip(per_query[qi], docs[qi], strict=True)
-                ]
+            for q in job.queries:
                 if job.rerank and self.reranker is not None:
+                    hits = [Hit(r, ce_score[(q, r)], docs[r]) for r, _ in per_query[qi]]
                     hits.sort(key=lambda h: -h.score)  # stable: FAISS order breaks ties
+                else:
+                    hits = [Hit(r, s, docs[r]) for r, s in per_query[qi]]
                 answers.append(hits[: job.k_final])
                 qi += 1
             out.append(answers)
@@ -150,8 +151,10 @@ def load_engine(
 ) -> SearchEngine:
     """Load everything the server needs from paths/model names (slow: seconds to minutes).
 
-    ``threads`` caps torch and FAISS CPU threads: a server sharing a node with a trainer (or
-    with other jobs) is faster with fewer threads than cores than with spinning OpenMP teams.
+    ``threads`` caps torch and FAISS CPU threads for the whole process (``None``: leave them):
+    a server sharing a node with a trainer (or with other jobs) is faster with fewer threads
+    than cores than with spinning OpenMP teams (``serve`` defaults to
+    :func:`encoder.server_threads`).
     """
     if threads:
         import faiss

@@ -87,6 +87,10 @@ def spec_server_args(retrieval: object) -> list[str]:
                  "--rerank-topk", str(retrieval.topk)]  # fmt: skip
     if retrieval.query_prefix:
         args += ["--query-prefix", retrieval.query_prefix]
+    if getattr(retrieval, "device", None):
+        args += ["--device", retrieval.device]
+    if getattr(retrieval, "faiss_gpu", False):
+        args.append("--faiss-gpu")
     return args
 
 
@@ -241,7 +245,7 @@ def serve_in_thread(
     from calibadv.retrieval.server import bind_socket, create_app
 
     args = _serve_namespace(corpus, index, encoder, reranker, host, port, extra_args)
-    load, cfg = server_parts(args)
+    load, cfg = server_parts(args, own_process=False)
     failed: list[BaseException] = []
     app = create_app(load, cfg, on_load_error=failed.append)
     sock = bind_socket(host, port)

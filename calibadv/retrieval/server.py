@@ -2,13 +2,21 @@
 
 Request: ``{"queries": [...], "topk": k, "return_scores": bool}`` (+ ``topk_retrieval`` /
 ``topk_rerank`` when a cross-encoder is loaded). Response: ``{"result": [...]}`` with one list
-per query; each item is ``{"document": {"id", "contents"}, "score"}`` when ``return_scores``
-is true, else the bare document, as Search-R1's server does.
+per query, in order; each item is ``{"document": {"id", "contents"}, "score"}`` when
+``return_scores`` is true, else the bare document, as Search-R1's server does.
+
+The contract is the one real training clients rely on (docs/retrieval.md, "What a Search-R1
+client sends, and what it gets"): an empty ``queries`` list is a normal turn (no rollout
+searched) and answers ``{"result": []}``; an empty or blank query (``<search></search>``) is
+searched like any other string, so it never fails the other queries of its request; the default
+limits take a whole paper turn (512 prompts x 5 rollouts = 2,560 queries) in one request.
 
 The server starts listening at once and loads index/corpus/models in a background thread:
 ``GET /health`` answers 503 until everything is loaded, so launchers can poll it. Concurrent
 requests are merged by a micro-batcher into one encoder + FAISS (+ cross-encoder) call. Bad
-input gets a 4xx naming the problem; an unexpected failure gets a 500 and the server lives on.
+input gets a 4xx naming the problem before it can join a batch; if a merged batch fails anyway,
+each of its requests is re-run alone, so only the request that breaks the engine gets a 500 and
+the server lives on.
 """
 
 from __future__ import annotations
@@ -20,30 +28,24 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import (
     Request,  # module level: FastAPI resolves endpoint annotations by name
 )
+from starlette.requests import ClientDisconnect
 
 from calibadv.retrieval.engine import Hit, Job, SearchEngine
+from calibadv.retrieval.server_config import ServerConfig
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    default_topk: int = 3
-    max_topk: int = 100
-    retrieval_topk: int = 20  # candidates per query for the cross-encoder
-    rerank_topk: int = 3  # results per query after reranking
-    max_queries: int = 512
-    max_query_chars: int = 4096
-    max_body_bytes: int = 1 << 20
-    batching: bool = True
-    max_batch: int = 64  # queries per merged batch
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+#: Bodies larger than this are decoded off the event loop, so one big request (a 2,560-query
+#: turn is ~0.2-10 MB) does not stall /health and every other client while it parses.
+JSON_OFFLOAD_BYTES = 1 << 20
+#: Answers to requests of more queries than this are rendered to JSON off the event loop too.
+LARGE_ANSWER_QUERIES = 256
 
 
 class RequestError(Exception):
@@ -68,6 +70,37 @@ def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
     return value
 
 
+def check_encodable(text: str, where: str) -> None:
+    """Reject text that the tokenizer cannot take, before it can join (and fail) a batch.
+
+    JSON may carry lone UTF-16 surrogates (``"\\ud800"``); Python decodes them into a ``str``
+    that is not valid Unicode, and the Rust tokenizer raises on it. Text a model generated is
+    always valid UTF-8, so such a query only comes from a broken or hostile client.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start]
+        raise RequestError(
+            422,
+            f"{where} contains a lone UTF-16 surrogate U+{ord(bad):04X} at character "
+            f"{err.start}: send valid Unicode (pair the surrogate or drop it)",
+        ) from None
+
+
+def decode_json(raw: bytes) -> Any:
+    """``json.loads`` with the client's mistakes turned into 400s that say what is wrong."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RequestError(
+            400, "body is nested too deeply to be a /retrieve request: send "
+            '{"queries": ["..."], "topk": 3}',
+        ) from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RequestError(400, f"body is not valid JSON: {err}") from err
+
+
 def parse_request(
     obj: Any, cfg: ServerConfig, size: int, has_reranker: bool
 ) -> tuple[Job, bool]:
@@ -83,8 +116,6 @@ def parse_request(
         raise RequestError(
             422, f"'queries' must be a list of strings, got {type(queries).__name__}"
         )
-    if not queries:
-        raise RequestError(422, "'queries' is empty: send at least one query")
     if len(queries) > cfg.max_queries:
         raise RequestError(
             422,
@@ -95,13 +126,14 @@ def parse_request(
             raise RequestError(
                 422, f"queries[{i}] must be a string, got {type(q).__name__}"
             )
-        if not q.strip():
-            raise RequestError(422, f"queries[{i}] is empty or blank")
+        # empty/blank strings are searched as they are (Search-R1 sends "" for an empty
+        # <search></search>, and its server answers them): never a reason to fail the batch
         if len(q) > cfg.max_query_chars:
             raise RequestError(
                 422,
                 f"queries[{i}] has {len(q)} characters; at most {cfg.max_query_chars}",
             )
+        check_encodable(q, f"queries[{i}]")
     return_scores = obj.get("return_scores", False)
     if return_scores is None:
         return_scores = False
@@ -156,6 +188,9 @@ class MicroBatcher:
     One worker thread runs the engine, so the model is never entered from two threads at once
     (HF fast tokenizers are not re-entrant). While a batch runs, new jobs queue up and form the
     next batch, so under load batches grow by themselves and the wait bound rarely matters.
+
+    Requests are validated before they get here, but if a merged batch raises anyway, every
+    request of it is re-run alone: one bad request never changes what its neighbours get.
     """
 
     def __init__(
@@ -172,6 +207,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.isolated = 0  # engine calls made to re-run requests of a failed batch alone
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -221,14 +257,40 @@ class MicroBatcher:
                 results = await loop.run_in_executor(
                     self._executor, self._run, [j for j, _ in live]
                 )
-            except Exception as err:  # noqa: BLE001 - delivered to each waiting request
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(err)
+            except Exception as err:  # noqa: BLE001 - isolated below
+                if len(live) == 1:
+                    _deliver_error(live[0][1], err)
+                    continue
+                log.warning(
+                    "a merged batch of %d requests failed (%s: %s); re-running each alone",
+                    len(live), type(err).__name__, err,
+                )  # fmt: skip
+                await self._run_alone(live)
                 continue
             for (_, fut), res in zip(live, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
+
+    async def _run_alone(self, live: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+        """After a failed merged batch: one engine call per request, so that the request that
+        breaks the engine fails alone and every other one gets its own answer."""
+        loop = asyncio.get_running_loop()
+        for job, fut in live:
+            if fut.done():
+                continue
+            self.isolated += 1
+            try:
+                res = await loop.run_in_executor(self._executor, self._run, [job])
+            except Exception as err:  # noqa: BLE001 - this request is the culprit
+                _deliver_error(fut, err)
+            else:
+                if not fut.done():
+                    fut.set_result(res[0])
+
+
+def _deliver_error(fut: asyncio.Future[Any], err: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(err)
 
 
 class _State:
@@ -312,6 +374,7 @@ def create_app(
                 "reranker": getattr(state.engine.reranker, "name", None),
                 "batching": cfg.batching,
                 "batches": holder["batcher"].batches if "batcher" in holder else None,
+                "isolated": holder["batcher"].isolated if "batcher" in holder else None,
             }
         )
 
@@ -323,16 +386,32 @@ def create_app(
             and int(declared) > cfg.max_body_bytes
         ):
             raise RequestError(
-                413, f"body of {declared} bytes; at most {cfg.max_body_bytes}"
+                413,
+                f"body of {declared} bytes; at most {cfg.max_body_bytes} "
+                "(serve --max-body-bytes)",
             )
         chunks: list[bytes] = []
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > cfg.max_body_bytes:
-                raise RequestError(413, f"body larger than {cfg.max_body_bytes} bytes")
+                raise RequestError(
+                    413,
+                    f"body larger than {cfg.max_body_bytes} bytes (serve --max-body-bytes)",
+                )
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _answer(engine: SearchEngine, job: Job) -> list[list[Hit]]:
+        if "batcher" in holder:
+            return await holder["batcher"].submit(job)
+        loop = asyncio.get_running_loop()
+
+        def run_one() -> list[list[Hit]]:
+            with model_lock:
+                return engine.run([job])[0]
+
+        return await loop.run_in_executor(None, run_one)
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> JSONResponse:
@@ -348,28 +427,41 @@ def create_app(
                     status_code=503,
                     headers={"Retry-After": "5"},
                 )
-            try:
-                obj = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as err:
-                raise RequestError(400, f"body is not valid JSON: {err}") from err
+            if len(raw) > JSON_OFFLOAD_BYTES:
+                obj = await asyncio.to_thread(decode_json, raw)
+            else:
+                obj = decode_json(raw)
             job, return_scores = parse_request(
                 obj, cfg, engine.size, engine.reranker is not None
             )
         except RequestError as err:
             return error(err.status, err.message)
-        if "batcher" in holder:
-            answers = await holder["batcher"].submit(job)
-        else:
-            loop = asyncio.get_running_loop()
-
-            def run_one() -> list[list[Hit]]:
-                with model_lock:
-                    return engine.run([job])[0]
-
-            answers = await loop.run_in_executor(None, run_one)
-        return JSONResponse(format_result(answers, return_scores))
+        except ClientDisconnect:
+            # the client went away mid-body (killed trainer, timeout): nothing to answer and
+            # nothing wrong with the server, so one line instead of two tracebacks
+            log.warning("client %s disconnected before sending the whole body", _peer(request))
+            return error(400, "client disconnected")
+        if not job.queries:
+            return JSONResponse({"result": []})  # a turn in which no rollout searched
+        try:
+            answers = await _answer(engine, job)
+        except Exception as err:  # noqa: BLE001 - this request's failure, reported to it alone
+            log.error(
+                "engine failed on a request of %d queries: %s: %s",
+                len(job.queries), type(err).__name__, err, exc_info=err,
+            )  # fmt: skip
+            return error(500, f"internal error: {type(err).__name__}: {err}")
+        body = format_result(answers, return_scores)
+        if len(job.queries) > LARGE_ANSWER_QUERIES:  # render a paper turn's ~5 MB off the loop
+            return await asyncio.to_thread(JSONResponse, body)
+        return JSONResponse(body)
 
     return app
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "(unknown)"
 
 
 def bind_socket(host: str, port: int) -> Any:

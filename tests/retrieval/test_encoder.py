@@ -71,3 +71,28 @@ def test_package_exports_resolve_lazily():
 
     assert sorted(retrieval.__all__) == sorted(retrieval._EXPORTS)
     assert all(getattr(retrieval, name) for name in retrieval.__all__)
+
+
+def test_server_threads_take_a_share_of_the_jobs_cpus(monkeypatch):
+    """`serve` on a shared node: a quarter of the CPUs it may use, 1 to 4; OMP_NUM_THREADS wins."""
+    from calibadv.retrieval import encoder as enc
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cpus, want in [(1, 1), (2, 1), (7, 1), (8, 2), (16, 4), (192, 4)]:
+        monkeypatch.setattr(enc, "available_cpus", lambda c=cpus: c)
+        assert enc.server_threads() == want
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert enc.server_threads() == 6
+
+
+def test_a_server_in_a_thread_leaves_the_jobs_thread_count_alone():
+    from calibadv.cli import build_parser
+    from calibadv.commands.retrieval import server_parts
+    from calibadv.retrieval.encoder import server_threads
+
+    argv = ["serve", "--corpus", "c", "--index", "i", "--encoder", "e"]
+    own, _ = server_parts(build_parser().parse_args(argv))
+    inside, _ = server_parts(build_parser().parse_args(argv), own_process=False)
+    explicit, _ = server_parts(build_parser().parse_args([*argv, "--threads", "3"]), False)
+    assert own.keywords["threads"] == server_threads()
+    assert inside.keywords["threads"] is None and explicit.keywords["threads"] == 3

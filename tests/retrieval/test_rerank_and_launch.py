@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -42,6 +44,25 @@ def test_rerank_scores_each_query_against_its_own_candidates(
         assert [h.id for h in hits] == ids
         np.testing.assert_allclose(
             [h.score for h in hits], scores, rtol=1e-3, atol=1e-4
+        )
+
+
+def test_rerank_answers_empty_and_repeated_queries_like_any_other(
+    rerank_url, cross_encoder_dir, encoder, embeddings, rows
+):
+    """A GRPO group repeats queries and empty searches send "": each is reranked against its
+    own candidates, and a repeat gets exactly its twin's answer."""
+    queries = ["Tokyo", "", "Tokyo", "   "]
+    body = {"queries": queries, "topk": 3, "return_scores": True}
+    result = httpx.post(rerank_url + "/retrieve", json=body).json()["result"]
+    assert result[0] == result[2]
+    for query, hits in zip(queries, result):
+        ids, scores = expected_rerank(
+            cross_encoder_dir, encoder, embeddings, rows, query, 10, 3
+        )
+        assert [h["document"]["id"] for h in hits] == ids
+        np.testing.assert_allclose(
+            [h["score"] for h in hits], scores, rtol=1e-3, atol=1e-4
         )
 
 
@@ -149,6 +170,35 @@ def test_run_spec_retrieval_settings_become_server_flags():
     assert spec_server_args(paper) == [
         "--topk", "3", "--retrieval-topk", "20", "--rerank-topk", "3", "--query-prefix", "query: "
     ]
+    on_gpus = RetrievalSpec(topk=3, device="cuda", faiss_gpu=True)
+    assert spec_server_args(on_gpus) == ["--topk", "3", "--device", "cuda", "--faiss-gpu"]
+
+
+def test_paper_config_serves_the_exact_index_from_the_trainers_gpus():
+    """config/config.yaml's choice (docs/retrieval.md, "Paper scale") reaches the server."""
+    from calibadv.retrieval.launch import spec_server_args
+    from calibadv.spec import RetrievalSpec
+    from calibadv.workflow_config import load_config, run_spec_dict
+
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
+    assert config["index"]["kind"] == "flat" and config["retrieval"]["faiss_gpu"] is True
+    model = next(iter(config["models"]))
+    method = config["default_methods"][0]
+    retrieval = RetrievalSpec(**run_spec_dict(config, model, method)["retrieval"])
+    flags = spec_server_args(retrieval)
+    assert flags[flags.index("--device") + 1] == "cuda" and "--faiss-gpu" in flags
+
+
+def test_serve_defaults_are_the_server_config_defaults():
+    from calibadv.cli import build_parser
+    from calibadv.retrieval.server_config import ServerConfig
+
+    args = build_parser().parse_args(["serve", "--corpus", "c", "--index", "i", "--encoder", "e"])
+    d = ServerConfig()
+    assert (args.max_queries, args.max_body_bytes, args.max_batch) == (
+        d.max_queries, d.max_body_bytes, d.max_batch
+    )
+    assert d.max_queries >= 512 * 5  # a paper turn in one request
 
 
 def test_thread_server_answers_exactly_like_the_serve_process(
