@@ -40,6 +40,9 @@ class SFTConfig:
     seed: int = 0
     prethink: bool = False
     topk: int = 3
+    # Curriculum: passes over single-hop demonstrations (one per gold hop of every QA row,
+    # the hop's sub-query as the question) trained *before* the multi-hop ones.
+    hop_epochs: float = 0.0
 
 
 @dataclass
@@ -106,24 +109,65 @@ def build_demos(
     return demos
 
 
-def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
-              progress: bool = True) -> list[float]:
-    """Cross-entropy on generated tokens only; returns the loss per optimiser step."""
-    import torch
-    from tqdm import tqdm
+def memo_search(search_fn: SearchFn) -> SearchFn:
+    """``search_fn`` that sends each distinct query to the server once."""
+    seen: dict[str, Any] = {}
 
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    def search(queries: Sequence[str]) -> list[Any]:
+        todo = list(dict.fromkeys(q for q in queries if q not in seen))
+        if todo:
+            seen.update(zip(todo, search_fn(todo), strict=True))
+        return [seen[q] for q in queries]
+
+    return search
+
+
+def hop_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One single-hop QA row per gold hop: the hop's sub-query asked on its own.
+
+    The curriculum's easy half: read one passage, copy one name. Built from the training rows
+    themselves, so no question of another split is seen.
+    """
+    out = []
+    for row in rows:
+        for k, hop in enumerate((row.get("metadata") or {}).get("hops") or []):
+            out.append({"id": f"{row.get('id')}#hop{k}", "question": str(hop["question"]),
+                        "golden_answers": [str(hop["answer"])],
+                        "metadata": {"hops": [hop]}})
+    return out
+
+
+def epoch_order(n: int, epochs: float, rng: random.Random) -> list[int]:
+    """``epochs`` passes over ``range(n)``, each freshly shuffled; a fraction takes a prefix."""
     order: list[int] = []
-    full, frac = divmod(cfg.epochs, 1.0)
+    full, frac = divmod(epochs, 1.0)
     for _ in range(int(full)):
-        perm = list(range(len(demos)))
+        perm = list(range(n))
         rng.shuffle(perm)
         order += perm
     if frac:
-        perm = list(range(len(demos)))
+        perm = list(range(n))
         rng.shuffle(perm)
-        order += perm[: int(frac * len(demos))]
+        order += perm[: int(frac * n)]
+    return order
+
+
+def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
+              progress: bool = True, first: Sequence[Demo] = ()) -> list[float]:
+    """Cross-entropy on generated tokens only; returns the loss per optimiser step.
+
+    ``first`` (the curriculum's single-hop demonstrations) is trained for ``cfg.hop_epochs``
+    passes before ``cfg.epochs`` passes over ``demos``; one learning-rate schedule spans both.
+    """
+    import torch
+
+    from calibadv.progress import LineProgress, progress as make_progress
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    order = epoch_order(len(first), cfg.hop_epochs, rng) if first else []
+    order += [len(first) + i for i in epoch_order(len(demos), cfg.epochs, rng)]
+    demos = [*first, *demos]
     steps = math.ceil(len(order) / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, int(cfg.warmup_frac * steps))
@@ -133,7 +177,8 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
     device = next(model.parameters()).device
     model.train()
     losses = []
-    bar = tqdm(range(steps), desc="sft", disable=not progress or os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    bar = make_progress(range(steps), desc="sft") if progress else LineProgress(
+        range(steps), disable=True)
     for s in bar:
         batch = [demos[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
         seqs = [d.prompt_ids + d.response_ids for d in batch]
@@ -177,17 +222,18 @@ def qa_questions(rows: Sequence[dict[str, Any]]) -> list:
 
 
 def start_point(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], search_fn: SearchFn,
-                prethink: bool, agent_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                prethink: bool, agent_kwargs: dict[str, Any] | None = None,
+                generator: str = "kv") -> dict[str, Any]:
     """Greedy rollouts of ``rows`` in one prompt format: the RL start point's format rate and F1."""
-    from calibadv.agent.hf import HFGenerator
+    from calibadv.agent.engines import local_generator
     from calibadv.agent.runner import rollout, score
     from calibadv.agent.types import AgentConfig
     from calibadv.evaluate.metrics import summarise
 
     questions = qa_questions(rows)
     agent = AgentConfig(prethink=prethink, **(agent_kwargs or {}))
-    trajs = rollout(questions, tokenizer, agent, HFGenerator(model, tokenizer, greedy=True),
-                    search_fn)
+    trajs = rollout(questions, tokenizer, agent,
+                    local_generator(generator, model, tokenizer, greedy=True), search_fn)
     for tr, q in zip(trajs, questions, strict=True):
         score(tr, q, prethink, False)
     s = summarise(trajs)
@@ -220,10 +266,12 @@ def run_sft(
         rows = rows[: cfg.limit]
     if not rows:
         raise ConfigError(f"{qa_path}: no QA rows to build demonstrations from")
+    search_fn = memo_search(search_fn)  # the curriculum's hop demos repeat the same searches
     demos = build_demos(rows, tok, search_fn, cfg.prethink)
-    losses = sft_train(model, demos, tok.pad_token_id, cfg)
+    first = build_demos(hop_rows(rows), tok, search_fn, cfg.prethink) if cfg.hop_epochs else []
+    losses = sft_train(model, demos, tok.pad_token_id, cfg, first=first)
     report: dict[str, Any] = {
-        "config": asdict(cfg), "demonstrations": len(demos),
+        "config": asdict(cfg), "demonstrations": len(demos), "hop_demonstrations": len(first),
         "demo_tokens_mean": sum(len(d.response_ids) for d in demos) / len(demos),
         "loss_first": losses[0], "loss_last": losses[-1], "optimizer_steps": len(losses),
         "train_s": time.time() - t0,
