@@ -43,6 +43,11 @@ class SFTConfig:
     # Curriculum: passes over single-hop demonstrations (one per gold hop of every QA row,
     # the hop's sub-query as the question) trained *before* the multi-hop ones.
     hop_epochs: float = 0.0
+    # Weight of a language-model loss on observation tokens (0 = generated tokens only, as RL).
+    # Passages repeat their title in the text ("Doc 1(Title: X) X was born in ..."), so this
+    # trains the copying of names that the policy then needs to carry a name into its next
+    # search and its answer (docs/synthetic-world.md, "Start point").
+    obs_loss_weight: float = 0.0
 
 
 @dataclass
@@ -186,21 +191,27 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
         labels = torch.full_like(ids, -100)
+        weights = torch.zeros(ids.shape, dtype=torch.float32)
         for r, (d, seq) in enumerate(zip(batch, seqs, strict=True)):
             ids[r, : len(seq)] = torch.tensor(seq)
             attn[r, : len(seq)] = 1
             p = len(d.prompt_ids)
-            lab = torch.tensor(d.response_ids)
-            lab[torch.tensor(d.loss_mask) == 0] = -100
-            labels[r, p : len(seq)] = lab
-        out = model(input_ids=ids.to(device), attention_mask=attn.to(device),
-                    labels=labels.to(device), use_cache=False)
+            gen = torch.tensor(d.loss_mask, dtype=torch.float32)
+            labels[r, p : len(seq)] = torch.tensor(d.response_ids)
+            weights[r, p : len(seq)] = gen + cfg.obs_loss_weight * (1 - gen)
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device),
+                       use_cache=False).logits[:, :-1]
+        target, w = labels[:, 1:].to(device), weights[:, 1:].to(device)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                               target.reshape(-1), ignore_index=-100,
+                                               reduction="none").view(target.shape)
+        loss = (ce * w).sum() / w.sum().clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if s % 20 == 0 or s == steps - 1:
             log.info("sft step %d/%d loss %.3f", s + 1, steps, losses[-1])
