@@ -82,3 +82,16 @@ def test_micro_batch_losses_add_up_to_the_mini_batch_loss():
     parts = sum(policy_loss(cfg, old[i : i + 2], new[i : i + 2], adv[i : i + 2], mask[i : i + 2],
                             n, 4)[0] for i in (0, 2))
     assert torch.allclose(whole, parts)
+
+
+def test_reward_trend_compares_the_last_quarter_with_the_first_by_hand():
+    from calibadv.evaluate.metrics import reward_trend
+
+    rewards = [0.1, 0.3, 0.2, 0.2, 0.5, 0.4, 0.4, 0.6]  # quarters [0.1, 0.3] and [0.4, 0.6]
+    t = reward_trend(rewards)
+    assert (t["quarter"], t["first"], t["last"]) == (2, pytest.approx(0.2), pytest.approx(0.5))
+    # variances 0.02 and 0.02 -> se = sqrt(0.02/2 + 0.02/2) = 0.1414
+    assert t["se"] == pytest.approx(0.1414, abs=1e-4)
+    assert t["z"] == pytest.approx(0.3 / 0.14142, abs=1e-3)
+    with pytest.raises(ValueError, match="at least 8 steps"):
+        reward_trend([0.1] * 7)
