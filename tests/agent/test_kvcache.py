@@ -156,3 +156,12 @@ def test_an_architecture_it_does_not_run_is_refused_with_the_alternative(policy)
 
     with pytest.raises(ConfigError, match="use the hf generator"):
         KVCacheGenerator(Other(), tok)
+
+
+def test_run_specs_choose_the_local_engine_kv_by_default():
+    from calibadv.spec import run_spec_from_dict
+
+    assert run_spec_from_dict({}).agent.generator == "kv"
+    assert run_spec_from_dict({"agent": {"generator": "hf"}}).agent.generator == "hf"
+    with pytest.raises(ConfigError, match="agent.generator: 'vllm' is not one of 'kv', 'hf'"):
+        run_spec_from_dict({"agent": {"generator": "vllm"}})
