@@ -11,8 +11,8 @@ def _run(args: argparse.Namespace) -> int:
     from calibadv.evaluate.metrics import reward_trend
     from calibadv.io import read_jsonl
 
-    print(f"{'run':40s} {'steps':>5s} {'first q.':>8s} {'last q.':>8s} {'diff':>7s} {'se':>6s} "
-          f"{'z':>6s} {'val F1 start -> end':>20s}")
+    lines = [f"{'run':40s} {'steps':>5s} {'first q.':>8s} {'last q.':>8s} {'diff':>7s} "
+             f"{'se':>6s} {'z':>6s} {'val F1 start -> end':>20s}"]
     for run in args.run:
         metrics = Path(run) / "metrics.jsonl"
         if not metrics.exists():
@@ -22,8 +22,9 @@ def _run(args: argparse.Namespace) -> int:
         val_path = Path(run) / "val.jsonl"
         val = read_jsonl(val_path) if val_path.exists() else []
         vals = f"{val[0]['f1']:.3f} -> {val[-1]['f1']:.3f}" if val else "-"
-        print(f"{str(run)[-40:]:40s} {t['steps']:5d} {t['first']:8.3f} {t['last']:8.3f} "
-              f"{t['diff']:+7.3f} {t['se']:6.3f} {t['z']:6.2f} {vals:>20s}")
+        lines.append(f"{str(run)[-40:]:40s} {t['steps']:5d} {t['first']:8.3f} {t['last']:8.3f} "
+                     f"{t['diff']:+7.3f} {t['se']:6.3f} {t['z']:6.2f} {vals:>20s}")
+    print("\n".join(lines))
     return 0
 
 
