@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--max-tokens-per-turn", type=int, default=48)
     ap.add_argument("--max-response-tokens", type=int, default=400)
     ap.add_argument("--topk", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--prethink", action="store_true")
@@ -74,9 +75,9 @@ def main() -> None:
     cfg = AgentConfig(max_turns=args.max_turns, max_tokens_per_turn=args.max_tokens_per_turn,
                       max_response_tokens=args.max_response_tokens, prethink=args.prethink)
     engines = {
-        "hf sampled": lambda: HFGenerator(model, tok, temperature=1.0, top_p=1.0),
-        "kv sampled": lambda: KVCacheGenerator(model, tok, temperature=1.0, top_p=1.0),
-        "kv sampled, no reuse": lambda: KVCacheGenerator(model, tok, temperature=1.0,
+        "hf sampled": lambda: HFGenerator(model, tok, temperature=args.temperature),
+        "kv sampled": lambda: KVCacheGenerator(model, tok, temperature=args.temperature),
+        "kv sampled, no reuse": lambda: KVCacheGenerator(model, tok, temperature=args.temperature,
                                                          reuse_prefix=False),
         "hf greedy": lambda: HFGenerator(model, tok, greedy=True),
         "kv greedy": lambda: KVCacheGenerator(model, tok, greedy=True),
@@ -97,7 +98,8 @@ def main() -> None:
                 outputs[name] = trajs
         base = statistics.median(r[3] / r[0] for r in runs["hf sampled"])
         print(f"{len(questions)} questions x G={args.group_size}, {args.max_turns} searches x "
-              f"{args.max_tokens_per_turn} tokens, torch threads {torch.get_num_threads()}, "
+              f"{args.max_tokens_per_turn} tokens, T={args.temperature}, "
+              f"torch threads {torch.get_num_threads()}, "
               f"median of {args.repeats} interleaved rounds")
         print(f"{'engine':22s} {'rollouts':>8s} {'gen tok':>8s} {'s':>7s} {'generate':>8s} "
               f"{'search':>7s} {'tok/s':>8s} {'vs hf sampled':>13s}")

@@ -132,13 +132,18 @@ class DecoderRunner:
             qs, ks = self.rope(qs, ks, cos, sin)
             k_all[:, :, start:end] = ks
             v_all[:, :, start:end] = vs
-            # query head j reads kv head j // group (HF's repeat_kv), without repeating the cache
-            qg = qs.reshape(rows, self.kv_heads, self.group * q, self.head_dim)
-            scores = (qg @ k_all[:, :, :end].transpose(-1, -2)) * self.scaling
-            scores = scores.view(rows, self.kv_heads, self.group, q, end) + bias
-            probs = torch.softmax(scores.float(), dim=-1).to(vs.dtype)
-            out = probs.view(rows, self.kv_heads, self.group * q, end) @ v_all[:, :, :end]
-            out = out.view(rows, self.q_heads, q, self.head_dim).transpose(1, 2)
+            if q == 1:  # a decode step: plain matmuls beat SDPA's set-up at this size
+                # query head j reads kv head j // group (HF's repeat_kv), without copying the cache
+                qg = qs.reshape(rows, self.kv_heads, self.group, self.head_dim)
+                scores = (qg @ k_all[:, :, :end].transpose(-1, -2)) * self.scaling
+                scores = scores.view(rows, self.kv_heads, self.group, 1, end) + bias
+                probs = torch.softmax(scores.float(), dim=-1).to(vs.dtype)
+                out = probs.view(rows, self.kv_heads, self.group, end) @ v_all[:, :, :end]
+                out = out.view(rows, self.q_heads, 1, self.head_dim).transpose(1, 2)
+            else:  # reading a prompt or an observation: the fused kernel is ~5x faster on CPU
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    qs, k_all[:, :, :end], v_all[:, :, :end], attn_mask=bias[:, :, 0],
+                    scale=self.scaling, enable_gqa=True).transpose(1, 2)
             x = x + a.o_proj(out.reshape(rows, q, self.q_heads * self.head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.model.lm_head(self.model.model.norm(x[:, -1])).float()
