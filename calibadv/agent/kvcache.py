@@ -16,7 +16,8 @@ model's own forward:
   Llama decoder (:class:`DecoderRunner`, ~40 lines) on preallocated key/value tensors, using
   the model's own modules for projections, norms, rotary embedding and MLP: generic HF forward
   machinery (mask builders, cache objects, output classes) cost ~10x the arithmetic per step
-  at this size; finished rows leave the batch;
+  at this size; fused SDPA reads new prompt/observation tokens, plain matmuls serve one-token
+  steps; finished rows leave the batch;
 * **identical prompts are read once** (the G rollouts of a question share their first turn's
   prompt);
 * stop strings are checked on the decoded text of each row, exactly as :class:`HFGenerator`

@@ -46,7 +46,7 @@ class SFTConfig:
     # Weight of a language-model loss on observation tokens (0 = generated tokens only, as RL).
     # Passages repeat their title in the text ("Doc 1(Title: X) X was born in ..."), so this
     # trains the copying of names that the policy then needs to carry a name into its next
-    # search and its answer (docs/synthetic-world.md, "Start point").
+    # search and its answer (docs/training.md, "The start point").
     obs_loss_weight: float = 0.0
 
 
