@@ -1,69 +1,120 @@
-"""Rollout throughput and seconds per RL step of the local backend on the tiny model (CPU).
+"""Rollout throughput of the local engines on the tiny model (CPU), side by side in one process.
 
 Usage (after a tiny world, model, index and SFT start point exist):
 
-    python benchmarks/bench_rollout.py --model results/.../sft --corpus W/corpus.jsonl \
-        --index I.faiss --qa W/train.jsonl --questions 4 --group-size 4
+    python benchmarks/bench_rollout.py --model results/synthetic/models/tiny/sft \
+        --corpus results/synthetic/world/corpus.jsonl --index results/synthetic/index/index.faiss \
+        --qa results/synthetic/world/train.jsonl --questions 8 --group-size 4
 
-Prints rollout tokens/s for greedy and sampled decoding side by side (same process, same
-questions: the ratio is the comparable number) and the wall time of one RL step split into
-rollout / old-log-prob / update.
+Runs the same multi-turn rollouts (same model, questions, protocol limits and retrieval server)
+through each engine, interleaved ``--repeats`` times, and prints the median generated tokens/s
+with its ratio to the reference ``HFGenerator`` (``model.generate``) under sampling, plus where
+each engine's wall time went (generation vs retrieval between turns). Greedy rows also report
+whether the engines produced the same tokens. Then one RL step on the sampled rollouts:
+rollout / old log-prob / update.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ.setdefault("CALIBADV_NO_PROGRESS", "1")
 
 
+class Timed:
+    """Wraps a GenerateFn/SearchFn and adds up the seconds spent inside it."""
+
+    def __init__(self, fn):  # type: ignore[no-untyped-def]
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, batch):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return self.fn(batch)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--index", required=True)
     ap.add_argument("--qa", required=True)
-    ap.add_argument("--questions", type=int, default=4)
+    ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--max-turns", type=int, default=2)
-    ap.add_argument("--max-tokens-per-turn", type=int, default=24)
-    ap.add_argument("--max-response-tokens", type=int, default=160)
+    ap.add_argument("--max-turns", type=int, default=3)
+    ap.add_argument("--max-tokens-per-turn", type=int, default=48)
+    ap.add_argument("--max-response-tokens", type=int, default=400)
+    ap.add_argument("--topk", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--prethink", action="store_true")
     args = ap.parse_args()
 
     import torch
 
     from calibadv.agent.hf import HFGenerator
+    from calibadv.agent.kvcache import KVCacheGenerator
     from calibadv.agent.runner import load_policy, make_search_fn, rollout
     from calibadv.agent.types import AgentConfig
     from calibadv.io import read_jsonl
-    from calibadv.retrieval.launch import serve_in_background
+    from calibadv.retrieval.launch import serve_in_thread
     from calibadv.train.policy import actor_config, pad_batch, policy_loss, response_logprobs
-    from calibadv.train.sft import qa_questions
+    from calibadv.train.sft import memo_search, qa_questions
 
-    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tok = load_policy(args.model)
     questions = qa_questions(read_jsonl(args.qa)[: args.questions])
     cfg = AgentConfig(max_turns=args.max_turns, max_tokens_per_turn=args.max_tokens_per_turn,
                       max_response_tokens=args.max_response_tokens, prethink=args.prethink)
-    with serve_in_background(args.corpus, args.index, "bundled:minilm") as url:
-        search = make_search_fn(url, 3)
-        rows = []
-        for name, gen in [("greedy", HFGenerator(model, tok, greedy=True)),
-                          ("sampled", HFGenerator(model, tok, temperature=1.0, top_p=1.0))]:
-            t0 = time.perf_counter()
-            trajs = rollout(questions, tok, cfg, gen, search, group_size=args.group_size)
-            dt = time.perf_counter() - t0
-            n_gen = sum(sum(t.loss_mask) for t in trajs)
-            rows.append((name, len(trajs), n_gen, dt, n_gen / dt))
-        base = rows[0][4]
-        print(f"{'decode':8s} {'rollouts':>8s} {'gen tok':>8s} {'s':>7s} {'tok/s':>8s} {'vs greedy':>9s}")
-        for name, n, g, dt, tps in rows:
-            print(f"{name:8s} {n:8d} {g:8d} {dt:7.2f} {tps:8.1f} {tps / base:9.2f}x")
+    engines = {
+        "hf sampled": lambda: HFGenerator(model, tok, temperature=args.temperature),
+        "kv sampled": lambda: KVCacheGenerator(model, tok, temperature=args.temperature),
+        "kv sampled, no reuse": lambda: KVCacheGenerator(model, tok, temperature=args.temperature,
+                                                         reuse_prefix=False),
+        "hf greedy": lambda: HFGenerator(model, tok, greedy=True),
+        "kv greedy": lambda: KVCacheGenerator(model, tok, greedy=True),
+    }
+    with serve_in_thread(args.corpus, args.index, "bundled:minilm") as url:
+        search = memo_search(make_search_fn(url, args.topk))  # same answers, warm for all
+        runs: dict[str, list[tuple[float, float, float, int, int]]] = {k: [] for k in engines}
+        outputs: dict[str, list] = {}
+        for _ in range(args.repeats):
+            for name, make in engines.items():
+                gen, srch = Timed(make()), Timed(search)
+                torch.manual_seed(0)
+                t0 = time.perf_counter()
+                trajs = rollout(questions, tok, cfg, gen, srch, group_size=args.group_size)
+                dt = time.perf_counter() - t0
+                n_gen = sum(sum(t.loss_mask) for t in trajs)
+                runs[name].append((dt, gen.seconds, srch.seconds, n_gen, len(trajs)))
+                outputs[name] = trajs
+        base = statistics.median(r[3] / r[0] for r in runs["hf sampled"])
+        print(f"{len(questions)} questions x G={args.group_size}, {args.max_turns} searches x "
+              f"{args.max_tokens_per_turn} tokens, T={args.temperature}, "
+              f"torch threads {torch.get_num_threads()}, "
+              f"median of {args.repeats} interleaved rounds")
+        print(f"{'engine':22s} {'rollouts':>8s} {'gen tok':>8s} {'s':>7s} {'generate':>8s} "
+              f"{'search':>7s} {'tok/s':>8s} {'vs hf sampled':>13s}")
+        for name, rs in runs.items():
+            tps = statistics.median(r[3] / r[0] for r in rs)
+            med = sorted(rs, key=lambda r: r[3] / r[0])[len(rs) // 2]
+            print(f"{name:22s} {med[4]:8d} {med[3]:8d} {med[0]:7.2f} {med[1]:8.2f} "
+                  f"{med[2]:7.2f} {tps:8.1f} {tps / base:12.2f}x")
+        same = [a.response_ids == b.response_ids
+                for a, b in zip(outputs["hf greedy"], outputs["kv greedy"], strict=True)]
+        print(f"greedy rollouts identical between hf and kv: {sum(same)}/{len(same)}")
 
-        # one RL step on the sampled rollouts (rollout time measured above)
+        # one RL step on the kv-sampled rollouts (rollout time measured above)
+        trajs = outputs["kv sampled"]
+        t_roll = statistics.median(r[0] for r in runs["kv sampled"])
         t0 = time.perf_counter()
         with torch.no_grad():
             old, _, _ = response_logprobs(model, trajs, tok.pad_token_id)
@@ -78,8 +129,8 @@ def main() -> None:
         loss.backward()
         opt.step()
         t_upd = time.perf_counter() - t0
-        print(f"RL step: rollout {rows[1][3]:.2f}s + old log-prob {t_old:.2f}s + update "
-              f"{t_upd:.2f}s = {rows[1][3] + t_old + t_upd:.2f}s "
+        print(f"RL step (kv rollouts): rollout {t_roll:.2f}s + old log-prob {t_old:.2f}s + "
+              f"update {t_upd:.2f}s = {t_roll + t_old + t_upd:.2f}s "
               f"({args.questions} questions x G={args.group_size})")
 
 

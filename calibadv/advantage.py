@@ -17,12 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rapidfuzz.distance import Levenshtein
 
 from calibadv.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used: method presets are validated while
+    import torch  # Snakemake parses the DAG, and importing torch costs seconds there
 
 __all__ = [
     "CalibConfig",
@@ -238,6 +240,8 @@ def _group_stats(scores: torch.Tensor, codes: torch.Tensor, num_groups: int) -> 
     runs per group; all-equal groups are re-reduced 1-D because torch's row-wise and 1-D std
     can round a zero spread differently, and verl's rounding there is what GRPO sees.
     """
+    import torch
+
     device, dtype = scores.device, scores.dtype
     sizes = torch.bincount(codes, minlength=num_groups)
     order = torch.argsort(codes, stable=True)
@@ -278,6 +282,8 @@ def grpo_advantage(
 def _rollout_advantage(
     scores: torch.Tensor, group_index: Any, norm_by_std: bool, eps: float
 ) -> tuple[torch.Tensor, list[int], list[Any]]:
+    import torch
+
     if scores.dim() == 2:
         scores = scores.sum(dim=-1)
     if scores.dim() != 1:
@@ -347,6 +353,8 @@ def calibrate(
 
     Tokens outside every turn span keep the GRPO advantage; masked tokens are 0.
     """
+    import torch
+
     config = config or CalibConfig()
     if response_mask.dim() != 2:
         raise ValueError(f"response_mask must be (batch, length), got {tuple(response_mask.shape)}")
@@ -450,6 +458,8 @@ _PENALTIES: dict[str, Callable[[list[float], CalibConfig], list[float] | None]] 
 
 def _scale_segments(flat: torch.Tensor, starts: list[int], lens: list[int], mults: list[float]) -> None:
     """Multiply ``flat[start:start+len]`` by its factor, for every segment, in one gather/scatter."""
+    import torch
+
     device = flat.device
     lens_t = torch.tensor(lens, dtype=torch.long, device=device)
     total = int(sum(lens))
@@ -540,6 +550,8 @@ def _rebalance_scales(
 
 def _span_mask_counts(spans: list[tuple[int, int, int]], response_mask: torch.Tensor) -> list[float]:
     """Loss tokens inside each (row, start, end) span, gathering only the span tokens."""
+    import torch
+
     device = response_mask.device
     rows = torch.tensor([s[0] for s in spans], device=device)
     starts = torch.tensor([s[1] for s in spans], device=device)

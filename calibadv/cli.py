@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         # retrieval server and FAISS's CPU-feature probing are noise below -vv
         for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "uvicorn.error", "faiss.loader"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not sys.stderr.isatty():  # HF's own bars ("Loading weights") redraw with \r in logs
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -72,6 +72,9 @@ class AgentSpec:
     max_tokens_per_turn: int = 1024
     max_response_tokens: int = 4096  # whole response incl. observations
     invalid_action: Literal["end", "message"] = "end"
+    # Engine of local rollouts (local backend, SFT start point, evaluate --generator kv):
+    # kv = KVCacheGenerator (own decode loop, KV reused across turns), hf = model.generate.
+    generator: Literal["kv", "hf"] = "kv"
 
 
 @dataclass

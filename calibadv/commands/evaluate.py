@@ -66,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a benchmark and its Parquet (repeatable; instead of --data/--benchmark)")
     p.add_argument("--out-dir", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
-    p.add_argument("--generator", choices=["hf", "vllm"], default="hf",
-                   help="generation engine (vllm needs a GPU and the gpu extra)")
+    p.add_argument("--generator", choices=["hf", "kv", "vllm"], default="hf",
+                   help="generation engine: hf (model.generate), kv (in-process decode loop "
+                   "with the KV cache kept across turns; Qwen2/Llama models, fastest on CPU), "
+                   "vllm (needs a GPU and the gpu extra)")
     p.add_argument("--batch-size", type=int, default=64, help="questions per generation batch")
     p.set_defaults(func=_run)

@@ -13,7 +13,8 @@ def _run(args: argparse.Namespace) -> int:
 
     check_args(args)
     cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    limit=args.limit, seed=args.seed, prethink=args.prethink, topk=args.topk)
+                    limit=args.limit, seed=args.seed, prethink=args.prethink, topk=args.topk,
+                    hop_epochs=args.hop_epochs, obs_loss_weight=args.obs_loss_weight)
     eval_rows = read_jsonl(args.eval_qa)[: args.eval_limit] if args.eval_qa else []
     agent = {"max_turns": args.max_turns, "max_tokens_per_turn": args.max_tokens_per_turn,
              "max_response_tokens": args.max_response_tokens}
@@ -59,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HF directory")
     p.add_argument("--prethink", action="store_true", help="PreThink variant (think in prompt)")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the demonstrations")
+    p.add_argument("--hop-epochs", type=float, default=0.0,
+                   help="curriculum: passes over single-hop demonstrations (one per gold hop, "
+                   "the hop's sub-query as the question) before the multi-hop ones (default 0)")
+    p.add_argument("--obs-loss-weight", type=float, default=0.0,
+                   help="weight of a language-model loss on observation tokens (default 0: "
+                   "generated tokens only); teaches a tiny model to copy names from passages")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--limit", type=int, default=None, help="use the first N QA rows only")

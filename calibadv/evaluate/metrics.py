@@ -45,3 +45,28 @@ def summarise(trajs: Sequence[Trajectory]) -> dict[str, float]:
         "mean_searches": sum(t.num_searches for t in trajs) / n,
         "ppl_mean": sum(ppls) / n,
     }
+
+
+def reward_trend(step_rewards: Sequence[float]) -> dict[str, float | int]:
+    """Did training raise the batch reward? Last quarter of the steps against the first.
+
+    Each step's mean batch reward is one observation; ``z`` is the difference of the two
+    quarters' means over its standard error (Welch: the quarters' sample variances over their
+    sizes). ``z > 2`` is the issue's "learns" criterion (docs/training.md).
+    """
+    n = len(step_rewards)
+    q = n // 4
+    if q < 2:
+        raise ValueError(f"need at least 8 steps for a reward trend, got {n}")
+    first, last = list(step_rewards[:q]), list(step_rewards[-q:])
+
+    def mean_var(xs: list[float]) -> tuple[float, float]:
+        m = sum(xs) / len(xs)
+        return m, sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+    m1, v1 = mean_var(first)
+    m2, v2 = mean_var(last)
+    se = math.sqrt(v1 / q + v2 / q)
+    diff = m2 - m1
+    return {"steps": n, "quarter": q, "first": m1, "last": m2, "diff": diff, "se": se,
+            "z": diff / se if se > 0 else (math.inf if diff > 0 else 0.0)}

@@ -15,7 +15,7 @@ from calibadv.errors import CalibAdvError
 from calibadv.io import atomic_write_json, atomic_write_jsonl
 from calibadv.spec import RunSpec
 
-GENERATORS = ("hf", "vllm")
+GENERATORS = ("hf", "kv", "vllm")
 
 
 def checkpoint_step(checkpoint: Path) -> int | None:
@@ -28,14 +28,14 @@ def checkpoint_step(checkpoint: Path) -> int | None:
 
 def make_generator(kind: str, checkpoint: Path, spec: RunSpec):
     """(generate_fn, tokenizer) for greedy decoding with the chosen engine."""
-    if kind == "hf":
-        from calibadv.agent.hf import HFGenerator
+    if kind in ("hf", "kv"):  # in-process engines: calibadv.agent.engines
+        from calibadv.agent.engines import local_generator
         from calibadv.agent.runner import load_policy
 
         model, tok = load_policy(checkpoint, spec.model.dtype)
         if spec.model.chat_template:
             tok.chat_template = spec.model.chat_template
-        return HFGenerator(model, tok, greedy=True), tok
+        return local_generator(kind, model, tok, greedy=True), tok
     if kind == "vllm":
         from transformers import AutoTokenizer
 
@@ -123,16 +123,15 @@ def _evaluate_one(
     search: Any,
     batch_size: int,
 ) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from calibadv.agent.runner import agent_config, method_flags, rollout, score
     from calibadv.evaluate.metrics import rollout_ppl, summarise
 
     prethink, require_search = method_flags(spec.method)
     cfg = agent_config(spec, prethink)
     trajs = []
-    bar = tqdm(total=len(questions), desc=f"evaluate {benchmark}",
-               disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    from calibadv.progress import progress
+
+    bar = progress(total=len(questions), desc=f"evaluate {benchmark}")
     for i in range(0, len(questions), batch_size):
         chunk = questions[i : i + batch_size]
         trajs += rollout(chunk, tok, cfg, generate_fn, search)

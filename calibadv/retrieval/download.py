@@ -30,12 +30,9 @@ _BUF = 16 << 20
 
 
 def _bar(total: int, desc: str):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
+    from calibadv.progress import progress
 
-    return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True,
-        disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1",
-    )  # fmt: skip
+    return progress(total=total, desc=desc, unit="B", unit_scale=True)
 
 
 def _stream_to(out: Path, sources: Sequence[tuple[str, BinaryIO]], total: int) -> Path:

@@ -45,15 +45,9 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def _progress(total: int, desc: str, initial: int = 0) -> Any:
-    from tqdm import tqdm
+    from calibadv.progress import progress
 
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="psg",
-        disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1",
-    )
+    return progress(total=total, initial=initial, desc=desc, unit="psg")
 
 
 def encode_shard(

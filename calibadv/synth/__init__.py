@@ -16,7 +16,7 @@ from calibadv.io import atomic_write_json, atomic_write_jsonl
 from calibadv.synth.splits import BENCHMARKS, build_splits, split_stats
 from calibadv.synth.world import SIZES, World, WorldSize, build_world
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 __all__ = ["BENCHMARKS", "SIZES", "World", "WorldSize", "build_world", "build_splits",
            "generate", "write_world"]

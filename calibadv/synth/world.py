@@ -35,7 +35,7 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize(countries=12, cities=72, people=800, organisations=90, works=500,
-                      events=450, train=2000, dev=200, test=100, bamboogle=60),
+                      events=150, train=2000, dev=200, test=100, bamboogle=60),
     "small": WorldSize(countries=40, cities=300, people=4000, organisations=450, works=2500,
                        events=2500, train=10000, dev=500, test=500, bamboogle=125),
 }
@@ -133,64 +133,44 @@ def _build_entities(rng: random.Random, size: WorldSize) -> dict[str, Entity]:
     return ents
 
 
-def _entity_passages(rng: random.Random, e: Entity, ents: dict[str, Entity]
-                     ) -> list[tuple[str, list[str], str]]:
-    """(title, relations stated, text) for each passage describing ``e``."""
+def _entity_passages(e: Entity, ents: dict[str, Entity]) -> list[tuple[str, list[str], str]]:
+    """(title, relations stated, text) for each passage describing ``e``.
+
+    One fixed phrasing per relation and short sentences: a ~1M-parameter policy learns to find
+    "written by X" once, not five ways of saying it (docs/synthetic-world.md, "Why it is easy
+    to read").
+    """
     n = lambda key: ents[key].name  # noqa: E731
     a = e.attrs
     if e.type == "country":
-        cap = n(a["capital"])
-        text = rng.choice([
-            f"{e.name}, officially the {a['form']} of {e.name}, is a country. "
-            f"The capital of {e.name} is {cap}.",
-            f"{e.name} is a country, officially called the {a['form']} of {e.name}. "
-            f"Its capital city is {cap}. {e.name} has many other cities.",
-        ])
+        text = (f"{e.name}, officially the {a['form']} of {e.name}, is a country. "
+                f"Its capital is {n(a['capital'])}.")
         return [(e.name, ["capital"], text)]
     if e.type == "city":
         country = n(a["country"])
-        text = rng.choice([
-            f"{e.name} is a city in {country}. {e.name} was founded in {a['founded']}.",
-            f"{e.name} was founded in {a['founded']}. {e.name} is a city located in {country}.",
-            f"The city of {e.name} lies in {country}. It was founded in {a['founded']}.",
-        ])
-        if ents[a["country"]].attrs["capital"] == e.key:
-            text += f" {e.name} is the capital of {country}."
+        text = f"{e.name} is a city in {country}. It was founded in {a['founded']}."
         return [(e.name, ["country", "founded"], text)]
     if e.type == "person":
         city, year, occ = n(a["birthplace"]), a["born"], a["occupation"]
-        bio = rng.choice([
-            f"{e.name} was {_a(occ)}. {e.name} was born in {city} in {year}.",
-            f"{e.name} was born in {city} in {year}. {e.name} worked as {_a(occ)}.",
-            f"Born in {year} in the city of {city}, {e.name} became a well known {occ}.",
-        ])
+        bio = f"{e.name} was born in {city} in {year}. {e.name} was {_a(occ)}."
         out = [(e.name, ["birthplace", "born", "occupation"], bio)]
         life, rels = [], []
         if "parent" in a:
-            life.append(rng.choice([f"{e.name} was the child of {n(a['parent'])}.",
-                                    f"The parent of {e.name} was {n(a['parent'])}."]))
+            life.append(f"{e.name} was the child of {n(a['parent'])}.")
             rels.append("parent")
         if "member_of" in a:
-            life.append(rng.choice([f"{e.name} was a member of {_article(n(a['member_of']))}.",
-                                    f"{e.name} joined {_article(n(a['member_of']))}."]))
+            life.append(f"{e.name} was a member of {_article(n(a['member_of']))}.")
             rels.append("member_of")
         if life:
             out.append((e.name, rels, " ".join(life)))
         return out
     if e.type == "organisation":
-        text = rng.choice([
-            f"The {e.name} was founded by {n(a['founder'])} in {a['founded']}. "
-            f"The {e.name} is based in {n(a['based_in'])}.",
-            f"The {e.name} is based in {n(a['based_in'])}. It was founded in {a['founded']} "
-            f"by {n(a['founder'])}.",
-        ])
+        text = (f"The {e.name} was founded by {n(a['founder'])} in {a['founded']}. "
+                f"It is based in {n(a['based_in'])}.")
         return [(e.name, ["founder", "founded", "based_in"], text)]
     if e.type == "work":
-        text = rng.choice([
-            f"{e.name} is {_a(a['kind'])} written by {n(a['author'])}. "
-            f"{e.name} was published in {a['year']}.",
-            f"{e.name} is {_a(a['kind'])} by {n(a['author'])}, first published in {a['year']}.",
-        ])
+        text = (f"{e.name} is {_a(a['kind'])} written by {n(a['author'])}. "
+                f"It was published in {a['year']}.")
         return [(e.name, ["author", "year"], text)]
     raise ValueError(f"unknown entity type {e.type!r}")
 
@@ -221,7 +201,7 @@ def build_world(seed: int, size: str | WorldSize = "tiny") -> World:
     by_type = {t: [e for e in ents.values() if e.type == t] for t in ENTITY_TYPES}
     drafts: list[tuple[str, str, str, list[tuple[str, str]]]] = []
     for e in ents.values():
-        for title, rels, text in _entity_passages(rng, e, ents):
+        for title, rels, text in _entity_passages(e, ents):
             drafts.append((title, text, e.type, [(e.key, r) for r in rels]))
     for _ in range(dims.events):
         title, text = _event_passage(rng, ents, by_type)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -67,10 +66,9 @@ def _truncate_log(path: Path, max_step: int) -> None:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
+    from calibadv.progress import progress
 
-    return tqdm(total=total, desc=desc, leave=False,
-                disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    return progress(total=total, desc=desc, leave=False)
 
 
 def _calib_config(method: dict[str, Any]):
@@ -86,7 +84,7 @@ class LocalTrainer:
     def __init__(self, spec: RunSpec, out_dir: Path, search_fn: Any) -> None:
         import torch
 
-        from calibadv.agent.hf import HFGenerator
+        from calibadv.agent.engines import local_generator
         from calibadv.agent.runner import agent_config, load_policy, load_questions, method_flags
         from calibadv.train.policy import actor_config
 
@@ -135,8 +133,10 @@ class LocalTrainer:
             ckpt.set_rng_state(state["rng"])
             self.start_step = int(state["step"])
             log.info("resuming from %s (step %d)", resume, self.start_step)
-        self.sampler = HFGenerator(self.model, self.tok, self.t.temperature, self.t.top_p)
-        self.greedy = HFGenerator(self.model, self.tok, greedy=True)
+        engine = spec.agent.generator  # kv (default) or hf: calibadv.agent.engines
+        self.sampler = local_generator(engine, self.model, self.tok,
+                                       temperature=self.t.temperature, top_p=self.t.top_p)
+        self.greedy = local_generator(engine, self.model, self.tok, greedy=True)
 
     # -- one RL step ---------------------------------------------------------------------
     def rollouts(self, step: int) -> tuple[int, list, list]:

@@ -40,6 +40,14 @@ class SFTConfig:
     seed: int = 0
     prethink: bool = False
     topk: int = 3
+    # Curriculum: passes over single-hop demonstrations (one per gold hop of every QA row,
+    # the hop's sub-query as the question) trained *before* the multi-hop ones.
+    hop_epochs: float = 0.0
+    # Weight of a language-model loss on observation tokens (0 = generated tokens only, as RL).
+    # Passages repeat their title in the text ("Doc 1(Title: X) X was born in ..."), so this
+    # trains the copying of names that the policy then needs to carry a name into its next
+    # search and its answer (docs/training.md, "The start point").
+    obs_loss_weight: float = 0.0
 
 
 @dataclass
@@ -106,24 +114,65 @@ def build_demos(
     return demos
 
 
-def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
-              progress: bool = True) -> list[float]:
-    """Cross-entropy on generated tokens only; returns the loss per optimiser step."""
-    import torch
-    from tqdm import tqdm
+def memo_search(search_fn: SearchFn) -> SearchFn:
+    """``search_fn`` that sends each distinct query to the server once."""
+    seen: dict[str, Any] = {}
 
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    def search(queries: Sequence[str]) -> list[Any]:
+        todo = list(dict.fromkeys(q for q in queries if q not in seen))
+        if todo:
+            seen.update(zip(todo, search_fn(todo), strict=True))
+        return [seen[q] for q in queries]
+
+    return search
+
+
+def hop_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One single-hop QA row per gold hop: the hop's sub-query asked on its own.
+
+    The curriculum's easy half: read one passage, copy one name. Built from the training rows
+    themselves, so no question of another split is seen.
+    """
+    out = []
+    for row in rows:
+        for k, hop in enumerate((row.get("metadata") or {}).get("hops") or []):
+            out.append({"id": f"{row.get('id')}#hop{k}", "question": str(hop["question"]),
+                        "golden_answers": [str(hop["answer"])],
+                        "metadata": {"hops": [hop]}})
+    return out
+
+
+def epoch_order(n: int, epochs: float, rng: random.Random) -> list[int]:
+    """``epochs`` passes over ``range(n)``, each freshly shuffled; a fraction takes a prefix."""
     order: list[int] = []
-    full, frac = divmod(cfg.epochs, 1.0)
+    full, frac = divmod(epochs, 1.0)
     for _ in range(int(full)):
-        perm = list(range(len(demos)))
+        perm = list(range(n))
         rng.shuffle(perm)
         order += perm
     if frac:
-        perm = list(range(len(demos)))
+        perm = list(range(n))
         rng.shuffle(perm)
-        order += perm[: int(frac * len(demos))]
+        order += perm[: int(frac * n)]
+    return order
+
+
+def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
+              progress: bool = True, first: Sequence[Demo] = ()) -> list[float]:
+    """Cross-entropy on generated tokens only; returns the loss per optimiser step.
+
+    ``first`` (the curriculum's single-hop demonstrations) is trained for ``cfg.hop_epochs``
+    passes before ``cfg.epochs`` passes over ``demos``; one learning-rate schedule spans both.
+    """
+    import torch
+
+    from calibadv.progress import LineProgress, progress as make_progress
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    order = epoch_order(len(first), cfg.hop_epochs, rng) if first else []
+    order += [len(first) + i for i in epoch_order(len(demos), cfg.epochs, rng)]
+    demos = [*first, *demos]
     steps = math.ceil(len(order) / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, int(cfg.warmup_frac * steps))
@@ -133,7 +182,8 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
     device = next(model.parameters()).device
     model.train()
     losses = []
-    bar = tqdm(range(steps), desc="sft", disable=not progress or os.environ.get("CALIBADV_NO_PROGRESS") == "1")
+    bar = make_progress(range(steps), desc="sft") if progress else LineProgress(
+        range(steps), disable=True)
     for s in bar:
         batch = [demos[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
         seqs = [d.prompt_ids + d.response_ids for d in batch]
@@ -141,21 +191,27 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attn = torch.zeros_like(ids)
         labels = torch.full_like(ids, -100)
+        weights = torch.zeros(ids.shape, dtype=torch.float32)
         for r, (d, seq) in enumerate(zip(batch, seqs, strict=True)):
             ids[r, : len(seq)] = torch.tensor(seq)
             attn[r, : len(seq)] = 1
             p = len(d.prompt_ids)
-            lab = torch.tensor(d.response_ids)
-            lab[torch.tensor(d.loss_mask) == 0] = -100
-            labels[r, p : len(seq)] = lab
-        out = model(input_ids=ids.to(device), attention_mask=attn.to(device),
-                    labels=labels.to(device), use_cache=False)
+            gen = torch.tensor(d.loss_mask, dtype=torch.float32)
+            labels[r, p : len(seq)] = torch.tensor(d.response_ids)
+            weights[r, p : len(seq)] = gen + cfg.obs_loss_weight * (1 - gen)
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device),
+                       use_cache=False).logits[:, :-1]
+        target, w = labels[:, 1:].to(device), weights[:, 1:].to(device)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                               target.reshape(-1), ignore_index=-100,
+                                               reduction="none").view(target.shape)
+        loss = (ce * w).sum() / w.sum().clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if s % 20 == 0 or s == steps - 1:
             log.info("sft step %d/%d loss %.3f", s + 1, steps, losses[-1])
@@ -177,17 +233,18 @@ def qa_questions(rows: Sequence[dict[str, Any]]) -> list:
 
 
 def start_point(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], search_fn: SearchFn,
-                prethink: bool, agent_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                prethink: bool, agent_kwargs: dict[str, Any] | None = None,
+                generator: str = "kv") -> dict[str, Any]:
     """Greedy rollouts of ``rows`` in one prompt format: the RL start point's format rate and F1."""
-    from calibadv.agent.hf import HFGenerator
+    from calibadv.agent.engines import local_generator
     from calibadv.agent.runner import rollout, score
     from calibadv.agent.types import AgentConfig
     from calibadv.evaluate.metrics import summarise
 
     questions = qa_questions(rows)
     agent = AgentConfig(prethink=prethink, **(agent_kwargs or {}))
-    trajs = rollout(questions, tokenizer, agent, HFGenerator(model, tokenizer, greedy=True),
-                    search_fn)
+    trajs = rollout(questions, tokenizer, agent,
+                    local_generator(generator, model, tokenizer, greedy=True), search_fn)
     for tr, q in zip(trajs, questions, strict=True):
         score(tr, q, prethink, False)
     s = summarise(trajs)
@@ -220,10 +277,12 @@ def run_sft(
         rows = rows[: cfg.limit]
     if not rows:
         raise ConfigError(f"{qa_path}: no QA rows to build demonstrations from")
+    search_fn = memo_search(search_fn)  # the curriculum's hop demos repeat the same searches
     demos = build_demos(rows, tok, search_fn, cfg.prethink)
-    losses = sft_train(model, demos, tok.pad_token_id, cfg)
+    first = build_demos(hop_rows(rows), tok, search_fn, cfg.prethink) if cfg.hop_epochs else []
+    losses = sft_train(model, demos, tok.pad_token_id, cfg, first=first)
     report: dict[str, Any] = {
-        "config": asdict(cfg), "demonstrations": len(demos),
+        "config": asdict(cfg), "demonstrations": len(demos), "hop_demonstrations": len(first),
         "demo_tokens_mean": sum(len(d.response_ids) for d in demos) / len(demos),
         "loss_first": losses[0], "loss_last": losses[-1], "optimizer_steps": len(losses),
         "train_s": time.time() - t0,

@@ -82,3 +82,31 @@ def test_micro_batch_losses_add_up_to_the_mini_batch_loss():
     parts = sum(policy_loss(cfg, old[i : i + 2], new[i : i + 2], adv[i : i + 2], mask[i : i + 2],
                             n, 4)[0] for i in (0, 2))
     assert torch.allclose(whole, parts)
+
+
+def test_reward_trend_compares_the_last_quarter_with_the_first_by_hand():
+    from calibadv.evaluate.metrics import reward_trend
+
+    rewards = [0.1, 0.3, 0.2, 0.2, 0.5, 0.4, 0.4, 0.6]  # quarters [0.1, 0.3] and [0.4, 0.6]
+    t = reward_trend(rewards)
+    assert (t["quarter"], t["first"], t["last"]) == (2, pytest.approx(0.2), pytest.approx(0.5))
+    # variances 0.02 and 0.02 -> se = sqrt(0.02/2 + 0.02/2) = 0.1414
+    assert t["se"] == pytest.approx(0.1414, abs=1e-4)
+    assert t["z"] == pytest.approx(0.3 / 0.14142, abs=1e-3)
+    with pytest.raises(ValueError, match="at least 8 steps"):
+        reward_trend([0.1] * 7)
+
+
+def test_reward_trend_command_reads_a_run_folder(tmp_path, capsys):
+    from calibadv.cli import main
+    from calibadv.io import append_jsonl
+
+    for step, r in enumerate([0.1, 0.3, 0.2, 0.2, 0.5, 0.4, 0.4, 0.6], start=1):
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": step, "reward_mean": r})
+    for step, f1 in ((0, 0.25), (8, 0.375)):
+        append_jsonl(tmp_path / "val.jsonl", {"step": step, "f1": f1})
+    assert main(["reward-trend", "--run", str(tmp_path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[1:7] == ["8", "0.200", "0.500", "+0.300", "0.141", "2.12"]
+    assert row[-3:] == ["0.250", "->", "0.375"]
+    assert main(["reward-trend", "--run", str(tmp_path / "nope")]) == 2

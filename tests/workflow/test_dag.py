@@ -57,8 +57,8 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
-    assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
-    assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["train"] == counts["spec"] == 5  # the ladder (baselines: tiny-baselines.yaml)
+    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert "download_model" not in counts
 

@@ -1,0 +1,90 @@
+"""SFT warm-start options: the hop curriculum, the observation LM loss, search memoisation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from calibadv.train.sft import Demo, SFTConfig, epoch_order, hop_rows, memo_search, sft_train
+
+ROW = {"id": "hotpotqa_3", "question": "Where was the author of The Salt Bell born?",
+       "golden_answers": ["Veliondport"],
+       "metadata": {"hops": [
+           {"question": "Who wrote The Salt Bell?", "doc_ids": ["8"], "answer": "Stou Thisgreas"},
+           {"question": "Where was Stou Thisgreas born?", "doc_ids": ["7"],
+            "answer": "Veliondport"}]}}
+
+
+def test_each_gold_hop_becomes_a_single_hop_question_with_the_hop_answer():
+    rows = hop_rows([ROW])
+    assert [r["question"] for r in rows] == ["Who wrote The Salt Bell?",
+                                              "Where was Stou Thisgreas born?"]
+    assert [r["golden_answers"] for r in rows] == [["Stou Thisgreas"], ["Veliondport"]]
+    assert [r["id"] for r in rows] == ["hotpotqa_3#hop0", "hotpotqa_3#hop1"]
+    assert all(len(r["metadata"]["hops"]) == 1 for r in rows)
+
+
+@pytest.mark.parametrize("n, epochs, length", [(5, 2.0, 10), (5, 0.4, 2), (4, 1.5, 6), (3, 0, 0)])
+def test_epoch_order_is_whole_shuffled_passes_then_a_prefix(n, epochs, length):
+    order = epoch_order(n, epochs, random.Random(0))
+    assert len(order) == length
+    for start in range(0, int(epochs) * n, n):
+        assert sorted(order[start : start + n]) == list(range(n))
+
+
+def test_memo_search_sends_each_distinct_query_once():
+    calls = []
+
+    def search(queries):
+        calls.append(list(queries))
+        return [f"docs of {q}" for q in queries]
+
+    memo = memo_search(search)
+    assert memo(["a", "b", "a"]) == ["docs of a", "docs of b", "docs of a"]
+    assert memo(["b", "c"]) == ["docs of b", "docs of c"]
+    assert calls == [["a", "b"], ["c"]]
+
+
+class Unigram(torch.nn.Module):
+    """A model whose logits do not depend on the context: the loss is a pure function of the
+    targets, so weights on them can be checked by hand."""
+
+    def __init__(self, vocab: int = 6) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(vocab))
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return type("Out", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
+
+
+def test_observation_tokens_are_trained_only_with_a_weight():
+    demo = Demo(prompt_ids=[1, 1], response_ids=[2, 3, 3, 3], loss_mask=[1, 0, 0, 0])
+    # one step at lr 0 gives the loss at initialisation: uniform logits, ln 6 per token either way
+    for weight in (0.0, 1.0):
+        losses = sft_train(Unigram(), [demo], 0, SFTConfig(epochs=1, batch_size=1, lr=0.0,
+                                                          obs_loss_weight=weight), progress=False)
+        assert losses == [pytest.approx(torch.log(torch.tensor(6.0)).item())]
+    # trained: generated-only learns token 2; with observations it learns mostly token 3
+    for weight, favourite in ((0.0, 2), (1.0, 3)):
+        model = Unigram()
+        sft_train(model, [demo], 0, SFTConfig(epochs=30, batch_size=1, lr=0.1, warmup_frac=0,
+                                               obs_loss_weight=weight), progress=False)
+        assert int(model.bias.argmax()) == favourite
+
+
+def test_hop_demonstrations_come_first():
+    seen = []
+
+    class Recorder(Unigram):
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            seen.append(int(input_ids[0, 0]))
+            return super().forward(input_ids)
+
+    first = [Demo([9], [1], [1]) for _ in range(3)]
+    demos = [Demo([8], [1], [1]) for _ in range(2)]
+    sft_train(Recorder(10), demos, 0, SFTConfig(epochs=1, hop_epochs=2, batch_size=1), False,
+              first=first)
+    assert seen == [9] * 6 + [8] * 2
