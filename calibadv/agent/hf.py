@@ -16,6 +16,27 @@ import torch
 from calibadv.agent.types import Generation, GenerationRequest
 
 
+def init_sampling(gen: Any, model: Any, tokenizer: Any, temperature: float, top_p: float,
+                  greedy: bool, max_batch_size: int) -> None:
+    """Set what every local generator (:class:`HFGenerator`, ``KVCacheGenerator``) shares: the
+    checked sampling knobs, the pad id (EOS when the tokenizer has none) and the EOS ids the
+    model's generation config declares, so both engines stop on exactly the same tokens."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    gen.model = model
+    gen.tokenizer = tokenizer
+    gen.greedy = greedy or temperature == 0
+    gen.temperature = temperature
+    gen.top_p = top_p
+    gen.max_batch_size = max_batch_size
+    gen.pad_id = tokenizer.pad_token_id
+    if gen.pad_id is None:
+        gen.pad_id = tokenizer.eos_token_id
+    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+    gen.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    gen._piece_cache = {}
+
+
 class HFGenerator:
     """``GenerateFn`` over a HF causal LM. ``temperature=0`` (or ``greedy=True``) is greedy."""
 
@@ -28,20 +49,7 @@ class HFGenerator:
         greedy: bool = False,
         max_batch_size: int = 64,
     ) -> None:
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.greedy = greedy or temperature == 0
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_batch_size = max_batch_size
-        self.pad_id = tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = tokenizer.eos_token_id
-        eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self._piece_cache: dict[int, str] = {}
+        init_sampling(self, model, tokenizer, temperature, top_p, greedy, max_batch_size)
 
     def __call__(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         out: list[Generation] = []

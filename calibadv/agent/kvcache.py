@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from calibadv.agent.hf import init_sampling
 from calibadv.agent.types import Generation, GenerationRequest
 from calibadv.errors import ConfigError
 
@@ -183,22 +184,9 @@ class KVCacheGenerator:
         max_batch_size: int = 256,
         reuse_prefix: bool = True,
     ) -> None:
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-        self.model = model
-        self.runner = DecoderRunner(model)
-        self.tokenizer = tokenizer
-        self.greedy = greedy or temperature == 0
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_batch_size = max_batch_size
+        self.runner = DecoderRunner(model)  # refuses an architecture it does not run, first
+        init_sampling(self, model, tokenizer, temperature, top_p, greedy, max_batch_size)
         self.reuse_prefix = reuse_prefix
-        self.pad_id = tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = tokenizer.eos_token_id
-        eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self._piece_cache: dict[int, str] = {}
         self._store: dict[tuple[int, ...], KV] = {}
         self._store_lengths: set[int] = set()
         self._weights_version: tuple[int, ...] = ()

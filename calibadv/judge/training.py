@@ -117,6 +117,15 @@ def needs_judge(method: Mapping[str, Any]) -> bool:
     return (method.get("calibration") or {}).get("score") == "judge"
 
 
+def _require_judge_section(judge: Mapping[str, Any] | None) -> None:
+    """A judge-scored method with no judge section is a config error, named before any job work."""
+    if not judge:
+        raise ConfigError(
+            "calibration.score = 'judge' needs the run spec's judge section (judge.base_url and "
+            "judge.model of an OpenAI-compatible endpoint, or judge.server: local)"
+        )
+
+
 @contextlib.contextmanager
 def step_judge_for(method: Mapping[str, Any], judge: Mapping[str, Any] | None,
                    log_path: str | None = None) -> Iterator[StepJudge | None]:
@@ -125,11 +134,7 @@ def step_judge_for(method: Mapping[str, Any], judge: Mapping[str, Any] | None,
     if not needs_judge(method):
         yield None
         return
-    if not judge:
-        raise ConfigError(
-            "calibration.score = 'judge' needs the run spec's judge section (judge.base_url and "
-            "judge.model of an OpenAI-compatible endpoint, or judge.server: local)"
-        )
+    _require_judge_section(judge)
     from calibadv.judge.config import JudgeConfig, endpoint, open_client
 
     cfg = JudgeConfig.from_dict(judge)
@@ -186,11 +191,7 @@ def verl_judge_overrides(method: Mapping[str, Any], judge: Mapping[str, Any] | N
     if not needs_judge(method):
         yield []
         return
-    if not judge:
-        raise ConfigError(
-            "calibration.score = 'judge' needs the run spec's judge section (judge.base_url and "
-            "judge.model of an OpenAI-compatible endpoint, or judge.server: local)"
-        )
+    _require_judge_section(judge)
     from calibadv.judge.config import JudgeConfig, endpoint
     from calibadv.train.verl.overrides import hydra_value
 
