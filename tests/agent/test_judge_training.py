@@ -76,7 +76,9 @@ def test_two_judge_scored_steps_with_a_local_judge_server(world, server, tmp_pat
         "method": get_method("calibadv-judge"),
         "data": {"train": str(world["train"]), "val": None},
         "retrieval": {"url": server, "topk": 3},
-        "agent": {"max_turns": 2, "max_tokens_per_turn": 64, "max_response_tokens": 400},
+        # the hf engine: the one the scripted policy stands in for (the default is kv)
+        "agent": {"max_turns": 2, "max_tokens_per_turn": 64, "max_response_tokens": 400,
+                  "generator": "hf"},
         "training": {"steps": 2, "batch_size": 2, "group_size": 3, "mini_batch_size": 1,
                      "micro_batch_size": 3, "lr": 1e-4, "save_every": 2,
                      "val_before_train": False, "dump_rollouts_at": [1, 2]},
