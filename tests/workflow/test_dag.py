@@ -57,8 +57,8 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
-    assert counts["train"] == counts["spec"] == 5  # the ladder (baselines: tiny-baselines.yaml)
-    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
+    assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert "download_model" not in counts
 
@@ -87,8 +87,8 @@ def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path,
 
     n_bench, per_benchmark, suites_bench = outputs("per_benchmark")
     n_run, per_run, suites_run = outputs("per_run")
-    assert (n_bench, n_run) == (35, 5)  # 5 runs × 7 splits
-    assert per_benchmark == per_run and len(per_run) == 35 * 2  # metrics + predictions
+    assert (n_bench, n_run) == (42, 6)  # 6 runs × 7 splits
+    assert per_benchmark == per_run and len(per_run) == 42 * 2  # metrics + predictions
     assert (suites_bench, suites_run) == ({1}, {7})  # one command line, one --suite per split
 
 
@@ -97,7 +97,7 @@ def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}
     cfg = write_config(tmp_path / "c.yaml", models=models)
     counts = job_counts(snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path)).stdout)
-    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 1
+    assert counts["build_tiny_model"] == 2 and counts["train"] == 7 and counts["sft"] == 1
 
 
 def test_per_format_warm_starts_add_a_prethink_sft_job(tmp_path, tiny_config):

@@ -25,7 +25,6 @@ def config(tmp_path, tiny_config):
     tiny_config["results_dir"] = str(tmp_path / "results")
     tiny_config["models"]["tiny"]["label"] = "Qwen2.5-7B"
     tiny_config["report"]["alpha_sweep"] = {"calibadv": 1.0}
-    tiny_config["default_methods"] = [*tiny_config["default_methods"], "sapo-search"]  # a row of ours
     return wc.validate_config(tiny_config)
 
 
