@@ -191,20 +191,24 @@ class LocalTrainer:
         resp_mask = resp_mask * trains[:, None]  # filtered rollouts leave the loss
 
         micro = max(1, self.t.micro_batch_size)
-        old_logp, ref_logp, entropies = [], [], []
+        # mini-batches of whole questions, each one optimiser step, cut into micro-batches; the
+        # old (and reference) log-probs are computed on exactly the micro-batches the loss uses,
+        # so they line up even when micro_batch_size does not divide a mini-batch
+        mb_size = self.t.mini_batch_size * self.per_prompt
+        chunks = [(i, min(m0 + mb_size, B, i + micro)) for m0 in range(0, B, mb_size)
+                  for i in range(m0, min(B, m0 + mb_size), micro)]
+        old_logp, ref_logp, entropies = {}, {}, []
         with torch.no_grad():
-            for i in range(0, B, micro):
-                chunk = trajs[i : i + micro]
+            for i, j in chunks:
+                chunk = trajs[i:j]
                 lp, ent, _ = response_logprobs(self.model, chunk, self.pad_id,
                                                self.t.temperature, with_entropy=True)
-                old_logp.append(lp)
+                old_logp[i] = lp
                 entropies.append(ent)
                 if self.ref_model is not None:
-                    ref_logp.append(response_logprobs(self.ref_model, chunk, self.pad_id,
-                                                      self.t.temperature)[0])
+                    ref_logp[i] = response_logprobs(self.ref_model, chunk, self.pad_id,
+                                                    self.t.temperature)[0]
 
-        # mini-batches of whole questions, each one optimiser step
-        mb_size = self.t.mini_batch_size * self.per_prompt
         self.model.train()
         losses, clipfracs, grad_norms, term_metrics = [], [], [], {}
         for m0 in range(0, B, mb_size):
@@ -215,7 +219,6 @@ class LocalTrainer:
             for i in range(mb.start, mb.stop, micro):
                 j = min(mb.stop, i + micro)
                 chunk = trajs[i:j]
-                k = i // micro
                 lp, ent, mask = response_logprobs(self.model, chunk, self.pad_id,
                                                   self.t.temperature,
                                                   with_entropy=self.t.entropy_coef > 0)
@@ -225,7 +228,7 @@ class LocalTrainer:
                 with answer_mask_context(answers):
                     loss, m = policy_loss(
                         self.actor_cfg,
-                        old_logp[k][:, :width].to(lp.device),
+                        old_logp[i][:, :width].to(lp.device),
                         lp,
                         advantages[i:j, :width].to(lp.device),
                         mask,
@@ -233,7 +236,7 @@ class LocalTrainer:
                         global_batch_size=len(mb),
                         entropy=ent,
                         entropy_coef=self.t.entropy_coef,
-                        ref_logp=ref_logp[k][:, :width] if ref_logp else None,
+                        ref_logp=ref_logp[i][:, :width] if ref_logp else None,
                         kl_coef=self.t.kl_coef,
                     )
                 loss.backward()

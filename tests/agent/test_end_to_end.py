@@ -126,3 +126,14 @@ def test_several_suites_in_one_call_equal_one_call_each(world, server, tmp_path)
     assert read_jsonl(both / "musique" / "predictions.jsonl") == read_jsonl(
         tmp_path / "one" / "predictions.jsonl"
     )
+
+
+def test_a_micro_batch_larger_than_a_mini_batch_trains(world, server, tmp_path):
+    """micro_batch_size 4 over mini-batches of 3 rollouts (1 question × G = 3): the old
+    log-probs are cut on the loss's own micro-batches, so the two line up (they used not to:
+    old log-probs were chunked over the whole batch and the loss failed on mismatched rows)."""
+    out = tmp_path / "run"
+    cli("train", "--spec", write_spec(tmp_path / "s.yaml", world, server, "calibadv", 1,
+                                      micro_batch_size=4, val_before_train=False), "--out", out)
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1]
