@@ -131,7 +131,9 @@ def filtered_advantage(
             adv[rows] = torch.as_tensor(sub, dtype=torch.float32).to(adv.device)
         stats = dict(stats)
         for key, empty in _PER_ROLLOUT.items():
-            if key in stats:
+            if not rows:  # every rollout filtered out: the per-rollout entries are all empty
+                stats[key] = [empty] * batch
+            elif key in stats:
                 full = [empty] * batch
                 values = stats[key].tolist() if hasattr(stats[key], "tolist") else list(stats[key])
                 for j, i in enumerate(rows):
