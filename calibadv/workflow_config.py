@@ -217,6 +217,23 @@ def _check_training_values(config: dict[str, Any], model: str) -> None:
                 )  # fmt: skip
 
 
+def _check_build_options(config: dict[str, Any], model: str) -> None:
+    """The tiny model's shape: heads split the hidden size, key/value heads split the heads
+    (the command's defaults fill what the config leaves out)."""
+    options = config["models"][model].get("build_options") or {}
+    if not options:
+        return
+    hidden = options.get("hidden_size", 192)
+    heads, kv = options.get("heads", 6), options.get("kv_heads", 2)
+    where = f"models.{model}.build_options"
+    if hidden % heads:
+        raise _value_error(f"{where}.hidden_size", hidden, f"a multiple of heads = {heads}",
+                           "each attention head gets hidden_size / heads dimensions")
+    if heads % kv:
+        raise _value_error(f"{where}.kv_heads", kv, f"a divisor of heads = {heads}",
+                           "grouped-query attention shares each key/value head among heads")
+
+
 def _check_cross_references(config: dict[str, Any]) -> None:
     retrieval = config["retrieval"]
     if retrieval["topk"] > retrieval["topk_retrieval"]:
@@ -232,6 +249,7 @@ def _check_cross_references(config: dict[str, Any]) -> None:
             except ConfigError as err:
                 raise ConfigError(f"models.{name}.methods: {method!r}: {err}") from None
         _check_training_values(config, name)
+        _check_build_options(config, name)
         _check_run_sections(config, name)
         if model["source"] == "hub" and not model.get("repo_id"):
             raise ConfigError(f"models.{name}.repo_id: required when source is 'hub'")

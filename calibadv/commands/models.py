@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--hidden-size", type=int, default=192)
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=6,
+                   help="attention heads (hidden size / heads is the head dimension; default 6)")
+    p.add_argument("--kv-heads", type=int, default=2,
+                   help="key/value heads (grouped-query attention; must divide --heads)")
+    p.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
     p.set_defaults(func=run_build)
 
     d = subparsers.add_parser(
@@ -48,14 +53,20 @@ def run_build(args: argparse.Namespace) -> int:
     from calibadv.models.tiny import TinyConfig, build_tiny_model
 
     for flag, value in [("--vocab-size", args.vocab_size), ("--hidden-size", args.hidden_size),
-                        ("--layers", args.layers)]:
+                        ("--layers", args.layers), ("--heads", args.heads),
+                        ("--kv-heads", args.kv_heads),
+                        ("--intermediate-size", args.intermediate_size)]:
         if value <= 0:
             raise ConfigError(f"{flag} must be positive, got {value}")
-    if args.hidden_size % 6:
-        raise ConfigError(f"--hidden-size must be a multiple of 6 (6 attention heads), "
+    if args.hidden_size % args.heads:
+        raise ConfigError(f"--hidden-size must be a multiple of --heads ({args.heads}), "
                           f"got {args.hidden_size}")
+    if args.heads % args.kv_heads:
+        raise ConfigError(f"--kv-heads ({args.kv_heads}) must divide --heads ({args.heads})")
     config = TinyConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size,
-                        num_hidden_layers=args.layers, seed=args.seed)
+                        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                        num_key_value_heads=args.kv_heads,
+                        intermediate_size=args.intermediate_size, seed=args.seed)
     info = build_tiny_model(args.corpus, args.qa, args.out, config)
     print(f"wrote {args.out}: {info['parameters']:,} parameters, vocab {info['vocab_size']}")
     return 0

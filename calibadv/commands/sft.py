@@ -14,7 +14,8 @@ def _run(args: argparse.Namespace) -> int:
     check_args(args)
     cfg = SFTConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     limit=args.limit, seed=args.seed, prethink=args.prethink, topk=args.topk,
-                    hop_epochs=args.hop_epochs, obs_loss_weight=args.obs_loss_weight)
+                    hop_epochs=args.hop_epochs, obs_loss_weight=args.obs_loss_weight,
+                    quote_evidence=args.quote_evidence)
     eval_rows = read_jsonl(args.eval_qa)[: args.eval_limit] if args.eval_qa else []
     agent = {"max_turns": args.max_turns, "max_tokens_per_turn": args.max_tokens_per_turn,
              "max_response_tokens": args.max_response_tokens}
@@ -32,6 +33,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"start point ({name} prompts, {point['eval_n']} questions, greedy): format rate "
               f"{point['format_rate']:.2f}, F1 {point['f1']:.3f}, EM {point['em']:.3f}")
     return 0
+
+
+def _flag(value: str) -> bool:
+    """``true``/``false`` (any case; also 1/0, yes/no), as config booleans reach the command."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--obs-loss-weight", type=float, default=0.0,
                    help="weight of a language-model loss on observation tokens (default 0: "
                    "generated tokens only); teaches a tiny model to copy names from passages")
+    p.add_argument("--quote-evidence", nargs="?", const=True, default=False, type=_flag,
+                   help="open each turn after a search by quoting the retrieved sentence that "
+                   "states the hop's answer (true/false; default false); teaches a tiny model "
+                   "to read by copying")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--limit", type=int, default=None, help="use the first N QA rows only")

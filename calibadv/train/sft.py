@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,12 @@ class SFTConfig:
     # trains the copying of names that the policy then needs to carry a name into its next
     # search and its answer (docs/training.md, "The start point").
     obs_loss_weight: float = 0.0
+    # Open each turn after a search by quoting the retrieved sentence that states the hop's
+    # answer ("Baileth Krokern was a sculptor."), when the search found it. The quote turns
+    # reading into copying a continuation the model has just written the start of (an
+    # induction pattern a 2-layer model learns), and puts the name the next search or the
+    # answer needs a few tokens back (docs/training.md, "The start point").
+    quote_evidence: bool = False
 
 
 @dataclass
@@ -57,13 +64,34 @@ class Demo:
     loss_mask: list[int]
 
 
-def think_text(hop: int, n_hops: int, sub_question: str) -> str:
-    """The templated reasoning of one turn."""
+def think_text(hop: int, n_hops: int, sub_question: str, evidence: str | None = None) -> str:
+    """The templated reasoning of one turn, opened by the quoted evidence of the last search."""
+    lead = f"{evidence} " if evidence else ""
     if hop == 0:
-        return f"I need to find out: {sub_question}"
+        return f"{lead}I need to find out: {sub_question}"
     if hop < n_hops:
-        return f"Next I need to find out: {sub_question}"
-    return "I have enough information to answer."
+        return f"{lead}Next I need to find out: {sub_question}"
+    return f"{lead}I have enough information to answer."
+
+
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
+
+
+def evidence_sentence(passages: Sequence[Any], gold_ids: Sequence[str], answer: str) -> str | None:
+    """The first sentence of a retrieved gold passage that contains the hop's answer, or None
+    when the search missed every gold passage (the demonstration then quotes nothing rather
+    than a fact that is not in front of the model)."""
+    gold = {str(g) for g in gold_ids}
+    needle = answer.strip().lower()
+    if not needle:
+        return None
+    for p in passages:
+        if gold and str(getattr(p, "id", "")) not in gold:
+            continue
+        for sentence in _SENTENCE_END.split(str(getattr(p, "text", "")).strip()):
+            if needle in sentence.lower():
+                return sentence.strip()
+    return None
 
 
 def turn_text(think: str, action: str, first: bool, prethink: bool) -> str:
@@ -74,9 +102,11 @@ def turn_text(think: str, action: str, first: bool, prethink: bool) -> str:
 
 
 def build_demos(
-    rows: Sequence[dict[str, Any]], tokenizer: Any, search_fn: SearchFn, prethink: bool
+    rows: Sequence[dict[str, Any]], tokenizer: Any, search_fn: SearchFn, prethink: bool,
+    quote_evidence: bool = False,
 ) -> list[Demo]:
-    """Demonstrations for QA rows (with ``metadata.hops``), searching hop by hop in batches."""
+    """Demonstrations for QA rows (with ``metadata.hops``), searching hop by hop in batches;
+    with ``quote_evidence`` each turn after a search opens with the evidence sentence."""
     from calibadv.data.prompt import build_messages, prompt_ids
 
     def enc(text: str) -> list[int]:
@@ -84,6 +114,7 @@ def build_demos(
 
     demos = []
     hops_of = []
+    evidence: list[str | None] = [None] * len(rows)
     for row in rows:
         hops = (row.get("metadata") or {}).get("hops") or []
         if not hops or not row.get("golden_answers"):
@@ -99,15 +130,19 @@ def build_demos(
         results = search_fn([hops_of[i][h] for i in todo])
         for i, passages in zip(todo, results, strict=True):
             sub = hops_of[i][h]
-            gen = enc(turn_text(think_text(h, len(hops_of[i]), sub), f"<search> {sub} </search>",
-                                h == 0, prethink))
+            gen = enc(turn_text(think_text(h, len(hops_of[i]), sub, evidence[i]),
+                                f"<search> {sub} </search>", h == 0, prethink))
+            if quote_evidence:
+                hop = rows[i]["metadata"]["hops"][h]
+                evidence[i] = evidence_sentence(passages, hop.get("doc_ids") or [],
+                                                str(hop.get("answer", "")))
             obs = enc(format_observation(passages, prethink))
             d = demos[i]
             d.response_ids += gen + obs
             d.loss_mask += [1] * len(gen) + [0] * len(obs)
     for i, row in enumerate(rows):
         answer = str(row["golden_answers"][0])
-        gen = enc(turn_text(think_text(len(hops_of[i]), len(hops_of[i]), ""),
+        gen = enc(turn_text(think_text(len(hops_of[i]), len(hops_of[i]), "", evidence[i]),
                             f"<answer> {answer} </answer>", False, prethink))
         demos[i].response_ids += gen
         demos[i].loss_mask += [1] * len(gen)
@@ -278,8 +313,9 @@ def run_sft(
     if not rows:
         raise ConfigError(f"{qa_path}: no QA rows to build demonstrations from")
     search_fn = memo_search(search_fn)  # the curriculum's hop demos repeat the same searches
-    demos = build_demos(rows, tok, search_fn, cfg.prethink)
-    first = build_demos(hop_rows(rows), tok, search_fn, cfg.prethink) if cfg.hop_epochs else []
+    demos = build_demos(rows, tok, search_fn, cfg.prethink, cfg.quote_evidence)
+    first = (build_demos(hop_rows(rows), tok, search_fn, cfg.prethink, cfg.quote_evidence)
+             if cfg.hop_epochs else [])
     losses = sft_train(model, demos, tok.pad_token_id, cfg, first=first)
     report: dict[str, Any] = {
         "config": asdict(cfg), "demonstrations": len(demos), "hop_demonstrations": len(first),

@@ -88,3 +88,67 @@ def test_hop_demonstrations_come_first():
     sft_train(Recorder(10), demos, 0, SFTConfig(epochs=1, hop_epochs=2, batch_size=1), False,
               first=first)
     assert seen == [9] * 6 + [8] * 2
+
+
+# --- quoting the evidence (sft_options.quote_evidence) ---------------------------------------
+
+def _passage(pid: str, title: str, text: str):
+    from calibadv.retrieval.client import Passage
+
+    return Passage(id=pid, title=title, text=text)
+
+
+BELL = _passage("8", "The Salt Bell", "The Salt Bell is a novel written by Stou Thisgreas. "
+                "It was published in 1790.")
+STOU = _passage("7", "Stou Thisgreas", "Stou Thisgreas was born in Veliondport in 1713. "
+                "Stou Thisgreas was a poet.")
+NEAR = _passage("9", "Stou Thimore", "Stou Thimore was born in Veliondport in 1702.")
+
+
+@pytest.mark.parametrize("passages, gold, answer, quote", [
+    ([BELL], ["8"], "Stou Thisgreas", "The Salt Bell is a novel written by Stou Thisgreas."),
+    ([STOU], ["7"], "poet", "Stou Thisgreas was a poet."),
+    ([STOU], ["7"], "1713", "Stou Thisgreas was born in Veliondport in 1713."),
+    # the near miss states the answer too, but it is not the hop's gold passage
+    ([NEAR, STOU], ["7"], "Veliondport", "Stou Thisgreas was born in Veliondport in 1713."),
+    ([NEAR], ["7"], "Veliondport", None),          # the search missed the gold passage
+    ([BELL], ["8"], "", None),
+])
+def test_the_evidence_is_the_gold_passage_sentence_that_states_the_answer(
+        passages, gold, answer, quote):
+    from calibadv.train.sft import evidence_sentence
+
+    assert evidence_sentence(passages, gold, answer) == quote
+
+
+def test_quoted_demonstrations_open_each_turn_after_a_search_with_its_evidence():
+    from calibadv.train.sft import build_demos
+
+    class CharTokenizer:
+        """One id per character, so the trained (loss-masked) text reads back exactly."""
+
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) for c in text]
+
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            return messages[-1]["content"]
+
+    def search(queries):
+        return [[BELL] if "Salt Bell" in q else [NEAR, STOU] for q in queries]
+
+    tok = CharTokenizer()
+    for quote in (False, True):
+        (demo,) = build_demos([ROW], tok, search, prethink=False, quote_evidence=quote)
+        text = "".join(chr(i) for i, m in zip(demo.response_ids, demo.loss_mask) if m)
+        expected = (
+            "<think> I need to find out: Who wrote The Salt Bell? </think>\n"
+            "<search> Who wrote The Salt Bell? </search>"
+            + ("<think> The Salt Bell is a novel written by Stou Thisgreas. " if quote
+               else "<think> ")
+            + "Next I need to find out: Where was Stou Thisgreas born? </think>\n"
+            "<search> Where was Stou Thisgreas born? </search>"
+            + ("<think> Stou Thisgreas was born in Veliondport in 1713. " if quote
+               else "<think> ")
+            + "I have enough information to answer. </think>\n<answer> Veliondport </answer>"
+        )
+        assert text == expected
