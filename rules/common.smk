@@ -201,7 +201,8 @@ EVAL_JOB = RUN_JOB + ("" if EVAL_PER_RUN else "-{benchmark}")
 def eval_outputs(name):
     """`metrics.json` or `predictions.jsonl` of every benchmark one evaluate job covers."""
     return [
-        f"{L.eval_dir('{model}', '{method}', '{seed}', b)}/{name}" for b in EVAL_BENCHMARKS
+        f"{L.eval_dir('{model}', '{method}', '{seed}', b)}/{name}"
+        for b in EVAL_BENCHMARKS
     ]
 
 
