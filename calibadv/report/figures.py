@@ -213,7 +213,8 @@ def figure2_gold(results: Results, config: dict[str, Any]) -> plt.Figure:
     for ax, (keys, title, ylabel) in zip(axes, panels):
         data = frame[frame.quantity.isin(keys)]
         if data.empty:
-            _empty(ax, "no run has Figure 2 proxy statistics (proxy.methods)")
+            _empty(ax, f"no run has {' or '.join(keys)} (no proxy statistics from proxy.methods, "
+                   "or no penalised step they are defined on)")
         else:
             sns.lineplot(data=data, x="step", y="value", hue="run", style="quantity", ax=ax,
                          marker="o", markersize=4, errorbar=band)  # fmt: skip
