@@ -663,7 +663,7 @@ def run_spec_dict(
         check_method(config["backend"], spec["method"])  # e.g. tree rollouts on verl: refused here
         return run_spec_from_dict(spec).to_dict()
     except ConfigError as err:
-        raise ConfigError(f"run {model}/{method} (seed {seed}): {err}") from None
+        raise ConfigError(f"run {spec['name']}: {err}") from None
 
 
 def stage_resources(config: dict[str, Any], stage: str, model: str | None = None) -> dict[str, Any]:
