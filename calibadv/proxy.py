@@ -8,7 +8,9 @@ CalibAdv scores each intermediate search step by how many of its documents are *
 * on the synthetic world, where every question carries its gold supporting passages:
   precision/recall of the silver documents against gold, and of the step score (c > 0 and
   c = 1) against "the step retrieved a gold passage" — the ground truth the real world lacks
-  (the paper approximates it with an LLM judge and human raters, Table 5).
+  (the paper approximates it with an LLM judge and human raters, Table 5),
+* the paper's Figure 2 against that truth (:func:`figure2_gold`): how many penalised steps
+  really retrieved a gold passage, beside how many the proxy calls likely correct.
 
 Pure functions over the rollout-dump dicts of docs/design.md; file reading is at the edge.
 """
@@ -131,23 +133,89 @@ def step_stats(rows: Sequence[dict[str, Any]], k: int = 3) -> dict[str, Any]:
     return stats
 
 
+def figure2_gold(
+    rows: Sequence[dict[str, Any]], metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The paper's Figure 2 measured against gold, for the rollouts of one dumped step.
+
+    GRPO gives every intermediate step of a negative rollout (advantage < 0) the rollout's
+    negative advantage: these are the *penalised* steps. The paper estimates how many of them
+    were useful with its silver proxy (c = 1: all documents silver, 43.97% for Qwen2.5-7B); the
+    synthetic world knows the truth (the question's gold passages, ``supporting_ids``), so:
+
+    * ``gold_frac_all``: penalised steps that retrieved a gold passage of their question, over
+      every penalised step (an invalid or cut-off turn retrieved nothing: not gold);
+    * on the steps the proxy can score (groups with a silver set, ``c`` not null), the same
+      share ``gold_frac`` beside the proxy's ``c1_frac`` (= ``penalised_c1_frac``), and the
+      proxy's ``c1_precision`` (c = 1 steps that hit gold) and ``c1_recall`` (gold-hitting
+      steps the proxy calls c = 1);
+    * ``negpos_ratio_before`` / ``negpos_ratio_after``: Σ|negative| / Σpositive advantage
+      before and after the calibration's rebalancing, from the step's ``metrics.jsonl`` record.
+
+    Rollouts without gold passages (the real world) count nowhere; a share whose population is
+    empty is None.
+    """
+    penalised = hits = 0
+    scored = scored_hits = c1 = c1_hits = 0
+    for row in rows:
+        gold = set(row.get("supporting_ids") or [])
+        if not gold or (row.get("advantage") or 0.0) >= 0:
+            continue
+        for _, ids, c in _intermediate_steps(row):
+            hit = bool(set(ids) & gold)
+            penalised += 1
+            hits += hit
+            if c is None:
+                continue
+            one = float(c) >= 1.0 - 1e-9
+            scored += 1
+            scored_hits += hit
+            c1 += one
+            c1_hits += one and hit
+    metrics = metrics or {}
+    return {
+        "penalised_steps": penalised,
+        "gold_frac_all": _ratio(hits, penalised),
+        "scored_penalised_steps": scored,
+        "gold_frac": _ratio(scored_hits, scored),
+        "c1_frac": _ratio(c1, scored),
+        "c1_precision": _ratio(c1_hits, c1),
+        "c1_recall": _ratio(c1_hits, scored_hits),
+        "negpos_ratio_before": metrics.get("negpos_ratio_before"),
+        "negpos_ratio_after": metrics.get("negpos_ratio_after"),
+    }
+
+
 def _label_order(label: str) -> float:
     num, _, den = label.partition("/")
     return float(num) / float(den or 1)
 
 
-def proxy_stats(dumps: dict[int, Sequence[dict[str, Any]]], k: int = 3) -> dict[str, Any]:
-    """Per-step statistics plus the same statistics over every dumped rollout."""
+def proxy_stats(
+    dumps: dict[int, Sequence[dict[str, Any]]],
+    k: int = 3,
+    metrics: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """Per-step statistics plus the same statistics over every dumped rollout, and the paper's
+    Figure 2 against gold per dumped step (``figure2``; ``metrics`` = the run's metrics.jsonl
+    records, for the advantage ratios of those steps)."""
     if not dumps:
         raise CalibAdvError("no rollout dumps to summarise (set training.dump_rollouts_at)")
     per_step = {str(step): step_stats(rows, k) for step, rows in sorted(dumps.items())}
+    by_step = {rec.get("step"): rec for rec in metrics}
+    figure2 = {str(step): figure2_gold(rows, by_step.get(step)) for step, rows in sorted(dumps.items())}
     # group ids repeat across steps: make them unique before pooling
     pooled = [
         {**row, "group": (step, row.get("group"))}
         for step, rows in sorted(dumps.items())
         for row in rows
     ]
-    return {"steps": sorted(dumps), "per_step": per_step, "overall": step_stats(pooled, k)}
+    return {
+        "steps": sorted(dumps),
+        "per_step": per_step,
+        "overall": step_stats(pooled, k),
+        "figure2": figure2,
+    }
 
 
 def read_dumps(rollouts_dir: str | Path) -> dict[int, list[dict[str, Any]]]:

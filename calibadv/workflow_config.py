@@ -263,7 +263,20 @@ def _check_cross_references(config: dict[str, Any]) -> None:
         raise ConfigError(
             "index.source: 'prebuilt' exists only for world 'real' (use 'build' for synthetic)"
         )
-    for section in ("ablation", "uniform", "proxy"):
+    for name, model in config["models"].items():
+        start = model.get("start_from")
+        if start is None:
+            continue
+        if start not in config["models"] or start == name:
+            others = [m for m in config["models"] if m != name]
+            raise _value_error(f"models.{name}.start_from", start,
+                               f"another model of this config: {', '.join(others) or 'none'}")
+        if config["models"][start].get("start_from"):
+            raise _value_error(
+                f"models.{name}.start_from", start, "a model without start_from of its own",
+                f"model {start!r} itself starts from {config['models'][start]['start_from']!r}",
+            )  # fmt: skip
+    for section in ("ablation", "uniform", "proxy", "stress"):
         model = config["report"][section].get("model")
         if model is not None and model not in config["models"]:
             raise ConfigError(
@@ -285,13 +298,37 @@ def model_methods(config: dict[str, Any], model: str) -> list[str]:
 
 
 def runs(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every (model, method) pair the config trains, in config order."""
+    """Every (model, method) pair the config trains, in config order (each has one training
+    run per seed: :func:`seed_runs`)."""
     return [(m, x) for m in config["models"] for x in model_methods(config, m)]
 
 
-def proxy_runs(config: dict[str, Any]) -> list[tuple[str, str]]:
+def model_seeds(config: dict[str, Any], model: str) -> list[int]:
+    """The RL seeds of a model's runs: ``models.<m>.seeds``, else the config's ``seeds``, else
+    the one seed ``models.<m>.seed`` / ``seed`` (a config without ``seeds`` runs as before,
+    one run per (model, method))."""
+    entry = config["models"][model]
+    seeds = entry.get("seeds") or config.get("seeds")
+    if seeds:
+        return [int(s) for s in seeds]
+    return [int(entry.get("seed", config.get("seed", 0)))]
+
+
+def seed_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """Every training run: (model, method, seed), in config order, seeds innermost."""
+    return [(m, x, s) for m, x in runs(config) for s in model_seeds(config, m)]
+
+
+def proxy_runs(config: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """The training runs whose rollout dumps ``calibadv proxy-stats`` summarises."""
     wanted = set(config["proxy"]["methods"])
-    return [(m, x) for m, x in runs(config) if x in wanted]
+    return [(m, x, s) for m, x, s in seed_runs(config) if x in wanted]
+
+
+def start_model(config: dict[str, Any], model: str) -> str:
+    """The model entry whose base model and warm start a model's runs start from: itself, or
+    the one its ``start_from`` names (the same weights under other training settings)."""
+    return config["models"][model].get("start_from") or model
 
 
 def resolve_method(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -398,26 +435,26 @@ class Layout:
     def test_data(self, benchmark: str) -> str:
         return f"{self.root}/data/test/{benchmark}.parquet"
 
-    # runs
-    def run_dir(self, model: str, method: str) -> str:
-        return f"{self.root}/runs/{model}/{method}"
+    # runs: one per (model, method, seed); ``seed`` may be a wildcard pattern such as "{seed}"
+    def run_dir(self, model: str, method: str, seed: int | str) -> str:
+        return f"{self.root}/runs/{model}/{method}/seed_{seed}"
 
-    def spec(self, model: str, method: str) -> str:
-        return f"{self.run_dir(model, method)}/spec.yaml"
+    def spec(self, model: str, method: str, seed: int | str) -> str:
+        return f"{self.run_dir(model, method, seed)}/spec.yaml"
 
-    def eval_run_dir(self, model: str, method: str) -> str:
+    def eval_run_dir(self, model: str, method: str, seed: int | str) -> str:
         """One run's evaluations: a sub-folder per benchmark (``evaluate --suite`` writes here)."""
-        return f"{self.root}/eval/{model}/{method}"
+        return f"{self.root}/eval/{model}/{method}/seed_{seed}"
 
-    def eval_dir(self, model: str, method: str, benchmark: str) -> str:
-        return f"{self.eval_run_dir(model, method)}/{benchmark}"
+    def eval_dir(self, model: str, method: str, seed: int | str, benchmark: str) -> str:
+        return f"{self.eval_run_dir(model, method, seed)}/{benchmark}"
 
-    def proxy(self, model: str, method: str) -> str:
-        return f"{self.root}/proxy/{model}/{method}.json"
+    def proxy(self, model: str, method: str, seed: int | str) -> str:
+        return f"{self.root}/proxy/{model}/{method}/seed_{seed}.json"
 
-    def judge_dir(self, model: str, method: str) -> str:
+    def judge_dir(self, model: str, method: str, seed: int | str) -> str:
         """Proxy validation with the LLM judge of one run (calibadv judge validate)."""
-        return f"{self.root}/judge/{model}/{method}"
+        return f"{self.root}/judge/{model}/{method}/seed_{seed}"
 
     @property
     def judge_cache(self) -> str:
@@ -449,7 +486,7 @@ def model_variant(config: dict[str, Any], model: str, method: str) -> str:
     ``sft_formats: shared`` (default) gives every method the same start point, as the paper
     starts every method from the same model; ``per_format`` gives PreThink methods a warm start
     trained on PreThink demonstrations."""
-    entry = config["models"][model]
+    entry = config["models"][start_model(config, model)]
     if not entry.get("sft"):
         return "base"
     if entry.get("sft_formats", "shared") == "shared":
@@ -459,7 +496,8 @@ def model_variant(config: dict[str, Any], model: str, method: str) -> str:
 
 def model_source_dir(config: dict[str, Any], model: str) -> str:
     """The base model directory: a user's local path, the hub download in resources_dir, or
-    the tiny model the workflow builds."""
+    the tiny model the workflow builds (of the model ``start_from`` names, if any)."""
+    model = start_model(config, model)
     entry = config["models"][model]
     if entry["source"] == "local":
         return entry["path"]
@@ -537,7 +575,7 @@ _PRODUCERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("data", "train.parquet"), "prepare_train"),
     (("data", "val.parquet"), "prepare_val"),
     (("data", "test", "*.parquet"), "prepare_test"),
-    (("runs", "*", "*", "spec.yaml"), "spec"),
+    (("runs", "*", "*", "seed_*", "spec.yaml"), "spec"),
 )
 
 
@@ -567,8 +605,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
-    """The RunSpec of one (model, method) run as a plain dict, checked by ``RunSpec``'s loader.
+def run_spec_dict(
+    config: dict[str, Any], model: str, method: str, seed: int | None = None
+) -> dict[str, Any]:
+    """The RunSpec of one (model, method, seed) run as a plain dict, checked by ``RunSpec``'s
+    loader. ``seed`` (the RL seed: data order, sampling, initial RNG state) defaults to the
+    model's first seed and must be one of :func:`model_seeds`.
 
     Precedence (later wins): RunSpec defaults < config ``training``/``agent`` < the model's own
     ``training``/``agent``. Resources come from ``resources.train`` and the model's override.
@@ -580,16 +622,25 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
             f"method {method!r} is not run for model {model!r} "
             f"(its methods: {', '.join(model_methods(config, model))})"
         )
+    seeds = model_seeds(config, model)
+    if seed is None:
+        seed = seeds[0]
+    if seed not in seeds:
+        raise ConfigError(
+            f"seed {seed!r} is not a seed of model {model!r} (its seeds: "
+            f"{', '.join(map(str, seeds))}; set `seeds` in the config)"
+        )
     layout = Layout.of(config)
     entry = config["models"][model]
     variant = model_variant(config, model, method)
-    model_path = model_source_dir(config, model) if variant == "base" else layout.model_dir(model, variant)
+    model_path = (model_source_dir(config, model) if variant == "base"
+                  else layout.model_dir(start_model(config, model), variant))  # fmt: skip
     retrieval = config["retrieval"]
     res = stage_resources(config, "train", model)
     spec = {
-        "name": f"{model}/{method}",
+        "name": f"{model}/{method}" + (f"/seed_{seed}" if len(seeds) > 1 else ""),
         "backend": config["backend"],
-        "seed": entry.get("seed", config["seed"]),
+        "seed": seed,
         "model": {
             "path": model_path,
             "name": entry.get("label", model),
@@ -630,7 +681,7 @@ def run_spec_dict(config: dict[str, Any], model: str, method: str) -> dict[str, 
         check_method(config["backend"], spec["method"])  # e.g. tree rollouts on verl: refused here
         return run_spec_from_dict(spec).to_dict()
     except ConfigError as err:
-        raise ConfigError(f"run {model}/{method}: {err}") from None
+        raise ConfigError(f"run {spec['name']}: {err}") from None
 
 
 def stage_resources(config: dict[str, Any], stage: str, model: str | None = None) -> dict[str, Any]:

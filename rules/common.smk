@@ -12,7 +12,7 @@ CFG = wc_lib.validate_config(config)
 L = wc_lib.Layout.of(CFG)
 WORLD = CFG["world"]
 BENCHMARKS = CFG["benchmarks"]
-RUNS = wc_lib.runs(CFG)
+RUNS = wc_lib.seed_runs(CFG)  # (model, method, seed): one training run each
 PROXY_RUNS = wc_lib.proxy_runs(CFG)
 MODELS = list(CFG["models"])
 FIGURES = [
@@ -22,6 +22,7 @@ FIGURES = [
     "c_distribution",
     "empty_silver",
     "softpen_share",
+    "figure2_gold",
 ]
 TABLES = [
     "table1_main",
@@ -30,6 +31,8 @@ TABLES = [
     "table4_uniform",
     "table5_judge",
     "table7_datasets",
+    "table8_figure2_gold",
+    "table9_stress",
 ]
 
 
@@ -38,6 +41,7 @@ wildcard_constraints:
     method="[A-Za-z0-9][A-Za-z0-9._-]*",
     benchmark="|".join(BENCHMARKS),
     shard=r"\d+",
+    seed=r"\d+",
     variant="sft|sft-prethink",
 
 
@@ -108,7 +112,16 @@ def model_dir_for_run(wildcards):
     variant = wc_lib.model_variant(CFG, wildcards.model, wildcards.method)
     if variant == "base":
         return wc_lib.model_source_dir(CFG, wildcards.model)
-    return L.model_dir(wildcards.model, variant)
+    return L.model_dir(wc_lib.start_model(CFG, wildcards.model), variant)
+
+
+# one training run: (model, method, seed); used in rule names, logs and benchmarks
+RUN_JOB = "{model}-{method}-s{seed}"
+
+
+def run_dir_of(name):
+    """A file of one training run's folder, with the run's wildcards."""
+    return f"{L.run_dir('{model}', '{method}', '{seed}')}/{name}"
 
 
 def one_of(names):
@@ -124,7 +137,9 @@ def models_with_source(source):
 def sft_variants():
     """(model, variant) pairs of every SFT warm start some run starts from."""
     pairs = {
-        (m, wc_lib.model_variant(CFG, m, x)) for m, x in RUNS if CFG["models"][m]["sft"]
+        (wc_lib.start_model(CFG, m), wc_lib.model_variant(CFG, m, x))
+        for m, x, _ in RUNS
+        if CFG["models"][wc_lib.start_model(CFG, m)]["sft"]
     }
     return sorted(pairs)
 
@@ -173,19 +188,22 @@ def limit_flag(value):
 
 
 def run_targets():
-    return [f"{L.run_dir(m, x)}/done.json" for m, x in RUNS]
+    return [f"{L.run_dir(m, x, s)}/done.json" for m, x, s in RUNS]
 
 
 # evaluation.jobs: one evaluate job per (model, method, benchmark), or per (model, method)
 # over every benchmark; the output files are the same either way.
 EVAL_PER_RUN = CFG["evaluation"]["jobs"] == "per_run"
 EVAL_BENCHMARKS = BENCHMARKS if EVAL_PER_RUN else ["{benchmark}"]
-EVAL_JOB = "{model}-{method}" + ("" if EVAL_PER_RUN else "-{benchmark}")
+EVAL_JOB = RUN_JOB + ("" if EVAL_PER_RUN else "-{benchmark}")
 
 
 def eval_outputs(name):
     """`metrics.json` or `predictions.jsonl` of every benchmark one evaluate job covers."""
-    return [f"{L.eval_dir('{model}', '{method}', b)}/{name}" for b in EVAL_BENCHMARKS]
+    return [
+        f"{L.eval_dir('{model}', '{method}', '{seed}', b)}/{name}"
+        for b in EVAL_BENCHMARKS
+    ]
 
 
 def eval_suite_flags(wildcards):
@@ -195,15 +213,17 @@ def eval_suite_flags(wildcards):
 
 
 def eval_root(wildcards):
-    return L.eval_run_dir(wildcards.model, wildcards.method)
+    return L.eval_run_dir(wildcards.model, wildcards.method, wildcards.seed)
 
 
 def eval_targets():
-    return [f"{L.eval_dir(m, x, b)}/metrics.json" for m, x in RUNS for b in BENCHMARKS]
+    return [
+        f"{L.eval_dir(m, x, s, b)}/metrics.json" for m, x, s in RUNS for b in BENCHMARKS
+    ]
 
 
 def proxy_targets():
-    return [L.proxy(m, x) for m, x in PROXY_RUNS]
+    return [L.proxy(m, x, s) for m, x, s in PROXY_RUNS]
 
 
 def table_targets():
@@ -256,12 +276,16 @@ def judge_train_inputs(wildcards):
 
 
 def judge_targets():
-    return [f"{L.judge_dir(m, x)}/summary.json" for m, x in JUDGE_RUNS]
+    return [
+        f"{L.judge_dir(m, x, s)}/summary.json"
+        for m, x in JUDGE_RUNS
+        for s in wc_lib.model_seeds(CFG, m)
+    ]
 
 
 def judge_validate_inputs(wildcards):
     inputs = {
-        "done": f"{L.run_dir(wildcards.model, wildcards.method)}/done.json",
+        "done": f"{L.run_dir(wildcards.model, wildcards.method, wildcards.seed)}/done.json",
         "model": judge_model_inputs(),
     }
     if WORLD == "synthetic":

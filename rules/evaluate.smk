@@ -8,8 +8,8 @@
 rule evaluate:
     input:
         unpack(lambda wildcards: RETRIEVAL_DIRS),
-        spec=L.spec("{model}", "{method}"),
-        checkpoint=f"{L.run_dir('{model}', '{method}')}/final",
+        spec=L.spec("{model}", "{method}", "{seed}"),
+        checkpoint=run_dir_of("final"),
         data=[L.test_data(b) for b in EVAL_BENCHMARKS],
         corpus=L.corpus,
         index=L.index,

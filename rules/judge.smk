@@ -24,14 +24,14 @@ rule judge_validate:
     input:
         unpack(judge_validate_inputs),
     output:
-        summary=f"{L.judge_dir('{model}', '{method}')}/summary.json",
-        verdicts=f"{L.judge_dir('{model}', '{method}')}/verdicts.jsonl",
-        sheet=f"{L.judge_dir('{model}', '{method}')}/sheet.csv",
-        page=f"{L.judge_dir('{model}', '{method}')}/sheet.html",
+        summary=f"{L.judge_dir('{model}', '{method}', '{seed}')}/summary.json",
+        verdicts=f"{L.judge_dir('{model}', '{method}', '{seed}')}/verdicts.jsonl",
+        sheet=f"{L.judge_dir('{model}', '{method}', '{seed}')}/sheet.csv",
+        page=f"{L.judge_dir('{model}', '{method}', '{seed}')}/sheet.html",
     log:
-        log_of("judge_validate", "{model}-{method}"),
+        log_of("judge_validate", RUN_JOB),
     benchmark:
-        bench_of("judge_validate", "{model}-{method}")
+        bench_of("judge_validate", RUN_JOB)
     conda:
         "../envs/train.yaml"
     threads: threads_of("judge")
@@ -49,9 +49,11 @@ rule judge_validate:
             os.path.dirname(input.done), "rollouts"
         ),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
-        title=lambda wildcards: f"Step annotation sheet: {wildcards.model} / {wildcards.method}",
+        title=lambda wildcards: (
+            f"Step annotation sheet: {wildcards.model} / {wildcards.method} / seed {wildcards.seed}"
+        ),
         server_log=lambda wildcards: log_of(
-            "judge_server", f"{wildcards.model}-{wildcards.method}"
+            "judge_server", f"{wildcards.model}-{wildcards.method}-s{wildcards.seed}"
         ),
     shell:
         "calibadv judge validate --rollouts {params.rollouts} --out-dir {params.out_dir} "

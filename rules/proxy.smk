@@ -1,16 +1,17 @@
 # Silver-proxy validation from the rollout dumps: empty silver sets, c distribution and, on
-# the synthetic world, precision/recall of silver documents and of c against gold passages.
+# the synthetic world, precision/recall of silver documents and of c against gold passages, and
+# the paper's Figure 2 against gold (calibadv.proxy.figure2_gold).
 
 
 rule proxy_stats:
     input:
-        done=f"{L.run_dir('{model}', '{method}')}/done.json",
+        done=run_dir_of("done.json"),
     output:
-        L.proxy("{model}", "{method}"),
+        L.proxy("{model}", "{method}", "{seed}"),
     log:
-        log_of("proxy_stats", "{model}-{method}"),
+        log_of("proxy_stats", RUN_JOB),
     benchmark:
-        bench_of("proxy_stats", "{model}-{method}")
+        bench_of("proxy_stats", RUN_JOB)
     conda:
         "../envs/report.yaml"
     threads: threads_of("proxy")
@@ -22,5 +23,9 @@ rule proxy_stats:
         rollouts=lambda wildcards, input: os.path.join(
             os.path.dirname(input.done), "rollouts"
         ),
+        metrics=lambda wildcards, input: os.path.join(
+            os.path.dirname(input.done), "metrics.jsonl"
+        ),
     shell:
-        "calibadv proxy-stats --rollouts {params.rollouts} --out {output} > {log} 2>&1"
+        "calibadv proxy-stats --rollouts {params.rollouts} --metrics {params.metrics} "
+        "--out {output} > {log} 2>&1"

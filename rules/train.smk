@@ -1,4 +1,5 @@
-# One RunSpec per (model, method) from the validated config, then one training run each.
+# One RunSpec per (model, method, seed) from the validated config (the seed is the RunSpec's
+# `seed`: the RL run's data order and sampling), then one training run each.
 # Only done.json, selection.json and final/ are declared outputs: metrics.jsonl, rollouts/ and
 # checkpoints/ stay in place when a killed job is retried, so the run resumes from them.
 
@@ -10,9 +11,9 @@ localrules:
 
 rule spec:
     output:
-        L.spec("{model}", "{method}"),
+        L.spec("{model}", "{method}", "{seed}"),
     log:
-        log_of("spec", "{model}-{method}"),
+        log_of("spec", RUN_JOB),
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -21,7 +22,9 @@ rule spec:
         mem_mb=1000,
     params:
         spec=lambda wildcards: json.dumps(
-            wc_lib.run_spec_dict(CFG, wildcards.model, wildcards.method),
+            wc_lib.run_spec_dict(
+                CFG, wildcards.model, wildcards.method, int(wildcards.seed)
+            ),
             sort_keys=True,
         ),
     shell:
@@ -31,7 +34,7 @@ rule spec:
 rule train:
     input:
         unpack(lambda wildcards: RETRIEVAL_DIRS),
-        spec=L.spec("{model}", "{method}"),
+        spec=L.spec("{model}", "{method}", "{seed}"),
         model=model_dir_for_run,
         train=L.train_data,
         val=L.val_data,
@@ -39,13 +42,13 @@ rule train:
         index=L.index,
         judge=lambda wildcards: judge_train_inputs(wildcards),
     output:
-        done=f"{L.run_dir('{model}', '{method}')}/done.json",
-        selection=f"{L.run_dir('{model}', '{method}')}/selection.json",
-        final=directory(f"{L.run_dir('{model}', '{method}')}/final"),
+        done=run_dir_of("done.json"),
+        selection=run_dir_of("selection.json"),
+        final=directory(run_dir_of("final")),
     log:
-        log_of("train", "{model}-{method}"),
+        log_of("train", RUN_JOB),
     benchmark:
-        bench_of("train", "{model}-{method}")
+        bench_of("train", RUN_JOB)
     conda:
         "../envs/train.yaml"
     threads: threads_of("train")

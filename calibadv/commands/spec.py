@@ -1,4 +1,4 @@
-"""``calibadv spec``: write the RunSpec YAML of one (model, method) run.
+"""``calibadv spec``: write the RunSpec YAML of one (model, method, seed) run.
 
 The workflow's `spec` rule passes the already-resolved spec as JSON (so `--config` overrides
 on the Snakemake command line carry through); by hand, name a workflow config, a model and a
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--config", help="a workflow config YAML (e.g. config/tiny.yaml)")
     p.add_argument("--model", help="model key of the workflow config (with --config)")
     p.add_argument("--method", help="method name (with --config)")
+    p.add_argument(
+        "--seed", type=int,
+        help="RL seed of the run (with --config): one of the config's `seeds` (default: the first)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="RunSpec YAML to write")
     p.set_defaults(func=run)
 
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.model or not args.method:
             raise ConfigError("--config needs --model and --method (e.g. --model tiny --method calibadv)")
         config = workflow_config.load_config(args.config)
-        data = workflow_config.run_spec_dict(config, args.model, args.method)
+        data = workflow_config.run_spec_dict(config, args.model, args.method, args.seed)
     spec = run_spec_from_dict(data)
     atomic_write_text(args.out, dump_run_spec(spec))
     print(f"wrote RunSpec {spec.name or '(unnamed)'} to {args.out}")

@@ -11,12 +11,12 @@ import yaml
 
 from calibadv.io import read_jsonl
 from calibadv.judge.config import judge_runs
-from calibadv.workflow_config import Layout, model_methods
+from calibadv.workflow_config import Layout, model_seeds, seed_runs
 
 
 @dataclass
 class RunResult:
-    """What one (model, method) training run left behind."""
+    """What one (model, method, seed) training run left behind."""
 
     metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
     val: list[dict[str, Any]] = field(default_factory=list)  # val.jsonl
@@ -26,12 +26,16 @@ class RunResult:
 
 @dataclass
 class Results:
-    evals: dict[tuple[str, str, str], dict[str, Any]]  # (model, method, benchmark) -> metrics
-    runs: dict[tuple[str, str], RunResult]
-    proxy: dict[tuple[str, str], dict[str, Any]]
+    evals: dict[tuple[str, str, int, str], dict[str, Any]]  # (model, method, seed, bench) -> metrics
+    runs: dict[tuple[str, str, int], RunResult]  # (model, method, seed)
+    proxy: dict[tuple[str, str, int], dict[str, Any]]
     train_counts: dict[str, int]  # data_source -> training questions
     test_counts: dict[str, int]  # benchmark -> evaluated questions
-    judge: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # summary.json
+    judge: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # summary.json
+
+    def seeds(self, model: str, method: str) -> list[int]:
+        """The seeds of (model, method) that left a run folder behind (or were configured)."""
+        return sorted(s for m, x, s in self.runs if (m, x) == (model, method))
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -60,22 +64,21 @@ def collect(config: dict[str, Any]) -> Results:
     """Everything the tables and figures need, for the runs the config names."""
     layout = Layout.of(config)
     evals, runs, proxy = {}, {}, {}
-    for model in config["models"]:
-        for method in model_methods(config, model):
-            run_dir = Path(layout.run_dir(model, method))
-            runs[(model, method)] = RunResult(
-                metrics=_jsonl(run_dir / "metrics.jsonl"),
-                val=_jsonl(run_dir / "val.jsonl"),
-                done=_json(run_dir / "done.json"),
-                selection=_json(run_dir / "selection.json"),
-            )
-            for bench in config["benchmarks"]:
-                found = _json(Path(layout.eval_dir(model, method, bench)) / "metrics.json")
-                if found is not None:
-                    evals[(model, method, bench)] = found
-            stats = _json(Path(layout.proxy(model, method)))
-            if stats is not None:
-                proxy[(model, method)] = stats
+    for model, method, seed in seed_runs(config):
+        run_dir = Path(layout.run_dir(model, method, seed))
+        runs[(model, method, seed)] = RunResult(
+            metrics=_jsonl(run_dir / "metrics.jsonl"),
+            val=_jsonl(run_dir / "val.jsonl"),
+            done=_json(run_dir / "done.json"),
+            selection=_json(run_dir / "selection.json"),
+        )
+        for bench in config["benchmarks"]:
+            found = _json(Path(layout.eval_dir(model, method, seed, bench)) / "metrics.json")
+            if found is not None:
+                evals[(model, method, seed, bench)] = found
+        stats = _json(Path(layout.proxy(model, method, seed)))
+        if stats is not None:
+            proxy[(model, method, seed)] = stats
     train = _parquet_counts(Path(layout.train_data), "data_source") or {}
     tests = {}
     for bench in config["benchmarks"]:
@@ -84,9 +87,10 @@ def collect(config: dict[str, Any]) -> Results:
             tests[bench] = n
     judge = {}
     for model, method in judge_runs(config):
-        found = _json(Path(layout.judge_dir(model, method)) / "summary.json")
-        if found is not None:
-            judge[(model, method)] = found
+        for seed in model_seeds(config, model):
+            found = _json(Path(layout.judge_dir(model, method, seed)) / "summary.json")
+            if found is not None:
+                judge[(model, method, seed)] = found
     return Results(evals, runs, proxy, train, tests, judge)
 
 

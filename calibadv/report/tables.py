@@ -1,5 +1,14 @@
-"""The paper's tables as plain rows: for every entry, our value, the paper's, and the
-difference (ours − paper). A value nobody measured is ``None`` and renders as "—"."""
+"""The paper's tables as plain rows: for every entry, our value (mean over seeds with a 95%
+t-interval), the paper's, and what can be compared.
+
+Where our runs are in the paper's setting (the real world and a model the paper ran), a block
+shows the absolute difference ours − paper *and* the effect sizes. Anywhere else (the synthetic
+world, or a model the paper never trained) an absolute difference means nothing, so a block
+shows effect sizes only: our difference between methods (each method − Search-R1 in Table 1,
+each ablation row − the row above) beside the paper's same difference. Every row label says
+whose number it is, on which model and world. A value nobody measured is ``None`` and renders as
+"—". See docs/synthetic-study.md for the statistics (calibadv.report.stats).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ from statistics import mean
 from typing import Any
 
 from calibadv.report.collect import Results
+from calibadv.report.stats import Interval, fmt_interval, n_label, paired_effect, t_interval
 from calibadv.workflow_config import model_methods, stage_resources
 
 #: Benchmark keys and the paper's column headers, in the paper's order.
@@ -25,9 +35,8 @@ SCORE_KEYS = [k for k, _ in BENCHMARKS] + ["average"]
 SCORE_HEADERS = [h for _, h in BENCHMARKS] + ["Avg."]
 MISSING = "—"
 NOT_IN_PAPER = "not in paper"  # paper cell of a method the paper has no numbers for
-
-Value = float | str | None
-
+WORLDS = {"synthetic": "synthetic world", "real": "wiki-18"}
+PAPER_WORLD = "wiki-18"
 
 @dataclass
 class Table:
@@ -40,7 +49,12 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-def fmt(value: Value, digits: int = 2) -> str:
+Cell = Interval | float | str | None
+
+
+def fmt(value: Cell, digits: int = 2) -> str:
+    if isinstance(value, Interval):
+        return fmt_interval(value, digits)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if isinstance(value, str):
@@ -48,66 +62,172 @@ def fmt(value: Value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def diff(ours: Value, paper: Value) -> float | None:
-    if isinstance(ours, (int, float)) and isinstance(paper, (int, float)):
-        return float(ours) - float(paper)
+def _number(value: Cell) -> float | None:
+    if isinstance(value, Interval):
+        return value.mean
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
     return None
 
 
-def fmt_diff(value: float | None, digits: int = 2) -> str:
+def diff(ours: Cell, paper: Cell) -> float | None:
+    """ours − paper (the mean of ours), or None when either is not a number."""
+    a, b = _number(ours), _number(paper)
+    return None if a is None or b is None else a - b
+
+
+def fmt_diff(value: Cell, digits: int = 2) -> str:
+    if isinstance(value, Interval):
+        return fmt_interval(value, digits, signed=True)
     return MISSING if value is None else f"{value:+.{digits}f}"
 
 
-def triplet(
-    labels: list[str], ours: dict[str, Value], paper: dict[str, Value], keys: list[str], digits: int = 2
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Whose numbers a block compares: our model and world, the paper's model and world."""
+
+    ours: str  # e.g. "Tiny (synthetic), synthetic world"
+    paper: str  # e.g. "Qwen2.5-7B, wiki-18"
+    paper_model: str
+    same: bool  # the paper's own setting: an absolute difference means something
+
+
+def paper_model_of(config: dict[str, Any], model: str, paper_models: set[str]) -> str:
+    """The paper's model a model's rows sit beside: ``models.<m>.paper_model``, else its label
+    when the paper ran a model of that name, else ``report.paper_model``."""
+    entry = config["models"][model]
+    label = entry.get("label", model)
+    if entry.get("paper_model"):
+        return entry["paper_model"]
+    return label if label in paper_models else config["report"]["paper_model"]
+
+
+def setting_of(config: dict[str, Any], model: str, paper_model: str) -> Setting:
+    label = config["models"][model].get("label", model)
+    world = WORLDS.get(config["world"], config["world"])
+    same = config["world"] == "real" and label == paper_model
+    return Setting(f"{label}, {world}", f"{paper_model}, {PAPER_WORLD}", paper_model, same)
+
+
+def block(
+    labels: list[str],
+    setting: Setting,
+    ours: dict[str, Cell],
+    paper: dict[str, Cell],
+    keys: list[str],
+    effect: tuple[str, dict[str, Cell], dict[str, Cell]] | None = None,
+    digits: int = 2,
 ) -> list[list[str]]:
-    """Three rows: ours, paper, ours − paper (labels only on the first)."""
+    """The rows of one entry: ours (mean ± 95% CI over seeds, n), the paper's, then
+    ``Δ ours − paper`` only in the paper's own setting, and the effect rows
+    ``(ref, ours, paper)`` when given: our difference from the reference row beside the paper's."""
     blank = [""] * len(labels)
-    return [
-        [*labels, "ours", *(fmt(ours.get(k), digits) for k in keys)],
-        [*blank, "paper", *(fmt(paper.get(k), digits) for k in keys)],
-        [*blank, "Δ", *(fmt_diff(diff(ours.get(k), paper.get(k)), digits) for k in keys)],
+    ns = [v.n for v in ours.values() if isinstance(v, Interval)]
+    rows = [
+        [*labels, f"ours: {setting.ours} ({n_label(ns)})", *(fmt(ours.get(k), digits) for k in keys)],
+        [*blank, f"paper: {setting.paper}", *(fmt(paper.get(k), digits) for k in keys)],
     ]
+    if setting.same:
+        rows.append([*blank, "Δ ours − paper (same setting)",
+                     *(fmt_diff(diff(ours.get(k), paper.get(k)), digits) for k in keys)])  # fmt: skip
+    if effect is not None:
+        ref, ours_eff, paper_eff = effect
+        eff_ns = [v.n for v in ours_eff.values() if isinstance(v, Interval)]
+        rows.append([*blank, f"effect ours: − {ref} (paired, {n_label(eff_ns)})",
+                     *(fmt_diff(ours_eff.get(k), digits) for k in keys)])  # fmt: skip
+        rows.append([*blank, f"effect paper: − {ref}",
+                     *(fmt_diff(paper_eff.get(k), digits) for k in keys)])  # fmt: skip
+    return rows
 
 
-def our_scores(results: Results, model: str, method: str, metric: str = "f1") -> dict[str, Value]:
-    """×100 scores per benchmark, plus the average when every paper benchmark is present."""
-    out: dict[str, Value] = {}
-    for bench, _ in BENCHMARKS:
-        found = results.evals.get((model, method, bench))
-        if found is not None and found.get(metric) is not None:
-            out[bench] = 100.0 * float(found[metric])
-    values = [out[b] for b, _ in BENCHMARKS if b in out]
-    if len(values) == len(BENCHMARKS):
-        out["average"] = mean(values)  # type: ignore[arg-type]
+# --------------------------------------------------------------------------- our numbers
+
+
+def seed_scores(
+    results: Results, model: str, method: str, metric: str = "f1"
+) -> dict[str, dict[int, float]]:
+    """×100 scores: benchmark -> {seed: score}, plus ``average`` for every seed evaluated on
+    all seven benchmarks (so each seed's average is over the same benchmarks)."""
+    out: dict[str, dict[int, float]] = {}
+    for seed in results.seeds(model, method):
+        for bench, _ in BENCHMARKS:
+            found = results.evals.get((model, method, seed, bench))
+            if found is not None and found.get(metric) is not None:
+                out.setdefault(bench, {})[seed] = 100.0 * float(found[metric])
+        values = [out[b][seed] for b, _ in BENCHMARKS if seed in out.get(b, {})]
+        if len(values) == len(BENCHMARKS):
+            out.setdefault("average", {})[seed] = mean(values)
+    return out
+
+
+def aggregate(per_seed: dict[str, dict[int, float]]) -> dict[str, Cell]:
+    """key -> mean and 95% t-interval over seeds."""
+    return {k: t_interval(list(v.values())) for k, v in per_seed.items()}
+
+
+def our_scores(results: Results, model: str, method: str, metric: str = "f1") -> dict[str, Cell]:
+    """×100 scores per benchmark (and average), aggregated over the seeds."""
+    return aggregate(seed_scores(results, model, method, metric))
+
+
+def effects(
+    results: Results, model: str, method: str, reference: str, metric: str = "f1"
+) -> dict[str, Cell]:
+    """Paired effect ``method − reference`` per benchmark (and average), over shared seeds."""
+    ours = seed_scores(results, model, method, metric)
+    ref = seed_scores(results, model, reference, metric)
+    return {k: paired_effect(ours[k], ref[k]) for k in ours if k in ref}
+
+
+def paper_effects(paper: dict[str, Any], reference: dict[str, Any], keys: list[str]) -> dict[str, Cell]:
+    return {k: diff(paper.get(k), reference.get(k)) for k in keys}
+
+
+def collapse_steps(results: Results, model: str, method: str) -> dict[int, int | None]:
+    """seed -> collapse step (None: no collapse) of the runs that finished."""
+    out = {}
+    for seed in results.seeds(model, method):
+        run = results.runs[(model, method, seed)]
+        if run.selection is not None:
+            out[seed] = run.selection.get("collapse_step")
     return out
 
 
 def collapse_label(results: Results, model: str, method: str) -> str | None:
-    run = results.runs.get((model, method))
-    if run is None or run.selection is None:
+    """``none`` (one seed, no collapse), ``4/6`` (one seed: step / total steps), or over seeds
+    ``0/3 collapsed`` / ``2/3 collapsed: 4, 5 of 6``."""
+    steps = collapse_steps(results, model, method)
+    if not steps:
         return None
-    step = run.selection.get("collapse_step")
-    total = (run.done or {}).get("steps")
-    if step is None:
-        return "none"
-    return f"{step}/{total}" if total is not None else str(step)
+    totals = {(results.runs[(model, method, s)].done or {}).get("steps") for s in steps}
+    total = next(iter(totals)) if len(totals) == 1 else None
+    collapsed = sorted(v for v in steps.values() if v is not None)
+    if len(steps) == 1:
+        if not collapsed:
+            return "none"
+        return f"{collapsed[0]}/{total}" if total is not None else str(collapsed[0])
+    text = f"{len(collapsed)}/{len(steps)} collapsed"
+    if collapsed:
+        text += ": " + ", ".join(map(str, collapsed)) + (f" of {total}" if total is not None else "")
+    return text
 
 
-def time_per_step(results: Results, model: str, method: str) -> float | None:
-    run = results.runs.get((model, method))
-    times = [float(r["time_s"]) for r in (run.metrics if run else []) if r.get("time_s") is not None]
-    return mean(times) if times else None
+def time_per_step(results: Results, model: str, method: str) -> Cell:
+    """Mean ``time_s`` per step of each seed's run, aggregated over seeds."""
+    per_seed = []
+    for seed in results.seeds(model, method):
+        times = [float(r["time_s"]) for r in results.runs[(model, method, seed)].metrics
+                 if r.get("time_s") is not None]  # fmt: skip
+        if times:
+            per_seed.append(mean(times))
+    return t_interval(per_seed)
 
 
 def _model_label(config: dict[str, Any], model: str) -> str:
     return config["models"][model].get("label", model)
-
-
-def _paper_rows(paper: list[dict[str, Any]], key: str, **match: str) -> dict[str, dict[str, Any]]:
-    return {
-        row[key]: row for row in paper if all(row.get(k) == v for k, v in match.items())
-    }
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -115,39 +235,68 @@ def _paper_rows(paper: list[dict[str, Any]], key: str, **match: str) -> dict[str
 
 def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
     labels = config["report"]["method_labels"]
+    reference = config["report"]["reference_method"]
     keys = SCORE_KEYS + ["collapse"]
     table = Table(
         "table1_main",
-        "Table 1: main results (F1 ×100) and collapse point (step / total)",
+        "Table 1: main results (F1 ×100; mean ± 95% CI over seeds) and collapse point",
         ["Model", "Method", "", *SCORE_HEADERS, "Collapse"],
     )
     paper_rows = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
     paper_methods = {r["method"] for r in paper.get("table1_main", [])}
+    paper_models = {r["model"] for r in paper.get("table1_main", [])}
     seen = set()
     for model in config["models"]:
+        pmodel = paper_model_of(config, model, paper_models)
+        setting = setting_of(config, model, pmodel)
+        ref_label = labels.get(reference, reference)
+        ref_prow = paper_rows.get((pmodel, ref_label), {})
         for method in model_methods(config, model):
             if method not in labels:
                 continue
-            key = (_model_label(config, model), labels[method])
-            seen.add(key)
+            if setting.same:
+                seen.add((pmodel, labels[method]))
             ours = {**our_scores(results, model, method), "collapse": collapse_label(results, model, method)}
-            prow = paper_rows.get(key, {})
+            prow = paper_rows.get((pmodel, labels[method]), {})
             theirs = {**prow.get("scores", {}), "collapse": prow.get("collapse_point")}
-            if labels[method] not in paper_methods:  # a row of ours (e.g. SAPO): say so
+            in_paper = labels[method] in paper_methods
+            if not in_paper:  # a row of ours (e.g. SAPO): say so
                 theirs = dict.fromkeys(keys, NOT_IN_PAPER)
+            effect = None
+            if method != reference and reference in model_methods(config, model):
+                paper_eff = (paper_effects(prow.get("scores", {}), ref_prow.get("scores", {}), SCORE_KEYS)
+                             if in_paper and prow and ref_prow else dict.fromkeys(SCORE_KEYS))  # fmt: skip
+                effect = (ref_label, effects(results, model, method, reference), paper_eff)
             table.breaks.append(len(table.rows))
-            table.rows += triplet(list(key), ours, theirs, keys)
-    for key, prow in paper_rows.items():
-        if key in seen:
+            table.rows += block([_model_label(config, model), labels[method]], setting, ours, theirs,
+                                keys, effect)  # fmt: skip
+    for (pmodel, method_label), prow in paper_rows.items():
+        if (pmodel, method_label) in seen:
             continue
         table.breaks.append(len(table.rows))
-        table.rows += triplet(list(key), {}, {**prow["scores"], "collapse": prow.get("collapse_point")}, keys)
-    table.notes.append(
-        "Rows pair our run with the paper's by model label and method label "
-        "(config report.method_labels); '—' = not run / not reported; "
-        f"'{NOT_IN_PAPER}' = a method the paper never ran (rows of ours, e.g. SAPO)."
-    )
+        table.rows.append([pmodel, method_label, f"paper: {pmodel}, {PAPER_WORLD}",
+                           *(fmt(prow["scores"].get(k)) for k in SCORE_KEYS),
+                           fmt(prow.get("collapse_point"))])  # fmt: skip
+    table.notes += [
+        "Each block: ours (mean ± half-width of the 95% t-interval over RL seeds; n = seeds; "
+        "n=1 has no interval), the paper's numbers, and — only where our run is in the paper's "
+        "own setting (real world, a model the paper ran) — ours − paper. Elsewhere an absolute "
+        "difference means nothing: the effect rows compare our difference between methods "
+        f"(each method − {ref_label_of(config)}, paired by seed) with the paper's same difference.",
+        "Rows pair our run with the paper's by method label (config report.method_labels) and "
+        "the paper model named in the 'paper:' label (models.<m>.paper_model, else the model's "
+        "label if the paper ran it, else report.paper_model); '—' = not run / not reported; "
+        f"'{NOT_IN_PAPER}' = a method the paper never ran (rows of ours, e.g. SAPO). The "
+        "paper's own rows follow, for reference.",
+        "Collapse: step / total steps for one seed; over several seeds, how many collapsed "
+        "and at which steps.",
+    ]
     return table
+
+
+def ref_label_of(config: dict[str, Any]) -> str:
+    reference = config["report"]["reference_method"]
+    return config["report"]["method_labels"].get(reference, reference)
 
 
 # --------------------------------------------------------------------------- Tables 2–4
@@ -163,39 +312,54 @@ def _variant_table(
     metrics: list[tuple[str, str]],
     extra: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> Table:
-    """Rows per configured variant (our method -> paper label) and per metric."""
+    """Rows per configured variant (our method -> paper label) and per metric, each with its
+    effect against the variant above it (same metric), ours beside the paper's."""
     model = section.get("model")
     cols = ["Variant", "Metric", "", *SCORE_HEADERS, *(h for _, h in extra)]
     table = Table(key, title, cols)
     if model is None:
         table.notes.append("No model configured for this table (report.<table>.model).")
-        model_label = None
-    else:
-        model_label = _model_label(config, model)
-    for method, label in section.get("rows", {}).items():
-        for metric, paper_metric in metrics:
-            prow = next(
-                (
-                    r
-                    for r in paper_rows
-                    if r.get("variant") == label and r.get("metric", paper_metric) == paper_metric
-                ),
-                {},
-            )
+    pmodel = paper_rows[0]["model"] if paper_rows else config["report"]["paper_model"]
+    setting = setting_of(config, model, pmodel) if model else Setting("—", f"{pmodel}, {PAPER_WORLD}", pmodel, False)
+    keys = SCORE_KEYS + [k for k, _ in extra]
+    variants = list(section.get("rows", {}).items())
+    for metric, paper_metric in metrics:
+        for i, (method, label) in enumerate(variants):
+            prow = _paper_variant(paper_rows, label, paper_metric)
             run = model is not None and method in model_methods(config, model)
             ours = our_scores(results, model, method, metric) if run else {}
             theirs = dict(prow.get("scores", {}))
             for ekey, _ in extra:
                 ours[ekey] = _extra_value(ekey, config, results, model, method) if run else None
                 theirs[ekey] = prow.get(ekey)
+            effect = None
+            if i > 0:
+                above, above_label = variants[i - 1]
+                above_run = run and above in model_methods(config, model)
+                ours_eff = effects(results, model, method, above, metric) if above_run else {}
+                paper_eff = paper_effects(theirs, _paper_variant(paper_rows, above_label, paper_metric)
+                                          .get("scores", {}), SCORE_KEYS)  # fmt: skip
+                effect = (above_label, ours_eff, paper_eff)
             table.breaks.append(len(table.rows))
-            table.rows += triplet([label, paper_metric], ours, theirs, SCORE_KEYS + [k for k, _ in extra])
-    if model_label:
-        table.notes.append(f"Our runs: model {model_label}; paper: {paper_rows[0]['model'] if paper_rows else '—'}.")
+            table.rows += block([label, paper_metric], setting, ours, theirs, keys, effect)
+    table.notes.append(
+        f"Our runs: {setting.ours}; paper: {setting.paper}. Ours: mean ± 95% CI over seeds (n "
+        "in the row label). Effect rows: each row − the row above (same metric; ours paired by "
+        "seed) beside the paper's same difference"
+        + ("; Δ rows: ours − paper (the paper's own setting)." if setting.same
+           else "; no ours − paper row: the settings differ.")
+    )
     return table
 
 
-def _extra_value(key: str, config: dict[str, Any], results: Results, model: str, method: str) -> Value:
+def _paper_variant(paper_rows: list[dict[str, Any]], label: str, paper_metric: str) -> dict[str, Any]:
+    return next(
+        (r for r in paper_rows if r.get("variant") == label and r.get("metric", paper_metric) == paper_metric),
+        {},
+    )
+
+
+def _extra_value(key: str, config: dict[str, Any], results: Results, model: str, method: str) -> Cell:
     if key == "time_per_step_s":
         return time_per_step(results, model, method)
     if key == "gpus":
@@ -257,10 +421,16 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
     model = section.get("model")
     ours_rows = []
     for method in section.get("rows", {}):
-        stats = results.proxy.get((model, method)) if model else None
-        if stats and stats["overall"].get("has_gold"):
-            per = {int(s): v.get("c_pos_precision") for s, v in stats["per_step"].items()}
-            ours_rows.append((f"Silver proxy vs gold ({method})", per, stats["overall"].get("c_pos_precision")))
+        found = [results.proxy[(model, method, s)] for s in results.seeds(model, method)
+                 if (model, method, s) in results.proxy] if model else []  # fmt: skip
+        found = [st for st in found if st["overall"].get("has_gold")]
+        if found:
+            steps_seen = sorted({int(s) for st in found for s in st["per_step"]})
+            per = {s: t_interval([st["per_step"][str(s)].get("c_pos_precision") for st in found
+                                  if str(s) in st["per_step"]]) for s in steps_seen}  # fmt: skip
+            overall = t_interval([st["overall"].get("c_pos_precision") for st in found])
+            name = f"Silver proxy vs gold ({method}" + (f", {n_label([len(found)])})" if len(found) > 1 else ")")
+            ours_rows.append((name, per, overall))
     judged = _judge_rows(results, len(section.get("rows", {})) > 1 or len(results.judge) > 1)
     ours_rows += [(name, per, overall) for name, per, overall, _ in judged]
     steps = sorted(set(paper_steps) | {s for _, per, _ in ours_rows for s in per})
@@ -293,10 +463,12 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
     the LLM judge / human raters call helpful and, on the synthetic world, the gold truth of the
     same steps and the judge's and the proxy's agreement with it."""
     out = []
-    for (model, method), summary in sorted(results.judge.items()):
+    several_seeds = len({seed for *_, seed in results.judge}) > 1
+    for (model, method, seed), summary in sorted(results.judge.items()):
         per_step = {int(s): v for s, v in summary.get("per_step", {}).items()}
         overall = summary.get("overall", {})
-        where = f" ({model}/{method})" if name_runs else ""
+        where = (f" ({model}/{method}" + (f", seed {seed}" if several_seeds else "") + ")"
+                 if name_runs or several_seeds else "")  # fmt: skip
         label = summary.get("judge_label") or "LLM judge"
         if summary.get("stand_in"):
             label += " — stand-in, not a competent judge"
@@ -357,11 +529,14 @@ def table7_datasets(config: dict[str, Any], results: Results, paper: dict[str, A
         ["Dataset", "", "Train", "Test"],
         label_cols=2,
     )
+    world = WORLDS.get(config["world"], config["world"])
+    setting = Setting(world, PAPER_WORLD, "", config["world"] == "real")
     for bench, name in _PAPER_DATASET.items():
         prow = paper_rows.get(name, {})
         ours = {"train": results.train_counts.get(bench), "test": results.test_counts.get(bench)}
         table.breaks.append(len(table.rows))
-        table.rows += triplet([name], ours, {"train": prow.get("train"), "test": prow.get("test")}, ["train", "test"], 0)
+        table.rows += block([name], setting, ours, {"train": prow.get("train"), "test": prow.get("test")},
+                            ["train", "test"], digits=0)  # fmt: skip
     other = {k: v for k, v in results.train_counts.items() if k not in _PAPER_DATASET}
     if other:
         table.notes.append(
@@ -369,6 +544,182 @@ def table7_datasets(config: dict[str, Any], results: Results, paper: dict[str, A
             + ", ".join(f"{k} {v}" for k, v in sorted(other.items()))
         )
     table.notes.append("Ours counts the evaluated questions (after data.eval_limit).")
+    if not setting.same:
+        table.notes.append("No ours − paper row: our questions are not the paper's datasets.")
+    return table
+
+
+# --------------------------------------------------------------------------- Table 8
+
+
+#: (proxy-stats figure2 key, row label, ×100) of Table 8.
+FIGURE2_ROWS = [
+    ("gold_frac_all", "penalised steps that retrieved gold, all (%)", True),
+    ("gold_frac", "penalised steps that retrieved gold, scored groups (%)", True),
+    ("c1_frac", "penalised steps the proxy calls c = 1 (%)", True),
+    ("c1_precision", "proxy precision: c = 1 steps that retrieved gold (%)", True),
+    ("c1_recall", "proxy recall: gold steps called c = 1 (%)", True),
+    ("negpos_ratio_before", "neg/pos advantage ratio, before rebalancing", False),
+    ("negpos_ratio_after", "neg/pos advantage ratio, after rebalancing", False),
+]
+
+
+def figure2_seed_values(results: Results, model: str, method: str) -> dict[str, dict[int, list[float]]]:
+    """key -> {dumped step: [value per seed]} from the runs' proxy statistics (``figure2``)."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for seed in results.seeds(model, method):
+        stats = results.proxy.get((model, method, seed)) or {}
+        for step, rec in (stats.get("figure2") or {}).items():
+            for key, _, pct in FIGURE2_ROWS:
+                if rec.get(key) is not None:
+                    value = float(rec[key]) * (100.0 if pct else 1.0)
+                    out.setdefault(key, {}).setdefault(int(step), []).append(value)
+    return out
+
+
+def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
+    """The paper's Figure 2 against gold: per dumped step, how many penalised steps really
+    retrieved a gold passage beside how many the silver proxy calls likely correct."""
+    runs = [(m, x) for m in config["models"] for x in model_methods(config, m)
+            if figure2_seed_values(results, m, x)]  # fmt: skip
+    values = {run: figure2_seed_values(results, *run) for run in runs}
+    steps = sorted({s for v in values.values() for per in v.values() for s in per})
+    table = Table(
+        "table8_figure2_gold",
+        "Table 8: paper Figure 2 against gold — penalised intermediate steps (negative rollouts) "
+        "that retrieved a gold passage vs those the silver proxy calls c = 1, by dumped step",
+        ["Run", "Quantity", "", *(f"step {s}" for s in steps), "mean over steps"],
+    )
+    for model, method in runs:
+        setting = setting_of(config, model, config["report"]["paper_model"])
+        first = True
+        table.breaks.append(len(table.rows))
+        for key, label, _ in FIGURE2_ROWS:
+            per = values[(model, method)].get(key, {})
+            if not per:
+                continue
+            ns = [len(v) for v in per.values()]
+            # the mean over steps, per seed (seeds in the same order at every step)
+            complete = [s for s in steps if s in per and len(per[s]) == max(ns)]
+            seed_means = ([mean(per[s][i] for s in complete) for i in range(max(ns))]
+                          if complete else [])  # fmt: skip
+            table.rows.append([
+                f"{_model_label(config, model)} / {method}" if first else "", label,
+                f"ours: {setting.ours} ({n_label(ns)})" if first else "",
+                *(fmt(t_interval(per.get(s, []))) for s in steps), fmt(t_interval(seed_means)),
+            ])  # fmt: skip
+            first = False
+    facts = paper.get("facts", {})
+    c1 = facts.get("figure2_penalised_c1_pct")
+    table.notes += [
+        "Penalised steps: intermediate steps of negative rollouts (GRPO advantage < 0); 'all' "
+        "counts every one, 'scored groups' only those of groups with a silver set (where the "
+        "proxy gives c). Gold: the step retrieved one of its question's supporting passages "
+        "(synthetic world). Precision/recall of c = 1 against gold on the scored steps. Ratios: "
+        "Σ|negative| / Σpositive advantage, from metrics.jsonl at the same step.",
+        "Mean ± 95% t-interval over seeds (n in the label; n=1: no interval); 'mean over "
+        "steps' is each seed's mean over the dumped steps, then over seeds.",
+    ]
+    if c1 is not None:
+        table.notes.append(
+            f"Paper ({config['report']['paper_model']}, {PAPER_WORLD}, silver proxy only, no "
+            f"gold): {c1}% of penalised steps have c = 1. No gold exists there."
+        )
+    if not runs:
+        table.notes.append("No run has proxy statistics with a figure2 section (proxy.methods).")
+    return table
+
+
+# --------------------------------------------------------------------------- Table 9
+
+
+def _val_f1(results: Results, model: str, method: str, which: str) -> dict[int, float]:
+    """seed -> peak or last validation F1 (×100)."""
+    out = {}
+    for seed in results.seeds(model, method):
+        val = [r for r in results.runs[(model, method, seed)].val if r.get("f1") is not None]
+        if val:
+            scores = [100.0 * float(r["f1"]) for r in sorted(val, key=lambda r: r["step"])]
+            out[seed] = max(scores) if which == "peak" else scores[-1]
+    return out
+
+
+def _last_metric(results: Results, model: str, method: str, key: str, scale: float = 100.0) -> dict[int, float]:
+    out = {}
+    for seed in results.seeds(model, method):
+        recs = [r for r in results.runs[(model, method, seed)].metrics if r.get(key) is not None]
+        if recs:
+            out[seed] = scale * float(max(recs, key=lambda r: r["step"])[key])
+    return out
+
+
+def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
+    """Collapse under stress: the runs of ``report.stress.model`` (a learning rate at which plain
+    GRPO degrades), each method's collapse point and High-PPL ratio over seeds."""
+    section = config["report"]["stress"]
+    model = section.get("model")
+    reference = section["reference"]
+    cols = [("collapse", "Collapsed"), ("val_peak", "Val F1 peak"), ("val_last", "Val F1 last"),
+            ("format_last", "Format % last step"), ("average", "Test F1 avg."),
+            ("high_ppl", "High-PPL % avg."), ("train_high_ppl", "High-PPL % last step")]  # fmt: skip
+    keys = [k for k, _ in cols]
+    table = Table(
+        "table9_stress",
+        "Table 9: collapse under stress — collapse point and High-PPL ratio per method",
+        ["Model", "Method", "", *(h for _, h in cols)],
+    )
+    if model is None:
+        table.notes.append("No stress runs configured (report.stress.model).")
+        return table
+    labels = config["report"]["method_labels"]
+    paper_models = {r["model"] for r in paper.get("table1_main", [])}
+    pmodel = paper_model_of(config, model, paper_models)
+    setting = setting_of(config, model, pmodel)
+    paper_t1 = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
+    ablation = config["report"]["ablation"]["rows"]
+    paper_t2 = {r["variant"]: r for r in paper.get("table2_ablation", []) if r.get("metric") == "HighPPLRatio"}
+
+    def per_seed(method: str) -> dict[str, dict[int, float]]:
+        f1 = seed_scores(results, model, method, "f1")
+        ppl = seed_scores(results, model, method, "high_ppl_ratio")
+        return {"val_peak": _val_f1(results, model, method, "peak"),
+                "val_last": _val_f1(results, model, method, "last"),
+                "format_last": _last_metric(results, model, method, "format_rate"),
+                "average": f1.get("average", {}), "high_ppl": ppl.get("average", {}),
+                "train_high_ppl": _last_metric(results, model, method, "high_ppl_ratio")}  # fmt: skip
+
+    methods = model_methods(config, model)
+    ref_values = per_seed(reference) if reference in methods else None
+    for method in methods:
+        values = per_seed(method)
+        ours: dict[str, Cell] = {k: t_interval(list(v.values())) for k, v in values.items()}
+        ours["collapse"] = collapse_label(results, model, method)
+        label = labels.get(method, method)
+        prow = paper_t1.get((pmodel, label), {})
+        p2 = paper_t2.get(ablation.get(method, ""), {})
+        theirs: dict[str, Cell] = {"collapse": prow.get("collapse_point"),
+                                   "high_ppl": (p2.get("scores") or {}).get("average")}  # fmt: skip
+        effect = None
+        if ref_values is not None and method != reference:
+            eff = {k: paired_effect(values[k], ref_values[k]) for k in values}
+            ref_label = labels.get(reference, reference)
+            pref = paper_t2.get(ablation.get(reference, ""), {})
+            effect = (ref_label, eff, {"high_ppl": diff(theirs["high_ppl"], (pref.get("scores") or {}).get("average"))})
+        table.breaks.append(len(table.rows))
+        table.rows += block([_model_label(config, model), label], setting, ours, theirs, keys, effect)
+    training = {**(config.get("training") or {}), **(config["models"][model].get("training") or {})}
+    table.notes += [
+        f"Stress setting: model entry {model!r} (training lr {training.get('lr')}, "
+        f"{training.get('steps')} steps); collapse as defined in calibadv.evaluate.collapse "
+        f"(collapse_delta {training.get('collapse_delta')}, window {training.get('collapse_window')}): "
+        "how many seeds collapsed, and at which steps.",
+        "Val F1: greedy validation F1 ×100 (peak over training, and at the last validation); "
+        "Test: the evaluated checkpoint (the last before a collapse); High-PPL: share of "
+        "outputs with perplexity ≥ 50, ×100 (test average, and the training batch at the last "
+        "step). Ours: mean ± 95% CI over seeds; effects paired by seed.",
+        "Paper: collapse point (Table 1) and High-PPL average (Table 2, where the method is an "
+        f"ablation row) of {pmodel} at its own learning rate — not a stress run.",
+    ]
     return table
 
 
@@ -379,6 +730,8 @@ TABLES = {
     "table4_uniform": table4_uniform,
     "table5_judge": table5_judge,
     "table7_datasets": table7_datasets,
+    "table8_figure2_gold": table8_figure2_gold,
+    "table9_stress": table9_stress,
 }
 
 

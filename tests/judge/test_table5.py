@@ -40,7 +40,7 @@ def test_stand_in_judge_and_gold_rows_sit_beside_the_papers_raters():
     s = summary()
     s["overall"].update(llm_unparsable=1, llm_unparsable_frac=0.25)
     s["per_step"]["6"].update(llm_unparsable=1, llm_unparsable_frac=0.5)
-    t = table5_judge(TINY, results({("tiny", "calibadv"): s}), PAPER_NUMBERS)
+    t = table5_judge(TINY, results({("tiny", "calibadv", 0): s}), PAPER_NUMBERS)
     names = [r[0] for r in t.rows]
     unparsable = t.rows[names.index("LLM: share of answers without a verdict (unparsable)")]
     assert unparsable[-1] == "0.25" and unparsable[t.columns.index("step 6")] == "0.50"
@@ -64,7 +64,7 @@ def test_stand_in_judge_and_gold_rows_sit_beside_the_papers_raters():
 
 def test_human_labels_add_a_row_and_a_real_world_run_has_no_gold_rows():
     s = summary(stand_in=False, human=0.5, gold=False)
-    t = table5_judge(TINY, results({("tiny", "calibadv"): s}), PAPER_NUMBERS)
+    t = table5_judge(TINY, results({("tiny", "calibadv", 0): s}), PAPER_NUMBERS)
     names = [r[0] for r in t.rows]
     assert names[:2] == ["LLM: SmolLM2-135M-Instruct", "Human (ours)"]
     assert not any(n.startswith("Gold") for n in names)

@@ -77,13 +77,13 @@ def test_the_paper_dry_run_has_the_judge_stage_and_the_judge_train_job(tmp_path)
     out = proc.stdout
     validate = [line for line in out.splitlines() if "calibadv judge validate" in line]
     assert len(validate) == 1
-    assert "--rollouts results/real/runs/qwen2.5-7b/calibadv/rollouts" in validate[0]
+    assert "--rollouts results/real/runs/qwen2.5-7b/calibadv/seed_0/rollouts" in validate[0]
     assert '"base_url": "https://api.deepseek.com/v1"' in validate[0]
     assert "--per-checkpoint 20" in validate[0]
     specs = [line for line in out.splitlines()
              if "calibadv spec --json" in line and "runs/qwen2.5-7b/calibadv-judge/" in line]
     assert len(specs) == 1 and '"judge": {"api_key_env": "DEEPSEEK_API_KEY"' in specs[0]
-    assert "results/real/runs/qwen2.5-7b/calibadv-judge/done.json" in out
+    assert "results/real/runs/qwen2.5-7b/calibadv-judge/seed_0/done.json" in out
 
 
 def test_a_fully_cached_rerun_starts_no_local_server(tmp_path):

@@ -152,7 +152,7 @@ def test_every_job_runs_with_the_offline_variables(tmp_path):
     wrapper.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_ENV}
     env["PATH"] = f"{wrapper_dir}{os.pathsep}{BIN}{os.pathsep}{env.get('PATH', '')}"
-    target = "results/synthetic/runs/tiny/calibadv/spec.yaml"
+    target = "results/synthetic/runs/tiny/calibadv/seed_0/spec.yaml"
     proc = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-c1", "-d", str(tmp_path), target],
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,7 +267,7 @@ def test_downloads_live_under_resources_dir_and_products_under_results_dir(tmp_p
     assert layout.index == "/shared/calibadv-resources/index/wiki18-e5-flat.faiss"
     assert layout.qa("nq", "test") == "/shared/calibadv-resources/qa/nq/test.jsonl"
     assert layout.hub_model_dir("Qwen/Qwen2.5-7B") == "/shared/calibadv-resources/models/Qwen--Qwen2.5-7B"
-    assert layout.train_data.startswith("exp1/real/") and layout.run_dir("m", "x").startswith("exp1/")
+    assert layout.train_data.startswith("exp1/real/") and layout.run_dir("m", "x", 0).startswith("exp1/")
     paper_config["index"]["source"] = "build"  # an index built here is a product
     assert wc.Layout.of(wc.validate_config(paper_config)).index == "exp1/real/index/index.faiss"
     tiny = wc.Layout.of(wc.validate_config(load_yaml(REPO / "config/tiny.yaml")))

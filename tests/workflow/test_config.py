@@ -178,3 +178,49 @@ def test_paper_results_hold_every_table_of_the_reference():
     assert [r["evaluator"] for r in paper["table5_judge"]] == ["LLM (DeepSeek-V3.2)", "Human"]
     assert {r["dataset"] for r in paper["table7_datasets"]} >= {"HotpotQA", "Bamboogle"}
     assert yaml.safe_dump(paper)  # round-trips
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_a_config_without_seeds_runs_one_seed_per_run_as_before(tiny_config, paper_config):
+    config = wc.validate_config(tiny_config)
+    assert config["seeds"] is None and wc.model_seeds(config, "tiny") == [0]
+    assert wc.seed_runs(config)[:2] == [("tiny", "search-r1", 0), ("tiny", "prethink", 0)]
+    spec = wc.run_spec_dict(config, "tiny", "calibadv")
+    assert spec["seed"] == 0 and spec["name"] == "tiny/calibadv"  # no seed in a lone run's name
+    paper = wc.validate_config(paper_config)  # the paper: one seed per run
+    assert all(s == 0 for *_, s in wc.seed_runs(paper)) and len(wc.seed_runs(paper)) == len(wc.runs(paper))
+    tiny_config["models"]["tiny"]["seed"] = 7  # a model's own seed still applies
+    assert wc.model_seeds(wc.validate_config(tiny_config), "tiny") == [7]
+
+
+def test_seeds_make_one_run_per_model_method_and_seed_each_with_its_rl_seed(tiny_config):
+    tiny_config["seeds"] = [3, 1]
+    config = wc.validate_config(tiny_config)
+    runs = wc.seed_runs(config)
+    assert len(runs) == 2 * len(wc.runs(config)) and runs[:2] == [("tiny", "search-r1", 3), ("tiny", "search-r1", 1)]
+    spec = wc.run_spec_dict(config, "tiny", "calibadv", 1)
+    assert spec["seed"] == 1 and spec["name"] == "tiny/calibadv/seed_1"
+    assert wc.run_spec_dict(config, "tiny", "calibadv")["seed"] == 3  # the first seed by default
+    layout = wc.Layout.of(config)
+    assert layout.run_dir("tiny", "calibadv", 1) == "results/synthetic/runs/tiny/calibadv/seed_1"
+    assert layout.proxy("tiny", "calibadv", 1) == "results/synthetic/proxy/tiny/calibadv/seed_1.json"
+    assert layout.eval_dir("tiny", "calibadv", 1, "nq") == "results/synthetic/eval/tiny/calibadv/seed_1/nq"
+    with pytest.raises(ConfigError, match=r"seed 2 is not a seed of model 'tiny' \(its seeds: 3, 1"):
+        wc.run_spec_dict(config, "tiny", "calibadv", 2)
+    tiny_config["models"]["tiny"]["seeds"] = [5]  # a model's own list wins
+    assert wc.model_seeds(wc.validate_config(tiny_config), "tiny") == [5]
+
+
+def test_start_from_reuses_another_models_warm_start_under_other_training(tiny_config):
+    tiny_config["models"]["stress"] = {"source": "tiny", "start_from": "tiny", "methods": ["search-r1"],
+                                       "training": {"lr": 1.0e-3}}  # fmt: skip
+    config = wc.validate_config(tiny_config)
+    spec = wc.run_spec_dict(config, "stress", "search-r1")
+    assert spec["model"]["path"] == wc.Layout.of(config).model_dir("tiny", "sft")
+    assert spec["training"]["lr"] == 1.0e-3 and wc.run_spec_dict(config, "tiny", "search-r1")["training"]["lr"] == 1.0e-4
+    tiny_config["models"]["again"] = {"source": "tiny", "start_from": "stress"}
+    with pytest.raises(ConfigError, match=r"models\.again\.start_from: 'stress' is not allowed \(model 'stress' "
+                                          r"itself starts from 'tiny'\)"):  # fmt: skip
+        wc.validate_config(tiny_config)

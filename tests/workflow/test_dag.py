@@ -60,7 +60,35 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
     assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
+    assert counts["proxy_stats"] == 4  # search-r1 (Figure 2's GRPO) and three CalibAdv variants
     assert "download_model" not in counts
+
+
+def test_each_seed_is_its_own_run_in_the_dag(tmp_path, tiny_config):
+    tiny_config["seeds"] = [0, 1, 2]
+    tiny_config["default_methods"] = ["search-r1", "calibadv"]
+    tiny_config["proxy"] = {"methods": ["calibadv"]}
+    cfg = write_config(tmp_path / "c.yaml", **tiny_config)
+    text = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path)).stdout
+    counts = job_counts(text)
+    assert counts["spec"] == counts["train"] == counts["evaluate"] == 2 * 3
+    assert counts["proxy_stats"] == counts["judge_validate"] == 3 and counts["sft"] == 1
+    for seed in (0, 1, 2):
+        assert f"runs/tiny/calibadv/seed_{seed}/done.json" in text
+        assert f'"name": "tiny/calibadv/seed_{seed}"' in text  # its RunSpec, with the RL seed:
+    assert '"seed": 1' in text and '"seed": 2' in text
+
+
+def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_path):
+    proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
+                     str(REPO / "config/synthetic-study.yaml"), "-d", str(tmp_path))  # fmt: skip
+    counts = job_counts(proc.stdout)
+    runs = (13 + 4) * 3  # ladder + α sweep + 4 baselines, and 4 stress methods; 3 seeds each
+    assert counts["train"] == counts["spec"] == counts["evaluate"] == runs
+    assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
+    assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
+    assert counts["total"] == 196
+    assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
 
 
 def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
@@ -110,7 +138,7 @@ def test_per_format_warm_starts_add_a_prethink_sft_job(tmp_path, tiny_config):
 
 def test_gpu_counts_and_runtime_from_the_config_reach_the_jobs(tmp_path):
     proc = snakemake(
-        "results/real/runs/qwen2.5-3b/calibadv/done.json",
+        "results/real/runs/qwen2.5-3b/calibadv/seed_0/done.json",
         "-n", "--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path),
     )  # fmt: skip
     text = proc.stdout

@@ -105,3 +105,53 @@ def test_every_statistic_is_a_fraction(rows):
         value = s.get(key)
         assert value is None or 0.0 <= value <= 1.0
     assert sum(s["c_hist"].values()) == pytest.approx(1.0 if s["scored_steps"] else 0.0)
+
+
+# --------------------------------------------------------------------------- Figure 2 vs gold
+
+
+def test_figure2_against_gold_by_hand():
+    """Gold {a, c}. Negative rollouts' steps (penalised), with their c and gold hit:
+    group 0 (silver): [a b d] c=1 hit, [x y z] c=0 miss, [c x y] c=0 hit, [a q r] c=1 hit;
+    group 1 (no silver set, c null): [c e f] hit, [] (an invalid turn) miss.
+    The positive rollout's step and the rollout without gold count nowhere."""
+    silver, gold = ["a", "b", "d"], ["a", "c"]
+    rows = [
+        rollout(0, 1.0, [["a", "b", "d"]], [1.0], silver, gold),
+        rollout(0, -1.0, [["a", "b", "d"], ["x", "y", "z"]], [1.0, 0.0], silver, gold),
+        rollout(0, -0.5, [["c", "x", "y"], ["a", "q", "r"]], [0.0, 1.0], silver, gold),
+        rollout(1, -1.0, [["c", "e", "f"], []], None, [], gold),
+        rollout(2, -1.0, [["e", "f", "g"]], [1.0], ["e"], []),  # no gold: real-world row
+    ]
+    from calibadv.proxy import figure2_gold
+
+    f = figure2_gold(rows, {"negpos_ratio_before": 1.5, "negpos_ratio_after": 0.9})
+    assert f["penalised_steps"] == 6 and f["gold_frac_all"] == pytest.approx(4 / 6)
+    assert f["scored_penalised_steps"] == 4 and f["gold_frac"] == pytest.approx(3 / 4)
+    assert f["c1_frac"] == pytest.approx(2 / 4)
+    assert f["c1_precision"] == 1.0  # both c = 1 steps hit gold
+    assert f["c1_recall"] == pytest.approx(2 / 3)  # the c = 0 step [c x y] hit gold too
+    assert (f["negpos_ratio_before"], f["negpos_ratio_after"]) == (1.5, 0.9)
+
+
+def test_figure2_without_gold_or_penalised_steps_is_empty_not_zero():
+    from calibadv.proxy import figure2_gold
+
+    f = figure2_gold([rollout(0, 1.0, [["a"]], [1.0], ["a"], ["a"])])
+    assert f["penalised_steps"] == 0 and f["gold_frac_all"] is None and f["c1_precision"] is None
+    assert f["negpos_ratio_before"] is None
+
+
+def test_proxy_stats_command_adds_figure2_per_dumped_step_with_the_ratios(tmp_path, dump_rows):
+    atomic_write_jsonl(tmp_path / "rollouts" / "step_000004.jsonl", dump_rows)
+    atomic_write_jsonl(tmp_path / "metrics.jsonl", [{"step": 3, "negpos_ratio_before": 9.0},
+                                                    {"step": 4, "negpos_ratio_before": 2.0,
+                                                     "negpos_ratio_after": 1.0}])  # fmt: skip
+    out = tmp_path / "proxy.json"
+    assert main(["proxy-stats", "--rollouts", str(tmp_path / "rollouts"),
+                 "--metrics", str(tmp_path / "metrics.jsonl"), "--out", str(out)]) == 0  # fmt: skip
+    fig = json.loads(out.read_text())["figure2"]["4"]
+    assert fig["negpos_ratio_before"] == 2.0 and fig["negpos_ratio_after"] == 1.0
+    assert fig["c1_frac"] == pytest.approx(1 / 3)  # = step_stats' penalised_c1_frac
+    assert main(["proxy-stats", "--rollouts", str(tmp_path / "rollouts"),
+                 "--metrics", str(tmp_path / "nope.jsonl"), "--out", str(out)]) == 2  # fmt: skip

@@ -1,4 +1,5 @@
-"""Tables and figures from small synthetic result files: ours beside the paper's numbers."""
+"""Tables and figures from small synthetic result files of two seeds: ours (mean ± 95% CI)
+beside the paper's numbers, effect sizes beside the paper's, ours − paper only in its setting."""
 
 from __future__ import annotations
 
@@ -19,29 +20,42 @@ from calibadv.report.tables import MISSING, NOT_IN_PAPER, build_tables
 BENCHES = ["nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"]
 
 
+@pytest.fixture(params=["synthetic", "real"])
+def world(request):
+    return request.param
+
+
 @pytest.fixture
-def config(tmp_path, tiny_config):
-    """The tiny config, writing under tmp_path, with the model labelled as the paper's 7B."""
+def config(tmp_path, tiny_config, world):
+    """The tiny config with two seeds, writing under tmp_path, the model labelled as the paper's
+    7B; on the synthetic world (effects only) or the real one (the paper's own setting)."""
     tiny_config["results_dir"] = str(tmp_path / "results")
     tiny_config["models"]["tiny"]["label"] = "Qwen2.5-7B"
     tiny_config["report"]["alpha_sweep"] = {"calibadv": 1.0}
+    tiny_config["seeds"] = [0, 1]
+    tiny_config["world"] = world
     return wc.validate_config(tiny_config)
+
+
+#: F1 per (method, seed): CalibAdv 60/70 and Search-R1 50/40 -> means 65 and 45, paired
+#: differences 10 and 30 (mean 20).
+SCORES = {("search-r1", 0): 0.5, ("search-r1", 1): 0.4, ("calibadv", 0): 0.6, ("calibadv", 1): 0.7}
 
 
 @pytest.fixture
 def results(config):
-    """search-r1 (F1 0.5, collapsed at step 4) and calibadv (F1 0.6) evaluated everywhere;
-    prethink only on nq; proxy statistics for calibadv; Parquet tables for Table 7."""
+    """search-r1 (seed 0 collapsed at step 4) and calibadv evaluated everywhere with two seeds;
+    prethink only on nq, seed 0; proxy statistics for calibadv; Parquet tables for Table 7."""
     layout = wc.Layout.of(config)
-    scores = {"search-r1": 0.5, "calibadv": 0.6}
-    for method, f1 in scores.items():
+    for (method, seed), f1 in SCORES.items():
         for bench in BENCHES:
-            dump(f"{layout.eval_dir('tiny', method, bench)}/metrics.json",
-                 {"f1": f1, "em": f1 / 2, "high_ppl_ratio": 0.1, "benchmark": bench})  # fmt: skip
-        run = layout.run_dir("tiny", method)
+            dump(f"{layout.eval_dir('tiny', method, seed, bench)}/metrics.json",
+                 {"f1": f1, "em": f1 / 2, "high_ppl_ratio": 0.1 * (seed + 1), "benchmark": bench})  # fmt: skip
+        run = layout.run_dir("tiny", method, seed)
+        collapsed = method == "search-r1" and seed == 0
         dump(f"{run}/done.json", {"steps": 6, "wall_s": 10, "backend": "local"})
-        dump(f"{run}/selection.json", {"step": 3 if method == "search-r1" else 6,
-                                       "collapse_step": 4 if method == "search-r1" else None, "reason": "x"})  # fmt: skip
+        dump(f"{run}/selection.json", {"step": 3 if collapsed else 6,
+                                       "collapse_step": 4 if collapsed else None, "reason": "x"})  # fmt: skip
         atomic_write_jsonl(f"{run}/metrics.jsonl", [
             {"step": s, "time_s": 2.0 * s, "entropy": 1.0 / s, "c_mean": 0.3, "f1_mean": 0.1 * s,
              "penalised_c1_frac": 0.4, "empty_silver_frac": 0.25, "softpen_frac": 0.2,
@@ -49,12 +63,16 @@ def results(config):
             for s in (1, 2, 3)
         ])  # fmt: skip
         atomic_write_jsonl(f"{run}/val.jsonl", [{"step": s, "f1": 0.1 * s} for s in (0, 3, 6)])
-    dump(f"{layout.eval_dir('tiny', 'prethink', 'nq')}/metrics.json", {"f1": 0.55, "high_ppl_ratio": 0.0})
-    dump(layout.proxy("tiny", "calibadv"), {
-        "steps": [1, 3],
-        "per_step": {"1": {"c_pos_precision": 0.9, "has_gold": True}, "3": {"c_pos_precision": 0.8, "has_gold": True}},
-        "overall": {"c_pos_precision": 0.85, "has_gold": True},
-    })  # fmt: skip
+    dump(f"{layout.eval_dir('tiny', 'prethink', 0, 'nq')}/metrics.json", {"f1": 0.55, "high_ppl_ratio": 0.0})
+    for seed, (first, later) in enumerate([(0.9, 0.8), (0.7, 0.6)]):
+        dump(layout.proxy("tiny", "calibadv", seed), {
+            "steps": [1, 3],
+            "per_step": {"1": {"c_pos_precision": first, "has_gold": True},
+                         "3": {"c_pos_precision": later, "has_gold": True}},
+            "overall": {"c_pos_precision": (first + later) / 2, "has_gold": True},
+            "figure2": {"1": {"gold_frac_all": 0.5 + 0.1 * seed, "c1_frac": 0.4,
+                              "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8}},
+        })  # fmt: skip
     Path(layout.test_data("nq")).parent.mkdir(parents=True)
     pd.DataFrame({"data_source": ["synthetic"] * 5 + ["hotpotqa"] * 2}).to_parquet(layout.train_data)
     for bench in BENCHES:
@@ -68,82 +86,136 @@ def tables(config, results):
     return {t.key: t for t in build_tables(config, results, paper)}
 
 
-def rows_of(table, first):
+def block_of(table, first):
+    """The rows of the block whose first row starts with ``first``: label -> row."""
     i = next(i for i, row in enumerate(table.rows) if row[: len(first)] == first)
-    return table.rows[i : i + 3]
+    out = {}
+    for j, row in enumerate(table.rows[i:]):
+        if j and row[0]:
+            break
+        out[row[len(first)].split(":")[0].split(" (")[0]] = row
+    return out
+
+
+#: 95% t critical value with 1 degree of freedom (two seeds).
+T1 = 12.706204736174698
 
 
 def test_collect_reads_what_exists_and_skips_what_does_not(results):
-    assert ("tiny", "calibadv", "nq") in results.evals
-    assert ("tiny", "prethink", "triviaqa") not in results.evals
+    assert ("tiny", "calibadv", 1, "nq") in results.evals
+    assert ("tiny", "prethink", 0, "triviaqa") not in results.evals
+    assert results.seeds("tiny", "calibadv") == [0, 1]
     assert results.test_counts == {b: 3 for b in BENCHES}
     assert results.train_counts == {"synthetic": 5, "hotpotqa": 2}
 
 
-def test_table1_puts_ours_beside_the_paper_with_the_difference(tables):
-    ours, paper, delta = rows_of(tables["table1_main"], ["Qwen2.5-7B", "CalibAdv"])
-    assert ours[2] == "ours" and paper[2] == "paper" and delta[2] == "Δ"
-    assert ours[3:5] == ["60.00", "60.00"] and paper[3] == "53.20" and delta[3] == "+6.80"
-    assert ours[10] == "60.00" and paper[10] == "56.70" and delta[10] == "+3.30"  # average
-    assert ours[11] == "none" and paper[11] == "none"  # collapse point
+def test_table1_ours_is_the_mean_over_seeds_with_a_t_interval(tables):
+    rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "CalibAdv"])
+    ours = rows["ours"]
+    assert "(n=2)" in ours[2]
+    half = T1 * 5.0  # s = 7.07, s / √2 = 5
+    assert ours[3] == f"65.00 ± {half:.2f}" and ours[10] == f"65.00 ± {half:.2f}"  # nq, average
+    assert rows["paper"][3] == "53.20" and rows["paper"][10] == "56.70"
+    assert ours[11] == "0/2 collapsed" and rows["paper"][11] == "none"
+
+
+def test_table1_effects_are_paired_by_seed_beside_the_papers_effect(tables):
+    rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "CalibAdv"])
+    half = T1 * 10.0  # differences 10, 30: s = 14.14, s / √2 = 10
+    assert rows["effect ours"][10] == f"+20.00 ± {half:.2f}"
+    assert rows["effect paper"][10] == "+7.55"  # 56.70 − 49.15
+
+
+def test_an_absolute_difference_only_in_the_papers_own_setting(tables, world):
+    rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "CalibAdv"])
+    if world == "real":
+        assert rows["Δ ours − paper"][10] == "+8.30"  # 65.00 − 56.70
+        assert "wiki-18" in rows["ours"][2]
+    else:
+        assert "Δ ours − paper" not in rows and "synthetic world" in rows["ours"][2]
+        for t in tables.values():  # no absolute ours − paper anywhere across worlds
+            assert not any(r[t.label_cols - 1].startswith("Δ") for r in t.rows), t.key
 
 
 def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(tables):
-    ours, paper, delta = rows_of(tables["table1_main"], ["Qwen2.5-7B", "SAPO (ours)"])
-    assert set(paper[3:]) == {NOT_IN_PAPER} and set(ours[3:]) == set(delta[3:]) == {MISSING}
+    rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "SAPO (ours)"])
+    assert set(rows["paper"][3:]) == {NOT_IN_PAPER} and set(rows["ours"][3:]) == {MISSING}
 
 
-def test_collapse_point_is_step_over_total(tables):
-    ours, paper, _ = rows_of(tables["table1_main"], ["Qwen2.5-7B", "Search-R1"])
-    assert ours[11] == "4/6" and paper[11] == "58/205"
+def test_collapse_over_seeds_counts_the_collapsed_runs_and_their_steps(tables):
+    rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "Search-R1"])
+    assert rows["ours"][11] == "1/2 collapsed: 4 of 6" and rows["paper"][11] == "58/205"
 
 
-def test_paper_rows_without_a_run_show_missing_ours_never_invented(tables):
-    ours, paper, delta = rows_of(tables["table1_main"], ["Qwen2.5-3B", "CalibAdv"])
-    assert set(ours[3:]) == {MISSING} and set(delta[3:]) == {MISSING}
-    assert paper[3] == "50.95"
+def test_paper_rows_without_a_run_are_the_papers_numbers_only(tables):
+    row = next(r for r in tables["table1_main"].rows if r[:2] == ["Qwen2.5-3B", "CalibAdv"])
+    assert row[2] == "paper: Qwen2.5-3B, wiki-18" and row[3] == "50.95"
 
 
-def test_ablation_shows_partial_runs_and_high_ppl(tables):
+def test_ablation_effects_are_each_row_minus_the_row_above(tables):
     t = tables["table2_ablation"]
-    ours, paper, delta = rows_of(t, ["+PreThink", "F1"])
-    assert ours[3] == "55.00" and ours[4] == MISSING and ours[10] == MISSING  # no average of 1/7
-    assert paper[3] == "49.87" and delta[3] == "+5.13"
-    ours, paper, delta = rows_of(t, ["Standard GRPO", "HighPPLRatio"])
-    assert ours[3] == "10.00" and paper[3] == "collapse" and delta[3] == MISSING
+    rows = block_of(t, ["+PreThink", "F1"])
+    assert rows["ours"][3] == "55.00" and "n=1, no interval" in rows["ours"][2]
+    assert rows["ours"][4] == MISSING and rows["ours"][10] == MISSING  # no average of 1/7
+    assert rows["effect ours"][3] == "+5.00"  # seed 0 only: 55 − 50, one pair, no interval
+    assert rows["effect paper"][3] == "+4.17"  # 49.87 − 45.70
+    rows = block_of(t, ["Standard GRPO", "HighPPLRatio"])
+    assert rows["ours"][3] == f"15.00 ± {T1 * 5.0:.2f}" and rows["paper"][3] == "collapse"
+    assert "effect ours" not in rows  # the first row has nothing above it
 
 
 def test_table3_reports_time_per_step_and_hardware(tables):
-    ours, paper, _ = rows_of(tables["table3_proxy"], ["CalibAdv (silver doc)", "F1"])
-    assert ours[-2] == "4.00" and paper[-2] == "809.00"
-    assert ours[-1] == "CPU x1" and paper[-1] == "8xH20"
+    rows = block_of(tables["table3_proxy"], ["CalibAdv (silver doc)", "F1"])
+    assert rows["ours"][-2] == "4.00 ± 0.00" and rows["paper"][-2] == "809.00"
+    assert rows["ours"][-1] == "CPU x1" and rows["paper"][-1] == "8xH20"
 
 
-def test_table5_has_our_gold_precision_and_the_papers_raters(tables):
+def test_table5_has_our_gold_precision_over_seeds_and_the_papers_raters(tables):
     t = tables["table5_judge"]
     assert t.columns[2:4] == ["step 1", "step 3"] and "step 200" in t.columns
     ours = t.rows[0]
-    assert ours[1] == "ours" and ours[2:4] == ["0.90", "0.80"] and ours[-1] == "0.85"
+    half = T1 * 0.1  # 0.9 and 0.7: s = 0.141, s / √2 = 0.1
+    assert ours[0] == "Silver proxy vs gold (calibadv, n=2)" and ours[1] == "ours"
+    assert ours[2:4] == [f"0.80 ± {half:.2f}", f"0.70 ± {half:.2f}"] and ours[-1] == f"0.75 ± {half:.2f}"
     human = next(r for r in t.rows if r[0] == "Human")
     assert human[-1] == "0.89" and human[2] == MISSING
 
 
-def test_table7_counts_our_tables_beside_the_papers(tables):
-    ours, paper, delta = rows_of(tables["table7_datasets"], ["HotpotQA"])
-    assert ours[2:] == ["2", "3"] and paper[2:] == ["90447", "7405"] and delta[3] == "-7402"
-    ours, paper, _ = rows_of(tables["table7_datasets"], ["NaturalQuestions"])
-    assert ours[2] == MISSING and paper[2] == MISSING
+def test_table7_differences_counts_only_in_the_papers_world(tables, world):
+    rows = block_of(tables["table7_datasets"], ["HotpotQA"])
+    assert rows["ours"][2:] == ["2", "3"] and rows["paper"][2:] == ["90447", "7405"]
+    assert (rows["Δ ours − paper"][3] == "-7402") if world == "real" else ("Δ ours − paper" not in rows)
+    rows = block_of(tables["table7_datasets"], ["NaturalQuestions"])
+    assert rows["ours"][2] == MISSING and rows["paper"][2] == MISSING
     assert any("synthetic 5" in note for note in tables["table7_datasets"].notes)
+
+
+def test_table8_puts_gold_beside_the_proxy_per_dumped_step(tables):
+    t = tables["table8_figure2_gold"]
+    assert t.columns[3:] == ["step 1", "mean over steps"]
+    gold = next(r for r in t.rows if r[1].startswith("penalised steps that retrieved gold, all"))
+    assert gold[0] == "Qwen2.5-7B / calibadv" and "(n=2)" in gold[2]
+    assert gold[3] == f"55.00 ± {T1 * 5.0:.2f}"  # 50% and 60%
+    c1 = next(r for r in t.rows if r[1].startswith("penalised steps the proxy calls c = 1"))
+    assert c1[3] == "40.00 ± 0.00"
+    ratio = next(r for r in t.rows if r[1].endswith("after rebalancing"))
+    assert ratio[3] == "0.80 ± 0.00"
+    assert any("43.97" in n for n in t.notes)
+
+
+def test_table9_without_stress_runs_says_so(tables):
+    assert tables["table9_stress"].rows == []
+    assert tables["table9_stress"].notes == ["No stress runs configured (report.stress.model)."]
 
 
 def test_renders_markdown_booktabs_latex_and_html(tables):
     t = tables["table1_main"]
     md = render(t, "md")
-    assert md.splitlines()[2].startswith("| Model | Method |") and "| +6.80 |" in md
+    assert md.splitlines()[2].startswith("| Model | Method |") and "| +7.55 |" in md
     tex = render(t, "tex")
-    assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\Delta$" in tex and "---" in tex
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "---" in tex and "$\\pm$" in tex
     html = render(t, "html")
-    assert "<table>" in html and "<td class=\"num\">+6.80</td>" in html
+    assert "<table>" in html and "<td class=\"num\">+7.55</td>" in html
     assert tex_escape("a_b & 50%") == "a\\_b \\& 50\\%"
 
 
@@ -151,19 +223,19 @@ def test_report_commands_write_every_table_and_figure(tmp_path, config, results)
     cfg = json.dumps(config)
     assert main(["report", "tables", "--config-json", cfg, "--out-dir", str(tmp_path / "t")]) == 0
     names = sorted(p.name for p in (tmp_path / "t").iterdir())
-    assert len(names) == 18 and "table1_main.tex" in names
+    assert len(names) == 24 and "table1_main.tex" in names
     assert main(["report", "figures", "--config-json", cfg, "--out-dir", str(tmp_path / "f")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "f").iterdir())
     assert pngs == sorted(f"{n}.png" for n in
                           ["training_dynamics", "penalised_c1", "alpha_sweep", "c_distribution",
-                           "empty_silver", "softpen_share"])  # fmt: skip
+                           "empty_silver", "softpen_share", "figure2_gold"])  # fmt: skip
     for png in (tmp_path / "f").iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_figures_render_when_nothing_has_run_yet(tmp_path, config):
     assert main(["report", "figures", "--config-json", json.dumps(config), "--out-dir", str(tmp_path)]) == 0
-    assert len(list(tmp_path.glob("*.png"))) == 6
+    assert len(list(tmp_path.glob("*.png"))) == 7
 
 
 def test_shipped_paper_config_labels_match_the_papers_rows():

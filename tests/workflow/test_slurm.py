@@ -64,7 +64,7 @@ def test_tiny_training_chain_on_slurm_requests_gpus_and_survives_scancel(tmp_pat
         tmp_path / "c.yaml", models=models, resources=resources,
         index={"source": "build", "kind": "flat", "num_shards": 1},
     )  # fmt: skip
-    target = "results/synthetic/runs/tiny/calibadv/done.json"
+    target = "results/synthetic/runs/tiny/calibadv/seed_0/done.json"
     watcher = Watcher()
     watcher.start()
     try:

@@ -1,0 +1,100 @@
+"""Aggregation over seeds: the mean with a 95% t-interval, and effect sizes between methods.
+
+Every number of a table that comes from training runs is a statistic over the RL seeds of one
+(model, method): the mean and the half-width of the two-sided 95% Student-t interval
+``mean ± t_{0.975, n-1} · s / √n`` (``s`` the sample standard deviation, n the seeds). With one
+seed there is no interval, and the table says so (``n=1``) rather than print ± 0.
+
+An *effect* is a difference between two methods of the same model (CalibAdv − Search-R1; an
+ablation row − the row above). Runs with the same seed see the same questions in the same order
+(the seed drives the data order), so the effect is paired: the t-interval of the per-seed
+differences over the seeds both methods ran. Effects are comparable across worlds and models
+where absolute scores are not: a 1M-parameter model on invented questions and Qwen2.5-7B on
+Wikipedia share a sign and a rough size of an improvement, never a score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of ``n`` values and the half-width of their t-interval (None when n < 2)."""
+
+    mean: float
+    half: float | None
+    n: int
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half is None else self.mean - self.half
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half is None else self.mean + self.half
+
+
+def t_quantile(df: int, level: float = LEVEL) -> float:
+    """Two-sided Student-t critical value: t_{(1+level)/2, df}."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    from scipy.stats import t
+
+    return float(t.ppf((1.0 + level) / 2.0, df))
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None:
+    """Mean and t-interval half-width of ``values`` (None for no values; no half for one)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return None
+    mean = math.fsum(vals) / n
+    if n == 1:
+        return Interval(mean, None, 1)
+    var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
+    return Interval(mean, t_quantile(n - 1, level) * math.sqrt(var / n), n)
+
+
+def paired_effect(
+    ours: Mapping[int, float], reference: Mapping[int, float], level: float = LEVEL
+) -> Interval | None:
+    """t-interval of ``ours[s] − reference[s]`` over the seeds s both have (None if none)."""
+    seeds = sorted(set(ours) & set(reference))
+    return t_interval([float(ours[s]) - float(reference[s]) for s in seeds], level)
+
+
+def band(values: Sequence[float]) -> tuple[float, float]:
+    """(low, high) of the t-interval, for seaborn's ``errorbar=``; no band (low = high = mean)
+    with one value, so a single seed draws a plain line."""
+    iv = t_interval(values)
+    if iv is None:
+        return (math.nan, math.nan)
+    if iv.half is None:
+        return (iv.mean, iv.mean)
+    return (iv.mean - iv.half, iv.mean + iv.half)
+
+
+def fmt_interval(iv: Interval | None, digits: int = 2, signed: bool = False) -> str:
+    """``12.34 ± 1.05`` (n ≥ 2) or ``12.34`` (n = 1; the row label carries ``n=1, no interval``);
+    ``—`` for nothing measured."""
+    if iv is None:
+        return "—"
+    sign = "+" if signed else ""
+    text = f"{iv.mean:{sign}.{digits}f}"
+    return text if iv.half is None else f"{text} ± {iv.half:.{digits}f}"
+
+
+def n_label(ns: Sequence[int]) -> str:
+    """What a row's intervals rest on: ``n=3`` or ``n=1, no interval`` (``n=2–3`` when cells
+    differ, e.g. a benchmark one seed did not reach)."""
+    ns = sorted({n for n in ns if n})
+    if not ns:
+        return "n=0"
+    text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+    return text + (", no interval" if ns[-1] == 1 else "")
