@@ -77,7 +77,8 @@ class Critic:
 
     def __init__(self, hidden_size: int, lr: float, cliprange_value: float, grad_clip: float,
                  device: Any) -> None:
-        self.head = ValueHead(hidden_size).to(device)
+        with torch.random.fork_rng(devices=[]):  # zero-initialised anyway: leave the run's RNG
+            self.head = ValueHead(hidden_size).to(device)  # (and so its rollouts) untouched
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=0.0)
         self.cliprange_value, self.grad_clip = cliprange_value, grad_clip
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import compute_gae_advantage_return, compute_value_loss
 
 from calibadv.errors import ConfigError
@@ -52,6 +54,27 @@ def test_gae_returns_equal_verls(rewards, values, mask, gamma, lam, want):
     _, verl_ret = compute_gae_advantage_return(T([rewards]), T([values], dtype=torch.float32), m,
                                                gamma, lam)
     assert torch.allclose(ret * m, verl_ret * m, atol=1e-6)
+
+
+_floats = st.floats(-2.0, 2.0, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(
+    st.lists(_floats, min_size=n, max_size=n), st.lists(_floats, min_size=n, max_size=n),
+    st.lists(st.integers(0, 1), min_size=n, max_size=n))),
+    st.sampled_from([0.0, 0.5, 0.9, 1.0]), st.sampled_from([0.0, 0.5, 0.95, 1.0]))
+def test_gae_equals_verls_on_any_batch_and_is_reward_to_go_at_gamma_lambda_one(row, gamma, lam):
+    assume(sum(row[2]) >= 2)  # verl's function whitens: it needs two mask-1 tokens
+    rewards, values, mask = (T([x], dtype=torch.float32) for x in row)
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    _, verl_ret = compute_gae_advantage_return(rewards, values, mask, gamma, lam)
+    assert torch.allclose(ret * mask, verl_ret * mask, atol=1e-4)
+    if gamma == lam == 1.0:  # A_t + V_t = the rewards of t and of the mask-1 tokens after it
+        m = row[2]
+        for t in (t for t in range(len(m)) if m[t]):
+            want = rewards[0, t] + sum(rewards[0, k] for k in range(t + 1, len(m)) if m[k])
+            assert float(ret[0, t]) == pytest.approx(float(want), abs=1e-4)
 
 
 def _rollout(answer_tail: str = "<answer>Oslo</answer>") -> dict:
