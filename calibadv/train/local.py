@@ -144,6 +144,11 @@ class LocalTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
             if self.critic is not None:
+                if "critic" not in state:
+                    raise ConfigError(
+                        f"{resume}: this checkpoint holds no value head (it was written by a run "
+                        "without a value model), but the method's estimator needs one; train "
+                        "into a fresh --out directory")
                 self.critic.load_state_dict(state["critic"])
             self.start_step = int(state["step"])
             log.info("resuming from %s (step %d)", resume, self.start_step)
