@@ -13,7 +13,10 @@ Registered here:
 - ``gigpo``: GiGPO (episode + step-group advantages, :func:`gigpo_advantage`);
 - ``mt_grpo``: MT-GRPO as in its official code (:func:`mt_grpo_advantage`);
 - ``tree_grpo``: Tree-GRPO (prompt + tree z-scores, :func:`tree_grpo_advantage`), for rollouts
-  of the ``tree`` rollout shape.
+  of the ``tree`` rollout shape;
+- ``gae``: PPO's GAE on token rewards (the preset's ``reward`` part, :mod:`calibadv.rewards`)
+  minus a KL penalty, with a value model's values (:func:`gae`); it ``needs`` values, which
+  the backend provides (a value head locally, :mod:`calibadv.train.value`; verl's critic).
 
 The formulas and where each default comes from are in docs/baselines.md. torch is imported
 inside the functions: the workflow validates presets without it.
@@ -39,6 +42,7 @@ __all__ = [
     "gigpo_advantage",
     "mt_grpo_advantage",
     "tree_grpo_advantage",
+    "gae",
 ]
 
 _INFO_RE = re.compile(r"<information>(.*?)</information>", re.DOTALL)
@@ -57,6 +61,12 @@ class EstimatorBatch:
     groups: list[Any]  # one prompt id per rollout
     rollouts: Sequence[Mapping[str, Any]]
     calib: Any  # calibadv.advantage.CalibConfig
+    # what an estimator that ``needs`` values reads (None otherwise): the value model's values,
+    # the old and reference log-probs (batch, length), and the preset's token reward part
+    values: Any = None
+    old_logp: Any = None
+    ref_logp: Any = None
+    reward: tuple[str, Mapping[str, Any]] = ("task", {})
 
 
 def estimate(name: str, knobs: Mapping[str, Any] | None, batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
@@ -377,3 +387,85 @@ def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
         )
     return tree_grpo_advantage(batch.scores, batch.response_mask, batch.groups,
                                [r["tree"] for r in batch.rollouts], batch.calib.eps)
+
+
+# --------------------------------------------------------------------------- PPO (GAE)
+def gae(token_rewards: Any, values: Any, response_mask: Any, gamma: float, lam: float
+        ) -> tuple[Any, Any]:
+    """Generalised advantage estimation over response tokens, as verl 0.9.1's
+    ``compute_gae_advantage_return`` (before its whitening): going backwards,
+    δ_t = r_t + γ·V_next − V_t and A_t = δ_t + γλ·A_next, where V_next and A_next are those of
+    the next token with mask 1 (observation tokens are skipped: they neither carry a value nor
+    break the recursion; 0 after the last one). Returns (advantages, returns = A + V), both
+    unmasked; only mask-1 positions are meaningful."""
+    import torch
+
+    rewards, values = token_rewards.float(), values.float()
+    mask = response_mask.float()
+    batch, width = rewards.shape
+    next_v = torch.zeros(batch, dtype=torch.float32, device=rewards.device)
+    next_a = torch.zeros_like(next_v)
+    adv = torch.zeros_like(rewards)
+    for t in reversed(range(width)):
+        a_t = rewards[:, t] + gamma * next_v - values[:, t] + gamma * lam * next_a
+        adv[:, t] = a_t
+        next_v = torch.where(mask[:, t] > 0, values[:, t], next_v)
+        next_a = torch.where(mask[:, t] > 0, a_t, next_a)
+    return adv, adv + values
+
+
+@ESTIMATORS.register(
+    "gae",
+    knobs={
+        "gamma": Knob(float, 1.0, "discount (StepSearch's train.sh: 1)", min=0.0, max=1.0),
+        "lam": Knob(float, 1.0, "GAE lambda (StepSearch's train.sh: 1)", min=0.0, max=1.0),
+        "kl_coef": Knob(float, 0.001, "KL penalty in the reward, beta·KL(old‖ref) on every "
+                        "response token (StepSearch: 0.001, fixed controller)", min=0.0),
+        "kl_penalty": Knob(str, "kl", "verl's KL estimator of the reward penalty (verl's "
+                           "default 'kl' = log π_old − log π_ref)",
+                           choices=("kl", "abs", "mse", "low_var_kl")),
+        "critic_lr": Knob(float, 5e-7, "learning rate of the value model (StepSearch: 5e-7)",
+                          min=0.0),
+        "cliprange_value": Knob(float, 0.5, "value clip range of the critic loss (verl's "
+                                "critic default 0.5)", min=0.0),
+    },
+    description="PPO's GAE on token rewards minus a KL penalty, with a value model",
+    needs=("values",),
+)
+def _gae(batch: EstimatorBatch, gamma: float, lam: float, kl_coef: float, kl_penalty: str,
+         critic_lr: float, cliprange_value: float) -> tuple[Any, dict[str, Any]]:
+    """Token rewards of the preset's reward part, minus kl_coef·KL(old, ref) on response
+    tokens (verl's ``apply_kl_penalty`` with a fixed controller), then :func:`gae` and the
+    batch whitening of the advantages. ``critic_lr`` and ``cliprange_value`` are the value
+    model's, read by the backend. Stats carry ``returns`` (the value targets) and ``values``."""
+    from calibadv.errors import ConfigError
+    from calibadv.rewards import token_scores
+
+    if batch.values is None:
+        raise ConfigError("estimator.name = 'gae' needs a value model's values: this backend did "
+                          "not provide them")
+    mask = batch.response_mask.float()
+    width = mask.shape[1]
+    rewards, stats = token_scores(batch.reward[0], batch.reward[1], batch.scores.tolist(),
+                                  batch.rollouts, width)
+    rewards = rewards.to(mask.device)
+    if kl_coef > 0:
+        if batch.old_logp is None or batch.ref_logp is None:
+            raise ConfigError("estimator.knobs.kl_coef > 0 needs the old and reference "
+                              "log-probs: this backend did not provide them")
+        from verl.trainer.ppo.core_algos import kl_penalty as kl_fn
+
+        kld = kl_fn(batch.old_logp.float(), batch.ref_logp.float(), kl_penalty) * mask
+        rewards = rewards - kl_coef * kld
+        n = mask.sum(-1).clamp(min=1)
+        stats["reward_kl_penalty"] = float(((kld.sum(-1) / n)).mean())
+    values = batch.values.float().to(mask.device)
+    adv, returns = gae(rewards, values, mask, gamma, lam)
+    if mask.sum() > 1:  # verl's whitening over the batch's response tokens (unbiased variance)
+        from verl.utils.torch_functional import masked_whiten
+
+        adv = masked_whiten(adv, mask)
+    stats.update(returns=returns * mask, values=values * mask,
+                 value_mean=float((values * mask).sum() / mask.sum().clamp(min=1)),
+                 return_mean=float((returns * mask).sum() / mask.sum().clamp(min=1)))
+    return adv * mask, stats

@@ -19,19 +19,20 @@ import yaml
 
 from calibadv.advantage import CalibConfig
 from calibadv.errors import ConfigError
-from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT
+from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_REWARD, DEFAULT_ROLLOUT
 
 __all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods"]
 
 ENV_VAR = "CALIBADV_METHODS"
 _TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss", "filter",
-             "estimator", "rollout"}
+             "estimator", "rollout", "reward"}
 _LOSS_DEFAULTS = {"loss_mode": "vanilla", "loss_agg_mode": "token-mean"}
 _LOSS_KEYS = {*_LOSS_DEFAULTS, "knobs"}
 _FILTER_KEYS = {"name", "knobs"}
 _NO_FILTER = "none"
 # registered parts named by ``name`` with ``knobs``, and the entry a preset gets when it names none
-_NAMED_PARTS = {"filter": _NO_FILTER, "estimator": DEFAULT_ESTIMATOR, "rollout": DEFAULT_ROLLOUT}
+_NAMED_PARTS = {"filter": _NO_FILTER, "estimator": DEFAULT_ESTIMATOR, "rollout": DEFAULT_ROLLOUT,
+                "reward": DEFAULT_REWARD}
 # verl's aggregation modes (verl.trainer.ppo.core_algos.agg_loss)
 _AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -161,12 +162,13 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_named(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
-    """``estimator`` and ``rollout`` with knobs checked; only when not the default entry, so
-    presets that name neither resolve exactly as before these registries existed."""
-    from calibadv.parts import estimator_knobs, rollout_knobs
+    """``estimator``, ``rollout`` and ``reward`` with knobs checked; only when not the default
+    entry, so presets that name none resolve exactly as before these registries existed."""
+    from calibadv.parts import estimator_knobs, reward_knobs, rollout_knobs
 
     out: dict[str, Any] = {}
-    for key, check in (("estimator", estimator_knobs), ("rollout", rollout_knobs)):
+    for key, check in (("estimator", estimator_knobs), ("rollout", rollout_knobs),
+                       ("reward", reward_knobs)):
         part = dict(merged.get(key) or {})
         pname = part.get("name", _NAMED_PARTS[key])
         if not isinstance(pname, str):
@@ -185,7 +187,7 @@ def get_method(
     """The resolved preset: ``name``, ``description``, ``prethink``, ``require_search``,
     ``calibration`` (every CalibConfig field), ``loss`` (every loss field; ``knobs`` for a loss
     that has them) and, for a method with a rollout filter, ``filter`` (``name``, ``knobs``);
-    likewise ``estimator`` and ``rollout`` for a method that names a non-default one."""
+    likewise ``estimator``, ``rollout`` and ``reward`` for a method that names a non-default one."""
     presets = _all_presets(extra_presets, path)
     merged = _resolve(name, presets)
     calib = CalibConfig.from_dict(merged.get("calibration"), where=f"methods.{name}.calibration")

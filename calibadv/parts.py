@@ -9,7 +9,14 @@ A method preset (config/methods.yaml) names one entry per part and sets that ent
 - ``estimator``: how a batch of scored rollouts becomes token advantages (``calibadv`` by
   default; GiGPO, MT-GRPO, Tree-GRPO; :mod:`calibadv.estimators`);
 - ``rollout``: the shape of a prompt's rollouts (``chains``: independent rollouts, the default;
-  ``tree``: Tree-GRPO's trees; :mod:`calibadv.rollout_shapes`).
+  ``tree``: Tree-GRPO's trees; :mod:`calibadv.rollout_shapes`);
+- ``reward``: where a rollout's reward sits on its tokens (``task``: the run's score on the last
+  generated token, the default; ``stepsearch``: StepSearch's step and final rewards;
+  :mod:`calibadv.rewards`). Only estimators that read token rewards (``gae``) use it.
+
+An entry may declare what it ``needs`` beyond the rollouts (``values``: a value model and the
+old/reference log-probs, for PPO's GAE; ``gold_docs``: gold paragraphs and sub-query keys in
+the training data): a backend provides what an entry needs, or refuses the preset.
 
 Each registry is a dict filled by a decorator, like verl's own registries; each entry declares
 its knobs (type, default, allowed values), so a preset's typo or out-of-range value is an error
@@ -25,7 +32,7 @@ from typing import Any
 
 from calibadv.errors import ConfigError
 
-__all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "ESTIMATORS", "ROLLOUTS",
+__all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "ESTIMATORS", "ROLLOUTS", "REWARDS",
            "VERL_BUILTIN_LOSSES", "check_knobs"]
 
 
@@ -78,6 +85,7 @@ class Part:
     fn: Callable[..., Any]
     knobs: Mapping[str, Knob] = field(default_factory=dict)
     description: str = ""
+    needs: tuple[str, ...] = ()  # what a backend must provide beyond the rollouts (see module doc)
 
 
 class Registry:
@@ -89,13 +97,14 @@ class Registry:
         self._parts: dict[str, Part] = {}
 
     def register(self, name: str, knobs: Mapping[str, Knob] | None = None,
-                 description: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                 description: str = "", needs: tuple[str, ...] = ()
+                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             old = self._parts.get(name)
             if old is not None and old.fn.__qualname__ != fn.__qualname__:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {old.fn.__module__}")
             doc = description or (fn.__doc__ or "").split("\n")[0]
-            self._parts[name] = Part(name, fn, dict(knobs or {}), doc)
+            self._parts[name] = Part(name, fn, dict(knobs or {}), doc, tuple(needs))
             return fn
 
         return decorator
@@ -131,9 +140,11 @@ LOSSES = Registry("policy loss", "loss.loss_mode")
 FILTERS = Registry("rollout filter", "filter.name")
 ESTIMATORS = Registry("advantage estimator", "estimator.name")
 ROLLOUTS = Registry("rollout shape", "rollout.name")
+REWARDS = Registry("token reward", "reward.name")
 #: The entries a preset gets when it names none (the CalibAdv ladder's).
 DEFAULT_ESTIMATOR = "calibadv"
 DEFAULT_ROLLOUT = "chains"
+DEFAULT_REWARD = "task"
 
 
 def _load_parts() -> None:
@@ -141,6 +152,7 @@ def _load_parts() -> None:
     import calibadv.estimators  # noqa: F401
     import calibadv.filters  # noqa: F401
     import calibadv.losses  # noqa: F401
+    import calibadv.rewards  # noqa: F401
     import calibadv.rollout_shapes  # noqa: F401
 
 
@@ -170,6 +182,29 @@ def estimator_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> d
 def rollout_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     _load_parts()
     return ROLLOUTS.resolve(name, knobs, where)
+
+
+def reward_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return REWARDS.resolve(name, knobs, where)
+
+
+def method_part(method: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
+    """(name, checked knobs) of a method's ``estimator``, ``rollout`` or ``reward`` (the
+    registry's default entry when the preset names none)."""
+    default, check = {"estimator": (DEFAULT_ESTIMATOR, estimator_knobs),
+                      "rollout": (DEFAULT_ROLLOUT, rollout_knobs),
+                      "reward": (DEFAULT_REWARD, reward_knobs)}[key]
+    part = method.get(key) or {}
+    name = part.get("name", default)
+    return name, check(name, part.get("knobs"), f"method.{key}")
+
+
+def method_needs(method: Mapping[str, Any]) -> set[str]:
+    """What the method's estimator and reward need beyond the rollouts (:attr:`Part.needs`)."""
+    _load_parts()
+    return {*ESTIMATORS.get(method_part(method, "estimator")[0]).needs,
+            *REWARDS.get(method_part(method, "reward")[0]).needs}
 
 
 def names(registry: Registry) -> Sequence[str]:

@@ -2,10 +2,10 @@
 docs/baselines.md): a per-search step reward from the retrieved documents' TF-IDF similarity to
 the gold documents, and the final answer reward with its search-key bonus.
 
-These are the reward half of the StepSearch baseline. The other half (PPO with a value model:
-a value head and GAE on the local backend, verl's critic) is not built yet, so no preset uses
-them; docs/baselines.md says what is missing. Pure functions (scikit-learn's TF-IDF, as the
-official code uses), so both backends can call them once the PPO half exists.
+These are the reward half of the StepSearch baseline; :func:`token_rewards` places them on a
+rollout's tokens for the ``stepsearch`` token reward (:mod:`calibadv.rewards`), which the
+``gae`` estimator (PPO with a value model) reads: the ``stepsearch`` preset. Pure functions
+(scikit-learn's TF-IDF, as the official code uses), so both backends call the same ones.
 """
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ __all__ = [
     "search_key_score",
     "final_reward",
     "check_stepsearch_data",
+    "check_run_data",
+    "step_documents",
+    "token_rewards",
 ]
 
 STEP_WEIGHT = 0.6  # step reward = 0.6 · (information gain − redundancy)
 KEY_WEIGHT = 0.618  # final reward = F1 + 0.618 · search-key score
 _FINAL_ANSWER = re.compile(r"<answer>(.*?)</answer>\s*$", re.DOTALL)
+_INFO = re.compile(r"<information>(.*?)</information>", re.DOTALL)
+_DOC = re.compile(r"(?m)^\s*Doc \d+\(Title:")
+MALFORMED = -1.0  # final reward of a response without a final <answer>…</answer>
 
 
 @dataclass(frozen=True)
@@ -126,3 +132,60 @@ def check_stepsearch_data(rows: Sequence[Mapping[str, Any]], source: str) -> Non
                 "question. Train it on StepSearch's own released training set (or on the "
                 "synthetic world, which has both), not on a plain QA set"
             )
+
+
+def check_run_data(method: Mapping[str, Any], train: str) -> None:
+    """For a method whose parts need gold documents (the ``stepsearch`` reward), the training
+    Parquet ``train`` must carry them (:func:`check_stepsearch_data`); called by both backends
+    before anything starts."""
+    from calibadv.parts import method_needs
+
+    if "gold_docs" not in method_needs(method):
+        return
+    from calibadv.agent.runner import load_questions
+
+    check_stepsearch_data([q.stepsearch_fields() for q in load_questions(train)], str(train))
+
+
+def step_documents(rollout: Mapping[str, Any]) -> list[list[tuple[str, str]]]:
+    """Per search step (turn with a non-empty query, in order), its retrieved documents as
+    (doc id, text) pairs: the k-th ``<information>`` block of the response holds the k-th
+    search's ``Doc i(Title: …) …`` entries, in the order of that turn's ``doc_ids``."""
+    blocks = _INFO.findall(rollout.get("response_text") or "")
+    queries = rollout.get("queries") or []
+    doc_ids = rollout.get("doc_ids") or []
+    out, k = [], 0
+    for t, q in enumerate(queries):
+        if not q:
+            continue
+        block = blocks[k] if k < len(blocks) else ""
+        k += 1
+        starts = [m.start() for m in _DOC.finditer(block)]
+        texts = [block[a:b].strip() for a, b in zip(starts, [*starts[1:], len(block)])]
+        ids = [str(d) for d in (doc_ids[t] if t < len(doc_ids) else [])]
+        out.append(list(zip(ids, texts)))
+    return out
+
+
+def token_rewards(rollout: Mapping[str, Any]) -> list[tuple[int, float]]:
+    """StepSearch's rewards of one rollout as (response position, reward) pairs, final last.
+
+    Step s's reward 0.6·(gain − redundancy) sits on the last token of its turn, which ends with
+    ``</search>`` (the stop string is kept); the final reward (:func:`final_reward`) on the last
+    generated token. A malformed response gets −1 there and no step rewards, as the official
+    code. ``rollout`` carries ``turn_spans``, ``queries``, ``doc_ids``, ``response_text``,
+    ``golden_answers`` and the question's ``gold_docs`` / ``sub_query_keys``."""
+    spans = rollout.get("turn_spans") or []
+    ends = [int(e) for s, e in spans if int(e) > int(s)]
+    if not ends:
+        return []
+    queries = [str(q) for q in rollout.get("queries") or []]
+    final = final_reward(rollout.get("response_text") or "", rollout.get("golden_answers") or [],
+                         [q for q in queries if q], rollout.get("sub_query_keys") or [])
+    last = max(ends) - 1
+    if final is None:
+        return [(last, MALFORMED)]
+    steps = step_rewards(step_documents(rollout), [str(g) for g in rollout.get("gold_docs") or []])
+    search_turns = [t for t, q in enumerate(queries) if q and t < len(spans)]
+    out = [(int(spans[t][1]) - 1, r.reward) for t, r in zip(search_turns, steps)]
+    return [*out, (last, float(final))]

@@ -679,9 +679,27 @@ def run_spec_dict(
         from calibadv.train.backends import check_method
 
         check_method(config["backend"], spec["method"])  # e.g. tree rollouts on verl: refused here
+        _check_method_data(config, spec["method"])
         return run_spec_from_dict(spec).to_dict()
     except ConfigError as err:
         raise ConfigError(f"run {spec['name']}: {err}") from None
+
+
+def _check_method_data(config: dict[str, Any], method: dict[str, Any]) -> None:
+    """A method whose parts need gold documents and sub-query keys (StepSearch's reward) runs
+    on the synthetic world only: the real training mix (plain QA sets) has neither, so its run
+    would stop at start-up; refused while the DAG is built instead."""
+    from calibadv.parts import method_needs
+
+    if "gold_docs" in method_needs(method) and config.get("world") != "synthetic":
+        raise ConfigError(
+            f"method {method.get('name')!r} needs the gold supporting paragraphs and sub-query "
+            f"keys of every training question (StepSearch's step and search-key rewards); the "
+            f"{config.get('world')!r} world's training data ({', '.join(config.get('train_benchmarks') or [])}) "
+            "has neither. StepSearch trains on its own released training set, which this "
+            "workflow does not prepare; run it on world: synthetic, or leave it out of the "
+            "model's methods (docs/baselines.md, StepSearch)"
+        )
 
 
 def stage_resources(config: dict[str, Any], stage: str, model: str | None = None) -> dict[str, Any]:

@@ -158,6 +158,12 @@ def val_qa_files():
     return {b: L.qa(b, "dev") for b in benches}
 
 
+def gold_docs_corpus():
+    """The corpus whose hop documents become StepSearch's gold_docs: the synthetic world's
+    (its questions list their hops); the real datasets have no hops, so none."""
+    return [L.corpus] if WORLD == "synthetic" else []
+
+
 def inputs_flag(files):
     return " ".join(f"{key}={path}" for key, path in files.items())
 

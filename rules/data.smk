@@ -5,6 +5,7 @@
 rule prepare_train:
     input:
         list(train_qa_files().values()),
+        gold_docs_corpus(),
     output:
         L.train_data,
     log:
@@ -19,9 +20,10 @@ rule prepare_train:
     params:
         inputs=inputs_flag(train_qa_files()),
         limit=limit_flag(CFG["data"]["train_limit"]),
+        corpus=" ".join(f"--corpus {c}" for c in gold_docs_corpus()),
     shell:
         "calibadv prepare-data --input {params.inputs} --out {output} --split train "
-        "{params.limit} > {log} 2>&1"
+        "{params.limit} {params.corpus} > {log} 2>&1"
 
 
 rule prepare_val:

@@ -30,6 +30,13 @@ class Question:
     data_source: str
     index: int
     supporting_ids: list[str] = field(default_factory=list)
+    # StepSearch's fields (``extra_info``; empty for plain QA sets): the gold paragraphs' text
+    # and, per sub-query, its key phrasings
+    gold_docs: list[str] = field(default_factory=list)
+    sub_query_keys: list[list[str]] = field(default_factory=list)
+
+    def stepsearch_fields(self) -> dict[str, Any]:
+        return {"gold_docs": self.gold_docs, "sub_query_keys": self.sub_query_keys}
 
 
 def _plain(value: Any) -> Any:
@@ -70,6 +77,8 @@ def load_questions(path: str | os.PathLike, limit: int | None = None) -> list[Qu
                 data_source=str(row.data_source),
                 index=int(extra.get("index", len(out))),
                 supporting_ids=[str(s) for s in extra.get("supporting_ids") or []],
+                gold_docs=[str(d) for d in extra.get("gold_docs") or []],
+                sub_query_keys=[[str(k) for k in g] for g in extra.get("sub_query_keys") or []],
             )
         )
     return out

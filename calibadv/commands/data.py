@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", help="value stored in extra_info.split")
     p.add_argument("--limit", type=int, default=None,
                    help="keep only the first N questions of each input")
+    p.add_argument("--corpus", default=None,
+                   help="JSONL corpus of the questions' hop documents: their text goes into "
+                        "extra_info.gold_docs (StepSearch's step reward; synthetic world)")
     p.set_defaults(func=run_prepare)
 
     d = subparsers.add_parser(
@@ -45,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from calibadv.data.prepare import prepare
 
-    n = prepare(args.input, args.out, split=args.split, limit=args.limit)
+    n = prepare(args.input, args.out, split=args.split, limit=args.limit, corpus=args.corpus)
     print(f"wrote {n} rows to {args.out}")
     return 0
 

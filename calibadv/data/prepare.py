@@ -3,6 +3,12 @@
 One table for any mix of benchmarks: ``data_source`` keeps each row's benchmark and
 ``extra_info.index`` numbers rows across the concatenated inputs, so rollouts and predictions
 can be joined back to their question whatever file they came from.
+
+StepSearch's fields: a question whose ``metadata.hops`` lists its sub-questions and their gold
+documents (the synthetic world) gets ``extra_info.sub_query_keys`` (one key group per hop, the
+hop's sub-question) and, when the corpus is given, ``extra_info.gold_docs`` (the text of the
+hops' gold documents). Real QA sets have no hops: both stay empty, and a StepSearch run refuses
+the table (:func:`calibadv.stepsearch.check_stepsearch_data`).
 """
 
 from __future__ import annotations
@@ -51,9 +57,49 @@ def _answers(value: Any, where: str) -> list[str]:
     return answers
 
 
-def to_rows(inputs: list[tuple[str, Path]], split: str, limit: int | None = None
-            ) -> Iterator[dict[str, Any]]:
-    """verl rows for every question of every input (first ``limit`` of each input)."""
+def hop_fields(meta: Any, docs: dict[str, str] | None) -> tuple[list[str], list[list[str]]]:
+    """(gold_docs, sub_query_keys) of a question's ``metadata``: the text of each hop's gold
+    documents in hop order (``docs`` maps corpus ids to text; None: no texts), and one key
+    group per hop holding its sub-question."""
+    hops = meta.get("hops") if isinstance(meta, dict) else None
+    if not isinstance(hops, list):
+        return [], []
+    keys = [[str(h["question"])] for h in hops if isinstance(h, dict) and h.get("question")]
+    ids = list(dict.fromkeys(str(d) for h in hops if isinstance(h, dict) for d in h.get("doc_ids") or []))
+    return ([docs[d] for d in ids if d in docs] if docs is not None else []), keys
+
+
+def hop_doc_ids(inputs: list[tuple[str, Path]], limit: int | None = None) -> set[str]:
+    """Every gold document id named by the hops of the inputs' questions."""
+    out: set[str] = set()
+    for _, path in inputs:
+        for n, row in enumerate(iter_jsonl(path)):
+            if limit is not None and n >= limit:
+                break
+            meta = row.get("metadata") or {}
+            for h in (meta.get("hops") or []) if isinstance(meta, dict) else []:
+                out.update(str(d) for d in (h.get("doc_ids") or []) if isinstance(h, dict))
+    return out
+
+
+def corpus_texts(corpus: str | os.PathLike, ids: set[str]) -> dict[str, str]:
+    """``contents`` of the corpus documents ``ids`` (one pass over the JSONL corpus)."""
+    out = {}
+    for doc in iter_jsonl(corpus):
+        if str(doc.get("id")) in ids:
+            out[str(doc["id"])] = str(doc.get("contents", ""))
+    missing = ids - set(out)
+    if missing:
+        raise CalibAdvError(f"--corpus {corpus}: {len(missing)} gold document ids of the questions' "
+                            f"hops are not in the corpus (e.g. {sorted(missing)[0]!r}); give the "
+                            "corpus the questions were made from")
+    return out
+
+
+def to_rows(inputs: list[tuple[str, Path]], split: str, limit: int | None = None,
+            docs: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """verl rows for every question of every input (first ``limit`` of each input); ``docs``
+    (corpus id → text) fills StepSearch's ``gold_docs``."""
     index = 0
     for bench, path in inputs:
         for n, row in enumerate(iter_jsonl(path)):
@@ -65,6 +111,7 @@ def to_rows(inputs: list[tuple[str, Path]], split: str, limit: int | None = None
                 raise CalibAdvError(f"{where}: missing or empty 'question'")
             meta = row.get("metadata") or {}
             supporting = meta.get("supporting_ids") if isinstance(meta, dict) else None
+            gold_docs, sub_query_keys = hop_fields(meta, docs)
             yield {
                 "data_source": bench,
                 "prompt": build_messages(question),
@@ -75,7 +122,8 @@ def to_rows(inputs: list[tuple[str, Path]], split: str, limit: int | None = None
                 "extra_info": {"index": index, "split": split,
                                "id": str(row.get("id", f"{bench}_{n}")),
                                "question": question.strip(),
-                               "supporting_ids": [str(s) for s in supporting or []]},
+                               "supporting_ids": [str(s) for s in supporting or []],
+                               "gold_docs": gold_docs, "sub_query_keys": sub_query_keys},
             }
             index += 1
 
@@ -92,7 +140,9 @@ def schema() -> Any:
             [("target", pa.list_(pa.string()))]))])),
         ("extra_info", pa.struct([("index", pa.int64()), ("split", pa.string()),
                                   ("id", pa.string()), ("question", pa.string()),
-                                  ("supporting_ids", pa.list_(pa.string()))])),
+                                  ("supporting_ids", pa.list_(pa.string())),
+                                  ("gold_docs", pa.list_(pa.string())),
+                                  ("sub_query_keys", pa.list_(pa.list_(pa.string())))])),
     ])
 
 
@@ -107,11 +157,14 @@ def write_parquet(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
 
 
 def prepare(inputs: list[str], out: str | os.PathLike, split: str = "train",
-            limit: int | None = None) -> int:
-    """Convert and write; returns the number of rows."""
+            limit: int | None = None, corpus: str | os.PathLike | None = None) -> int:
+    """Convert and write; returns the number of rows. ``corpus`` (JSONL) gives the gold
+    documents' text for StepSearch's ``gold_docs``."""
     if limit is not None and limit <= 0:
         raise CalibAdvError(f"--limit must be positive, got {limit}")
-    rows = list(to_rows(parse_inputs(inputs), split, limit))
+    parsed = parse_inputs(inputs)
+    docs = corpus_texts(corpus, hop_doc_ids(parsed, limit)) if corpus else None
+    rows = list(to_rows(parsed, split, limit, docs))
     if not rows:
         raise CalibAdvError(f"the inputs {inputs} hold no questions")
     write_parquet(rows, out)

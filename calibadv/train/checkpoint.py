@@ -2,7 +2,7 @@
 
 Layout: ``checkpoints/step_{N:06d}/`` holds the HF model and tokenizer, ``checkpoint.json``
 (``{"step": N}``, copied along into ``final/``) and ``trainer_state.pt`` (optimiser, RNG
-states). ``checkpoints/latest`` names the newest complete one; it is written only after the
+states, and what else the trainer keeps, e.g. PPO's value head under ``critic``). ``checkpoints/latest`` names the newest complete one; it is written only after the
 directory is complete, so a kill during a save leaves the previous checkpoint in charge.
 """
 
@@ -40,15 +40,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(out_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any) -> Path:
-    """Write checkpoint ``step`` and point ``latest`` at it."""
+def save(out_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any,
+         **extra: Any) -> Path:
+    """Write checkpoint ``step`` and point ``latest`` at it; ``extra`` entries (state dicts)
+    join the trainer state under their names."""
     final = step_dir(out_dir, step)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / "checkpoint.json", {"step": step})
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state()},
+    torch.save({**extra, "step": step, "optimizer": optimizer.state_dict(), "rng": rng_state()},
                tmp / "trainer_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -98,6 +98,10 @@ class LocalTrainer:
         self.filter = _filter_part(spec.method)
         self.estimator = _named_part(spec.method, "estimator")
         self.shape = _named_part(spec.method, "rollout")
+        self.reward_part = _named_part(spec.method, "reward")
+        from calibadv.parts import method_needs
+
+        self.needs = method_needs(spec.method)  # "values": PPO with a value head (gae)
         loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
         self.needs_answer_mask = bool(loss_knobs.get("mask_answer"))  # LLDS-MA
         self.train_q = load_questions(spec.data.train)
@@ -124,13 +128,28 @@ class LocalTrainer:
             self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay
         )
         self.ref_model = None
-        if self.t.kl_coef > 0:
+        self.critic = None
+        reward_kl = float(self.estimator[1].get("kl_coef", 0.0)) if "values" in self.needs else 0.0
+        if "values" in self.needs:
+            from calibadv.train.value import Critic
+
+            self.critic = Critic(self.model.config.hidden_size, self.estimator[1]["critic_lr"],
+                                 self.estimator[1]["cliprange_value"], self.t.grad_clip,
+                                 next(self.model.parameters()).device)
+        if self.t.kl_coef > 0 or reward_kl > 0:
             self.ref_model, _ = load_policy(spec.model.path, spec.model.dtype)
             self.ref_model.eval().requires_grad_(False)
         if resume:
             state = ckpt.load_trainer_state(resume)
             self.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"])
+            if self.critic is not None:
+                if "critic" not in state:
+                    raise ConfigError(
+                        f"{resume}: this checkpoint holds no value head (it was written by a run "
+                        "without a value model), but the method's estimator needs one; train "
+                        "into a fresh --out directory")
+                self.critic.load_state_dict(state["critic"])
             self.start_step = int(state["step"])
             log.info("resuming from %s (step %d)", resume, self.start_step)
         engine = spec.agent.generator  # kv (default) or hf: calibadv.agent.engines
@@ -171,22 +190,27 @@ class LocalTrainer:
         epoch, trajs, owners = self.rollouts(step)  # rollouts + reward
         B = len(trajs)
         _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
+        est_mask = resp_mask  # what the estimator sees: before the filter's loss mask
         groups = [q.index for q in owners]
         judge_scores, judge_metrics = self._judge_scores(trajs, owners, resp_mask, groups)
 
+        ppo: dict[str, Any] = {}  # values, old/ref log-probs (batch, length) for a critic
+
         def estimate(rows: list[int]):  # the estimator on the rollouts the filter keeps
+            ppo["rows"] = rows
             return run_estimator(*self.estimator, EstimatorBatch(
                 torch.tensor([trajs[i].reward for i in rows], dtype=torch.float32),
-                resp_mask[rows],
+                est_mask[rows],
                 [groups[i] for i in rows],
                 [{**trajs[i].to_dict(), "golden_answers": owners[i].golden_answers,
                   "judge_scores": judge_scores[i] if judge_scores is not None else None,
-                  **self.extras[i]} for i in rows],
+                  **owners[i].stepsearch_fields(), **self.extras[i]} for i in rows],
                 self.calib_cfg,
+                **{k: v[rows] for k, v in ppo.items() if k != "rows"},
+                reward=self.reward_part,
             ))
 
         decision = decide(*self.filter, trajs, step)
-        advantages, stats = filtered_advantage(decision, estimate, B, resp_mask.shape[1])
         trains = torch.tensor(decision.trains, dtype=torch.float32)
         resp_mask = resp_mask * trains[:, None]  # filtered rollouts leave the loss
 
@@ -197,7 +221,7 @@ class LocalTrainer:
         mb_size = self.t.mini_batch_size * self.per_prompt
         chunks = [(i, min(m0 + mb_size, B, i + micro)) for m0 in range(0, B, mb_size)
                   for i in range(m0, min(B, m0 + mb_size), micro)]
-        old_logp, ref_logp, entropies = {}, {}, []
+        old_logp, ref_logp, entropies, hidden = {}, {}, [], []
         with torch.no_grad():
             for i, j in chunks:
                 chunk = trajs[i:j]
@@ -208,6 +232,22 @@ class LocalTrainer:
                 if self.ref_model is not None:
                     ref_logp[i] = response_logprobs(self.ref_model, chunk, self.pad_id,
                                                     self.t.temperature)[0]
+                if self.critic is not None:
+                    from calibadv.train.value import hidden_states
+
+                    hidden.append(hidden_states(self.model, chunk, self.pad_id))
+        if self.critic is not None:  # PPO: values and log-probs for the gae estimator
+            hidden_all = _pad_hidden(hidden, resp_mask.shape[1])
+            ppo["values"] = self.critic.values(hidden_all).cpu()
+            ppo["old_logp"] = torch.cat(_pad_list([old_logp[i].cpu() for i, _ in chunks],
+                                                  resp_mask.shape[1]))
+            if ref_logp:
+                ppo["ref_logp"] = torch.cat(_pad_list([ref_logp[i].cpu() for i, _ in chunks],
+                                                      resp_mask.shape[1]))
+        advantages, stats = filtered_advantage(decision, estimate, B, resp_mask.shape[1])
+        critic_metrics = {}
+        if self.critic is not None:  # verl's order: the critic update before the actor's
+            critic_metrics = self._update_critic(hidden_all, stats, ppo, resp_mask, mb_size)
 
         self.model.train()
         losses, clipfracs, grad_norms, term_metrics = [], [], [], {}
@@ -273,15 +313,32 @@ class LocalTrainer:
             "grad_norm": _mean(grad_norms),
             "lr": self.optimizer.param_groups[0]["lr"],
             **{key: _mean(values) for key, values in term_metrics.items()},
+            **critic_metrics,
         }
         for key, value in stats.items():
-            if key not in ("per_step_c", "silver_sets", "rollout_advantage"):
+            if key not in ("per_step_c", "silver_sets", "rollout_advantage", "returns", "values"):
                 metrics[key] = _jsonable(value)
         metrics.update(judge_metrics)
         metrics["time_s"] = time.time() - t0
         if step in self.t.dump_rollouts_at:
             self.dump(step, trajs, owners, advantages, resp_mask, stats)
         return metrics
+
+    def _update_critic(self, hidden, stats, ppo, resp_mask, mb_size) -> dict[str, float]:
+        """The value head's update on the estimator's returns (rows it did not see: mask 0)."""
+        import torch
+
+        rows = ppo.get("rows") or []
+        B, width = resp_mask.shape
+        returns, old_values = torch.zeros(B, width), torch.zeros(B, width)
+        mask = torch.zeros(B, width)
+        if rows:
+            returns[rows] = stats["returns"].cpu()
+            old_values[rows] = stats["values"].cpu()
+            mask[rows] = resp_mask[rows]
+        dev = hidden.device
+        return self.critic.update(hidden, returns.to(dev), old_values.to(dev), mask.to(dev),
+                                  [range(m0, min(B, m0 + mb_size)) for m0 in range(0, B, mb_size)])
 
     def _judge_scores(self, trajs, owners, resp_mask, groups) -> tuple[Any, dict[str, Any]]:
         """``score: judge``: the judge's c for the steps of negative rollouts (calibadv.judge)."""
@@ -349,11 +406,15 @@ class LocalTrainer:
             if self.val_q and (step % t.val_every == 0 or step == self.steps):
                 append_jsonl(out / "val.jsonl", self.validate(step))
             if step % t.save_every == 0 or step == self.steps:
-                ckpt.save(out, step, self.model, self.tok, self.optimizer)
+                ckpt.save(out, step, self.model, self.tok, self.optimizer, **self._extra_state())
         if ckpt.latest(out) is None:  # zero steps requested: the start point is the result
-            ckpt.save(out, 0, self.model, self.tok, self.optimizer)
+            ckpt.save(out, 0, self.model, self.tok, self.optimizer, **self._extra_state())
         self.finish(time.time() - wall0)
         return 0
+
+    def _extra_state(self) -> dict[str, Any]:
+        """What a checkpoint's trainer state holds beside the optimiser: the value head."""
+        return {"critic": self.critic.state_dict()} if self.critic is not None else {}
 
     def finish(self, wall_s: float) -> None:
         from calibadv.evaluate.collapse import collapse_step, select_checkpoint
@@ -380,14 +441,10 @@ def _filter_part(method: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _named_part(method: dict[str, Any], key: str) -> tuple[str, dict[str, Any]]:
-    """(name, knobs) of the method's ``estimator`` or ``rollout``, checked against its registry."""
-    from calibadv import parts
+    """(name, knobs) of the method's ``estimator``, ``rollout`` or ``reward``, checked."""
+    from calibadv.parts import method_part
 
-    default, check = {"estimator": (parts.DEFAULT_ESTIMATOR, parts.estimator_knobs),
-                      "rollout": (parts.DEFAULT_ROLLOUT, parts.rollout_knobs)}[key]
-    part = method.get(key) or {}
-    name = part.get("name", default)
-    return name, check(name, part.get("knobs"), f"method.{key}")
+    return method_part(method, key)
 
 
 def _mean(xs: list[float]) -> float:
@@ -398,6 +455,14 @@ def _pad_list(tensors: list, width: int) -> list:
     import torch.nn.functional as F
 
     return [F.pad(x, (0, width - x.shape[1])) for x in tensors]
+
+
+def _pad_hidden(tensors: list, width: int):
+    """(B, width, H) from per-chunk (b, w, H) hidden states."""
+    import torch
+    import torch.nn.functional as F
+
+    return torch.cat([F.pad(x, (0, 0, 0, width - x.shape[1])) for x in tensors])
 
 
 def _jsonable(value: Any) -> Any:
@@ -427,6 +492,9 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         if path and not Path(path).exists():  # before the server start-up, not after it
             raise ConfigError(f"{key}: {path} does not exist (run the workflow's earlier steps, "
                               "or fix the path in the run spec)")
+    from calibadv.stepsearch import check_run_data
+
+    check_run_data(spec.method, spec.data.train)  # StepSearch: gold documents in the data
     done = out_dir / "done.json"
     if done.exists():
         log.info("%s exists: the run is already finished", done)

@@ -31,7 +31,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "--out", root / "emb.npy")
     cli("index", "merge", "--shards", root / "emb.npy", "--out", root / "index.faiss")
     cli("prepare-data", "--input", f"hotpotqa={w / 'train.jsonl'}", "--out",
-        root / "train.parquet", "--limit", "64")
+        root / "train.parquet", "--limit", "64", "--corpus", w / "corpus.jsonl")  # + gold_docs
     cli("prepare-data", "--input", f"hotpotqa={w / 'dev.jsonl'}", "--out",
         root / "dev.parquet", "--split", "dev", "--limit", "8")
     cli("sft", "--model", root / "tiny", "--qa", w / "train.jsonl", "--corpus",

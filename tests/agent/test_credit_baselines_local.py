@@ -49,3 +49,36 @@ def test_tree_grpo_trains_locally_on_trees(world, server, tmp_path):
     rewards = torch.tensor([d["reward"] for d in dump])
     want, _ = tree_grpo_advantage(rewards, torch.ones(12, 1), groups, [d["tree"] for d in dump])
     assert [d["advantage"] for d in dump] == pytest.approx(want[:, 0].tolist(), abs=1e-6)
+
+
+def test_stepsearch_trains_locally_with_a_value_head_and_resumes_exactly(world, server, tmp_path):
+    """PPO with the value head: its loss and the token-reward signals are logged, the dumped
+    rewards are StepSearch's, and a run stopped after step 1 and resumed (value head and its
+    optimiser from the checkpoint) logs exactly what an uninterrupted run logs."""
+    import yaml
+
+    def spec(name, steps):
+        path = write_spec(tmp_path / f"{name}.yaml", world, server, "stepsearch", steps=steps,
+                          val_before_train=False, save_every=1, val_every=100)
+        data = yaml.safe_load(path.read_text())
+        data["method"]["estimator"]["knobs"]["critic_lr"] = 1e-2  # so the head visibly learns
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    cli("train", "--spec", spec("s2", 2), "--out", straight)
+    cli("train", "--spec", spec("r1", 1), "--out", resumed)
+    cli("train", "--spec", spec("r2", 2), "--out", resumed)
+    metrics = read_jsonl(straight / "metrics.jsonl")
+    for m in metrics:
+        assert {"critic/vf_loss", "critic/vf_clipfrac", "value_mean", "return_mean",
+                "token_reward_final_mean", "token_reward_step_mean", "reward_kl_penalty"} <= set(m)
+    assert metrics[1]["value_mean"] != 0.0  # the zero-initialised head learned at step 1
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+    assert strip(read_jsonl(resumed / "metrics.jsonl")) == strip(metrics)
+    state = torch.load(straight / "checkpoints" / "step_000002" / "trainer_state.pt",
+                       weights_only=False)
+    assert set(state["critic"]) == {"head", "optimizer"}

@@ -83,3 +83,28 @@ def test_the_paper_workflow_refuses_tree_grpo_on_verl_while_building_the_dag():
     for method in ("gigpo", "mt-grpo"):  # listed for Qwen2.5-7B and runnable on verl
         assert method in wc.model_methods(config, "qwen2.5-7b")
         assert wc.run_spec_dict(config, "qwen2.5-7b", method)["method"]["estimator"]["name"]
+
+
+def test_stepsearch_token_rewards_replace_verls_rm_scores_with_the_local_ones():
+    """The trainer mode's rewrite of ``rm_scores`` (verl's score on the last token) gives the
+    same token rewards as the local backend's ``gae`` estimator reads; padding rows keep
+    verl's values."""
+    from calibadv.rewards import token_scores
+    from calibadv.train.verl.estimator import PADDING, token_reward_scores
+
+    extras = [dict(e, gold_docs=["Paris is in France"], sub_query_keys=[["paris"]])
+              for e in _extras()[0][:2]] + [{PADDING: True}]
+    rm = torch.zeros(3, 10)
+    rm[0, 9], rm[1, 9], rm[2, 4] = 1.0, 0.0, 0.5
+    out, stats = token_reward_scores(rm, extras, {"name": "stepsearch", "knobs": {}})
+    want, _ = token_scores("stepsearch", {}, [1.0, 0.0], extras[:2], 10)
+    assert torch.equal(out[:2], want) and torch.equal(out[2], rm[2])
+    assert out[0].nonzero().flatten().tolist() == [2, 8]  # </search> of turn 0, last token
+    assert "calibadv/token_reward_step_mean" in stats
+
+
+def test_a_token_reward_without_a_token_level_estimator_is_refused():
+    from calibadv.train.verl.method_parts import check_method
+
+    with pytest.raises(ConfigError, match="reward.name = 'stepsearch'.*gae"):
+        check_method({"reward": {"name": "stepsearch"}})

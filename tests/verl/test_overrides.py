@@ -97,7 +97,31 @@ def test_every_method_preset_composes(make_spec, compose_config):
         if "rollout" in spec.method:  # tree rollouts: refused on verl (test_credit_estimators)
             continue
         cfg = compose_config(build_overrides(spec, RUN, URL))
-        assert cfg.algorithm.adv_estimator == "calibadv", method
+        # PPO (stepsearch): verl's own GAE and critic; every other preset: our estimator
+        want = "gae" if spec.method.get("estimator", {}).get("name") == "gae" else "calibadv"
+        assert cfg.algorithm.adv_estimator == want, method
+
+
+def test_stepsearch_runs_verls_gae_with_a_critic_and_the_kl_in_the_reward(make_spec, compose_config,
+                                                                          tiny_model_dir):
+    """The preset's knobs become verl's algorithm/critic keys, the critic starts from the
+    policy, and verl's own config check accepts it with a critic and a reference model."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    spec = make_spec("stepsearch", model={"path": str(tiny_model_dir), "dtype": "bfloat16"})
+    cfg = compose_config(build_overrides(spec, RUN, URL))
+    algo = cfg.algorithm
+    assert (algo.adv_estimator, algo.gamma, algo.lam) == ("gae", 1.0, 1.0)
+    assert algo.use_kl_in_reward is True and algo.kl_penalty == "kl"
+    assert (algo.kl_ctrl.type, algo.kl_ctrl.kl_coef) == ("fixed", 0.001)
+    assert cfg.actor_rollout_ref.actor.use_kl_loss is False
+    assert cfg.critic.enable is True and cfg.critic.model.path == cfg.actor_rollout_ref.model.path
+    assert cfg.critic.optim.lr == 5e-7 and cfg.critic.cliprange_value == 0.5
+    assert cfg.critic.model.override_config.attn_implementation == "sdpa"
+    assert cfg.algorithm.calibadv.reward.name == "stepsearch"
+    assert need_critic(cfg) and need_reference_policy(cfg)
+    validate_config(config=cfg, use_reference_policy=True, use_critic=True)
 
 
 def test_kl_coefficient_turns_on_the_kl_loss(make_spec, compose_config):

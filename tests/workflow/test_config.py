@@ -123,6 +123,21 @@ def test_a_method_preset_in_the_workflow_config_is_one_entry(tiny_config):
     assert spec["method"]["prethink"] is True
 
 
+def test_stepsearch_runs_on_the_synthetic_world_and_is_refused_on_the_real_data(tiny_config,
+                                                                                paper_config):
+    """StepSearch's rewards need gold paragraphs and sub-query keys: the synthetic world's
+    questions have them (a run spec with the gae estimator), the real
+    training mix does not, and the paper config's DAG fails at once saying so."""
+    tiny_config["models"]["tiny"]["methods"] = ["stepsearch"]
+    spec = wc.run_spec_dict(wc.validate_config(tiny_config), "tiny", "stepsearch")
+    assert spec["method"]["estimator"]["name"] == "gae"
+    paper_config["models"]["qwen2.5-7b"]["methods"] = ["stepsearch"]
+    config = wc.validate_config(paper_config)
+    with pytest.raises(ConfigError, match=r"run qwen2\.5-7b/stepsearch: .*gold supporting "
+                                          r"paragraphs.*released training set.*world: synthetic"):
+        wc.run_spec_dict(config, "qwen2.5-7b", "stepsearch")
+
+
 def test_an_unknown_method_fails_validation_naming_it(tiny_config):
     tiny_config["models"]["tiny"]["methods"] = ["calibadv-typo"]
     with pytest.raises(ConfigError, match=r"models\.tiny\.methods: 'calibadv-typo'.*known methods"):

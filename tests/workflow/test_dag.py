@@ -95,8 +95,8 @@ def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/tiny-baselines.yaml"), "-d", str(tmp_path))
     counts = job_counts(proc.stdout)
-    # + llds, llds-calibadv, simpletir(-mask), gigpo, mt-grpo, tree-grpo
-    assert counts["train"] == counts["evaluate"] == 13
+    # + llds, llds-calibadv, simpletir(-mask), gigpo, mt-grpo, tree-grpo, stepsearch
+    assert counts["train"] == counts["evaluate"] == 14
     assert counts["sft"] == 1
 
 

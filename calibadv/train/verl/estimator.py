@@ -197,3 +197,23 @@ def register() -> None:
 
     if core_algos.ADV_ESTIMATOR_REGISTRY.get(ESTIMATOR_NAME) is not compute_calibadv_advantage:
         core_algos.register_adv_est(ESTIMATOR_NAME)(compute_calibadv_advantage)
+
+
+def token_reward_scores(rm_scores: torch.Tensor, extras: Sequence[Mapping[str, Any]],
+                        reward: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """verl's ``rm_scores`` (batch, length; the reward function's score on the last response
+    token) rewritten by the method's token reward (``algorithm.calibadv.reward``, e.g.
+    StepSearch's step rewards on each ``</search>``), from the agent loop's extras. Padding rows
+    keep verl's values. Stats are prefixed like the estimator's."""
+    from calibadv.rewards import token_scores
+
+    out = rm_scores.clone().float()
+    real = [i for i, e in enumerate(extras) if not e.get(PADDING)]
+    if not real:
+        return out, {}
+    scores = rm_scores.float().sum(-1)
+    rows, stats = token_scores(str(reward.get("name")), dict(reward.get("knobs") or {}),
+                               [float(scores[i]) for i in real], [extras[i] for i in real],
+                               rm_scores.shape[1])
+    out[torch.tensor(real, dtype=torch.long)] = rows.to(out.device)
+    return out, {METRIC_PREFIX + k: float(v) for k, v in stats.items()}

@@ -191,6 +191,9 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         print(describe(spec, out_dir, spec.retrieval.url or DRY_RUN_URL), end="")
         return 0
     build_overrides(spec, out_dir, spec.retrieval.url or DRY_RUN_URL)  # validate before work
+    from calibadv.stepsearch import check_run_data
+
+    check_run_data(spec.method, spec.data.train)  # StepSearch: gold documents in the data
     done = out_dir / "done.json"
     if done.exists():
         prev = json.loads(done.read_text())

@@ -11,7 +11,13 @@ calibadv-registered part needs beyond it:
 - a filter: ``+algorithm.calibadv.filter.name`` and ``.knobs.<k>``, read by the ``calibadv``
   advantage estimator (:mod:`calibadv.train.verl.estimator`);
 - an estimator other than ``calibadv``: ``+algorithm.calibadv.estimator.name`` and
-  ``.knobs.<k>``, dispatched by the same verl estimator through :data:`calibadv.parts.ESTIMATORS`.
+  ``.knobs.<k>``, dispatched by the same verl estimator through :data:`calibadv.parts.ESTIMATORS`;
+- an estimator verl runs with its own machinery (:data:`NATIVE_ESTIMATORS`: ``gae``, PPO with
+  verl's critic): ``algorithm.adv_estimator`` is verl's, its knobs become verl's
+  ``algorithm.*`` keys (γ, λ, the KL penalty in the reward) and the critic's settings
+  (:func:`calibadv.train.verl.overrides.build_overrides` adds the critic model);
+- a token reward other than ``task`` (StepSearch's): ``+algorithm.calibadv.reward.name``, read by
+  the trainer mode, which rewrites verl's ``rm_scores`` with it before verl's advantage.
 
 Both are checked against the registries exactly as the local backend checks them.
 """
@@ -26,6 +32,33 @@ POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 LOSS_CONFIG_TARGET = "calibadv.train.loss_config.KnobbedPolicyLossConfig"
 FILTER_SECTION = "algorithm.calibadv.filter"
 ESTIMATOR_SECTION = "algorithm.calibadv.estimator"
+REWARD_SECTION = "algorithm.calibadv.reward"
+
+
+def _gae_overrides(knobs: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """The ``gae`` estimator's knobs in verl's keys: GAE, the KL penalty in the reward with a
+    fixed controller (StepSearch's ``algorithm.kl_ctrl.kl_coef``) and the critic's lr/clip."""
+    return [("algorithm.gamma", knobs["gamma"], False), ("algorithm.lam", knobs["lam"], False),
+            ("algorithm.kl_penalty", knobs["kl_penalty"], False),
+            ("algorithm.kl_ctrl.type", "fixed", False),
+            ("algorithm.kl_ctrl.kl_coef", knobs["kl_coef"], False),
+            ("critic.optim.lr", knobs["critic_lr"], False),
+            ("critic.cliprange_value", knobs["cliprange_value"], False)]
+
+
+#: Our estimators that verl computes itself: name → (verl's ``adv_estimator``, knobs → overrides).
+NATIVE_ESTIMATORS = {"gae": ("gae", _gae_overrides)}
+
+
+def verl_estimator(method: dict[str, Any]) -> tuple[str | None, bool]:
+    """(verl's ``adv_estimator`` when verl computes the method's estimator itself, else None;
+    whether the KL penalty goes into the reward)."""
+    from calibadv.parts import method_part
+
+    name, knobs = method_part(method, "estimator")
+    if name not in NATIVE_ESTIMATORS:
+        return None, False
+    return NATIVE_ESTIMATORS[name][0], float(knobs.get("kl_coef", 0.0)) > 0
 
 
 def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
@@ -76,7 +109,28 @@ def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     est = method.get("estimator") or {}
     ename = est.get("name", DEFAULT_ESTIMATOR)
     eknobs = estimator_knobs(ename, est.get("knobs"), "method.estimator")
+    out = _reward_overrides(method)
+    if ename in NATIVE_ESTIMATORS:
+        return out + NATIVE_ESTIMATORS[ename][1](eknobs)
     if ename == DEFAULT_ESTIMATOR:  # the verl estimator's own default: nothing to add
+        return out
+    return out + [(f"{ESTIMATOR_SECTION}.name", ename, True),
+                  *((f"{ESTIMATOR_SECTION}.knobs.{k}", v, True) for k, v in eknobs.items())]
+
+
+def _reward_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """A token reward other than ``task`` for the trainer mode; it only means something to an
+    estimator that reads token rewards, so any other pairing is refused."""
+    from calibadv.parts import DEFAULT_REWARD, ESTIMATORS, method_part
+
+    name, knobs = method_part(method, "reward")
+    if name == DEFAULT_REWARD:
         return []
-    return [(f"{ESTIMATOR_SECTION}.name", ename, True),
-            *((f"{ESTIMATOR_SECTION}.knobs.{k}", v, True) for k, v in eknobs.items())]
+    ename = method_part(method, "estimator")[0]
+    if "values" not in ESTIMATORS.get(ename).needs:
+        raise ConfigError(
+            f"method.reward.name = {name!r} places rewards on tokens, which only an estimator "
+            f"that reads token rewards uses (gae); method.estimator.name is {ename!r}"
+        )
+    return [(f"{REWARD_SECTION}.name", name, True),
+            *((f"{REWARD_SECTION}.knobs.{k}", v, True) for k, v in knobs.items())]

@@ -102,7 +102,7 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
 
 def _method_parts(method: dict[str, Any]) -> tuple[bool, bool, dict[str, Any], dict[str, Any]]:
     known = {"description", "base", "prethink", "require_search", "calibration", "loss", "name",
-             "filter", "estimator", "rollout"}
+             "filter", "estimator", "rollout", "reward"}
     unknown = sorted(set(method) - known)
     if unknown:
         raise ConfigError(
@@ -193,6 +193,9 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
     _check_verl(spec)
     v = spec.verl
     prethink, require_search, calib, loss = _method_parts(spec.method)
+    from calibadv.train.verl.method_parts import verl_estimator
+
+    native_estimator, kl_in_reward = verl_estimator(spec.method)  # gae: verl's own, with a critic
     paths = RunPaths(Path(out_dir).resolve())
     micro = max(1, t.micro_batch_size)
     use_kl = t.kl_coef > 0
@@ -254,9 +257,9 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("actor_rollout_ref.rollout.val_kwargs.do_sample", False),
         ("actor_rollout_ref.rollout.val_kwargs.n", 1),
         ("actor_rollout_ref.rollout.agent.default_agent_loop", AGENT_LOOP_NAME),
-        # algorithm: our estimator, no KL in the reward
-        ("algorithm.adv_estimator", ESTIMATOR_NAME),
-        ("algorithm.use_kl_in_reward", False),
+        # algorithm: our estimator (or verl's GAE for PPO), KL in the reward only for PPO's
+        ("algorithm.adv_estimator", native_estimator or ESTIMATOR_NAME),
+        ("algorithm.use_kl_in_reward", kl_in_reward),
         ("algorithm.norm_adv_by_std_in_grpo", bool(calib.get("norm_by_std", True))),
         # reward
         ("reward.custom_reward_function.path", REWARD_PATH),
@@ -281,6 +284,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("trainer.max_actor_ckpt_to_keep", v.max_ckpt_to_keep),
         ("trainer.checkpoint_callback_class", CHECKPOINT_CALLBACK),
         ("ray_kwargs.ray_init.num_cpus", r.cpus),
+        *_critic(spec, model, micro, native_estimator is not None),
     ]
     added: list[tuple[str, Any]] = [
         ("actor_rollout_ref.model.override_config.attn_implementation", v.attn_implementation),
@@ -300,11 +304,38 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
          str(paths.attempt_log(attempt))),
         *_tracking_env(v.loggers, v.wandb_mode, paths),
+        *([("critic.model.override_config.attn_implementation", v.attn_implementation)]
+          if native_estimator is not None else []),
     ]
     out = [f"{k}={hydra_value(v)}" for k, v in kv]
     out += [f"+{k}={hydra_value(v)}" for k, v in added]
     out += _method_part_overrides(spec.method)
     return out + list(spec.verl_overrides)
+
+
+def _critic(spec: RunSpec, model: str, micro: int, enabled: bool) -> list[tuple[str, Any]]:
+    """verl's critic for PPO (the ``gae`` estimator): a full model started from the policy's
+    weights, trained as the actor is (FSDP, same batch split, token budget and attention); its
+    lr and value clip come from the estimator's knobs (:mod:`calibadv.train.verl.method_parts`).
+    Nothing otherwise (verl enables a critic only for ``adv_estimator=gae``)."""
+    if not enabled:
+        return []
+    t, v = spec.training, spec.verl
+    return [
+        ("critic.enable", True),
+        ("critic.strategy", "fsdp"),
+        ("critic.model.path", model),
+        ("critic.model.use_remove_padding", v.use_remove_padding),
+        ("critic.model.enable_gradient_checkpointing", True),
+        ("critic.ppo_mini_batch_size", t.mini_batch_size),
+        ("critic.ppo_micro_batch_size_per_gpu", micro),
+        ("critic.use_dynamic_bsz", v.use_dynamic_bsz),
+        ("critic.ppo_max_token_len_per_gpu", v.ppo_max_token_len_per_gpu),
+        ("critic.ppo_epochs", 1),
+        ("critic.grad_clip", t.grad_clip),
+        ("critic.optim.clip_grad", t.grad_clip),
+        ("trainer.max_critic_ckpt_to_keep", v.max_ckpt_to_keep),
+    ]
 
 
 def _method_part_overrides(method: dict[str, Any]) -> list[str]:

@@ -98,6 +98,9 @@ def rollout_extra_fields(traj: Trajectory, settings: LoopSettings, sample: dict[
         "question": str(extra_info.get("question", "")),
         "golden_answers": [str(g) for g in (golds if isinstance(golds, list) else [golds])],
         "supporting_ids": [str(s) for s in extra_info.get("supporting_ids") or []],
+        # StepSearch's token reward (empty for plain QA sets)
+        "gold_docs": [str(d) for d in extra_info.get("gold_docs") or []],
+        "sub_query_keys": [[str(k) for k in g] for g in extra_info.get("sub_query_keys") or []],
         "data_source": str(sample.get("data_source", "")),
     }
 

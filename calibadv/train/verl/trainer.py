@@ -146,7 +146,8 @@ class CalibAdvTrainer(PPOTrainerSync):
         return buffer
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
-        if self.config.algorithm.adv_estimator != ESTIMATOR_NAME:
+        if self.config.algorithm.adv_estimator != ESTIMATOR_NAME:  # verl's own (gae: PPO)
+            self._place_token_rewards(batch, metrics)
             return super()._compute_advantage(batch, metrics)
         extras = fetch_extra_fields(batch)
         with rollout_context(extras, step=int(self.global_steps)) as ctx:
@@ -156,6 +157,29 @@ class CalibAdvTrainer(PPOTrainerSync):
         metrics.update(step_metrics(real_extras, ctx.stats))
         self._maybe_dump([batch.keys[i] for i in real], real_extras, ctx.stats)
         return batch
+
+    def _place_token_rewards(self, batch: Any, metrics: dict) -> None:
+        """With a token reward (``algorithm.calibadv.reward``, StepSearch's), rewrite the
+        batch's ``rm_scores`` in the TransferQueue before verl reads them as
+        ``token_level_scores`` (then the KL penalty and GAE are verl's)."""
+        reward = dict(calibadv_section(self.config).get("reward") or {})
+        if not reward.get("name"):
+            return
+        from tensordict import TensorDict
+        from verl.workers.utils.padding import response_to_nested
+
+        from calibadv.train.verl.estimator import token_reward_scores
+
+        extras = fetch_extra_fields(batch)
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                               select_fields=["rm_scores", "response_mask"])
+        mask = data["response_mask"]
+        padded = data.to_padded_tensor()
+        scores, stats = token_reward_scores(padded["rm_scores"], extras, reward)
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                        fields=TensorDict({"rm_scores": response_to_nested(scores, mask)},
+                                          batch_size=len(batch)))
+        metrics.update(stats)
 
     def _maybe_dump(self, keys: list[str], extras: list[dict[str, Any]], stats: dict[str, Any]
                     ) -> None:
