@@ -41,7 +41,10 @@ from calibadv.agent.hf import init_sampling
 from calibadv.agent.types import Generation, GenerationRequest
 from calibadv.errors import ConfigError
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), each (heads, len, dim)
+#: cached keys/values of one prefix: keys (layers, kv_heads, head_dim, length) -- stored
+#: transposed, the layout a decode step's query-key product reads fastest (half the time of
+#: reading them row-major) -- and values (layers, kv_heads, length, head_dim)
+KV = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -61,33 +64,56 @@ def sample_next(logits: torch.Tensor, greedy: bool, temperature: float, top_p: f
 
     Sampling inverts each row's CDF at one uniform draw: one random number per row, where
     ``torch.multinomial`` or an exponential race spend one per vocabulary entry (10-20 ms per
-    step on CPU for 32 rows).
+    step on CPU for 32 rows). The CDF is left unnormalised (the draw is scaled by its total),
+    and at temperature 1 the exponentials of the log-probs' normaliser serve as the weights.
     """
     logits = logits.float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    e = shifted.exp()
+    log_z = e.sum(dim=-1).log()  # the raw distribution's normaliser, less the max
     if greedy:
         tok = logits.argmax(dim=-1)
     else:
-        probs = torch.softmax(logits / temperature, dim=-1)
+        w = e if temperature == 1.0 else (shifted * (1.0 / temperature)).exp_()  # ∝ softmax(x/T)
         if top_p < 1.0:  # smallest set whose mass reaches top_p (the top token always stays)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        cdf = probs.cumsum(dim=-1)
+            sorted_w, order = w.sort(dim=-1, descending=True)
+            mass = sorted_w.cumsum(dim=-1)
+            drop = mass - sorted_w > top_p * mass[:, -1:]
+            w = torch.zeros_like(w).scatter_(-1, order, sorted_w.masked_fill(drop, 0.0))
+        cdf = w.cumsum(dim=-1)
         u = torch.rand((cdf.shape[0], 1), device=cdf.device) * cdf[:, -1:]
         # right=True: the first entry whose CDF exceeds u, so a zero-probability token is never
         # drawn
         tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[1] - 1)
-    lp = logits.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return tok, lp
+    return tok, shifted.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - log_z
+
+
+def _linear(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor | None],
+            part: slice = slice(None)) -> torch.Tensor:
+    """``x @ w[part].T + b[part]`` for a fused (weight, bias) pair."""
+    w, b = wb
+    return torch.nn.functional.linear(x, w[part], None if b is None else b[part])
+
+
+def _fuse(*linears: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One (weight, bias) for several linear layers on the same input (outputs concatenated)."""
+    w = torch.cat([m.weight.detach() for m in linears])
+    b = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
+    return w, b
 
 
 class DecoderRunner:
-    """The forward pass of a Qwen2/Llama-layout HF decoder on caller-owned KV tensors.
+    """The forward pass of a Qwen2/Llama-layout HF decoder on caller-owned key/value tensors.
 
-    ``K[l]``/``V[l]`` are (rows, kv_heads, columns, head_dim); a call writes the new tokens'
-    keys/values at columns ``[start, start + q)`` and attends over ``[0, start + q)`` with the
-    additive ``bias`` (rows, 1, 1, q, start + q). Only the last position's logits are computed.
+    ``K`` is (layers, rows, kv_heads, head_dim, columns) (keys transposed), ``V`` is (layers,
+    rows, kv_heads, columns, head_dim); a call writes the new tokens' keys/values at columns
+    ``[start, start + q)`` and attends over ``[0, start + q)`` with the additive ``bias``
+    (rows, 1, q, start + q). Only the last
+    position's logits are computed. Per decode step the generic modules' small operations,
+    not their arithmetic, are the cost at ~1M parameters, so the runner fuses what it can:
+    q/k/v and gate/up each in one matrix product (weights re-fused by :meth:`refresh` after an
+    optimiser step), one fused RMSNorm kernel, rotary cos/sin read from a table built with the
+    model's own rotary embedding.
     """
 
     SUPPORTED = ("qwen2", "llama")
@@ -95,10 +121,14 @@ class DecoderRunner:
     def __init__(self, model: Any) -> None:
         cfg = model.config
         kind = getattr(cfg, "model_type", None)
-        if kind not in self.SUPPORTED or getattr(cfg, "use_sliding_window", False):
+        rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+                or {}).get("rope_type", "default")
+        if (kind not in self.SUPPORTED or getattr(cfg, "use_sliding_window", False)
+                or "dynamic" in rope or "longrope" in rope):
             raise ConfigError(
-                f"the kv generator runs Qwen2/Llama decoders without sliding windows, not "
-                f"{kind!r}; use the hf generator (model.generate) for this model"
+                f"the kv generator runs Qwen2/Llama decoders without sliding windows or "
+                f"length-dependent rotary scaling, not {kind!r} (rope {rope!r}); use the hf "
+                f"generator (model.generate) for this model"
             )
         self.model = model
         self.layers = list(model.model.layers)
@@ -108,63 +138,101 @@ class DecoderRunner:
         self.kv_heads = cfg.num_key_value_heads
         self.group = self.q_heads // self.kv_heads
         self.scaling = attn.scaling
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+        self.eps = self.layers[0].input_layernorm.variance_epsilon
+        from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
-        self.rope = apply_rotary_pos_emb  # the same function Llama uses
+        self.rotate_half = rotate_half  # the same function Llama uses
+        self.cos = self.sin = torch.empty(0)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-fuse the projection weights (after the parameters changed)."""
+        self.qkv = [_fuse(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj)
+                    for l in self.layers]
+        self.gate_up = [_fuse(l.mlp.gate_proj, l.mlp.up_proj) for l in self.layers]
+
+    def reserve(self, positions: int) -> None:
+        """Rotary cos/sin for positions ``[0, positions)``: the model's rotary embedding of
+        those positions (the same numbers it gives position by position)."""
+        if positions > self.cos.shape[0]:
+            size = max(positions, 2 * self.cos.shape[0], 256)
+            w = self.model.model.embed_tokens.weight
+            cos, sin = self.model.model.rotary_emb(w, torch.arange(size, device=w.device)[None])
+            self.cos, self.sin = cos[0], sin[0]
 
     def new_kv(self, rows: int, columns: int, device: torch.device, dtype: torch.dtype
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        shape = (rows, self.kv_heads, columns, self.head_dim)
-        n = len(self.layers)
-        return ([torch.zeros(shape, device=device, dtype=dtype) for _ in range(n)],
-                [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n)])
+               ) -> KV:
+        # zeros, not empty: a masked column's value must be finite (0 x NaN would leak)
+        shape = (len(self.layers), rows, self.kv_heads, columns, self.head_dim)
+        return (torch.zeros(shape, device=device, dtype=dtype).transpose(-1, -2).contiguous(),
+                torch.zeros(shape, device=device, dtype=dtype))
 
-    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, K: list[torch.Tensor],
-                 V: list[torch.Tensor], start: int, bias: torch.Tensor) -> torch.Tensor:
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return x * cos + self.rotate_half(x) * sin  # HF's apply_rotary_pos_emb
+
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                 start: int, bias: torch.Tensor) -> torch.Tensor:
+        rms_norm = torch.nn.functional.rms_norm
         rows, q = ids.shape
         end = start + q
+        d, qh, kh = self.head_dim, self.q_heads, self.kv_heads
         x = self.model.model.embed_tokens(ids)
-        cos, sin = self.model.model.rotary_emb(x, pos)
-        for layer, k_all, v_all in zip(self.layers, K, V, strict=True):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            qs = a.q_proj(h).view(rows, q, self.q_heads, self.head_dim).transpose(1, 2)
-            ks = a.k_proj(h).view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
-            vs = a.v_proj(h).view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
-            qs, ks = self.rope(qs, ks, cos, sin)
-            k_all[:, :, start:end] = ks
-            v_all[:, :, start:end] = vs
-            if q == 1:  # a decode step: plain matmuls beat SDPA's set-up at this size
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (rows, 1, q, d)
+        last = len(self.layers) - 1
+        for li, layer in enumerate(self.layers):
+            h = rms_norm(x, x.shape[-1:], layer.input_layernorm.weight, self.eps)
+            if li == last and q > 1:
+                # reading new tokens, last layer: every position's keys/values are kept, but
+                # only the last position's output is read (the logits), so its query,
+                # attention and MLP run for that position alone (half of a two-layer read)
+                kvs = _linear(h, self.qkv[li], slice(qh * d, None))
+                kvs = kvs.view(rows, q, 2 * kh, d).transpose(1, 2)
+                ks, vs = self._rope(kvs[:, :kh], cos, sin), kvs[:, kh:]
+                x, h, cos, sin, bias = (t[..., -1:, :] for t in (x, h, cos, sin, bias))
+                qs = _linear(h, self.qkv[li], slice(0, qh * d)).view(rows, 1, qh, d)
+                qs = self._rope(qs.transpose(1, 2), cos, sin)
+            else:
+                qkv = _linear(h, self.qkv[li]).view(rows, q, qh + 2 * kh, d).transpose(1, 2)
+                qk = self._rope(qkv[:, : qh + kh], cos, sin)
+                qs, ks, vs = qk[:, :qh], qk[:, qh:], qkv[:, qh + kh :]
+            K[li, :, :, :, start:end] = ks.transpose(-1, -2)
+            V[li, :, :, start:end] = vs
+            keys_t, values = K[li, :, :, :, :end], V[li, :, :, :end]
+            nq = x.shape[1]
+            if nq == 1:  # one query per row: plain matmuls beat SDPA's set-up at this size
                 # query head j reads kv head j // group (HF's repeat_kv), without copying the cache
-                qg = qs.reshape(rows, self.kv_heads, self.group, self.head_dim)
-                scores = (qg @ k_all[:, :, :end].transpose(-1, -2)) * self.scaling
-                scores = scores.view(rows, self.kv_heads, self.group, 1, end) + bias
-                probs = torch.softmax(scores.float(), dim=-1).to(vs.dtype)
-                out = probs.view(rows, self.kv_heads, self.group, end) @ v_all[:, :, :end]
-                out = out.view(rows, self.q_heads, 1, self.head_dim).transpose(1, 2)
+                qg = qs.reshape(rows, kh, self.group, d)
+                scores = (qg @ keys_t) * self.scaling + bias
+                probs = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+                out = (probs @ values).reshape(rows, 1, qh * d)
             else:  # reading a prompt or an observation: the fused kernel is ~5x faster on CPU
+                # (SDPA reads transposed keys 4x slower than a row-major copy of them)
                 out = torch.nn.functional.scaled_dot_product_attention(
-                    qs, k_all[:, :, :end], v_all[:, :, :end], attn_mask=bias[:, :, 0],
-                    scale=self.scaling, enable_gqa=True).transpose(1, 2)
-            x = x + a.o_proj(out.reshape(rows, q, self.q_heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.model.lm_head(self.model.model.norm(x[:, -1])).float()
+                    qs, keys_t.transpose(-1, -2).contiguous(), values, attn_mask=bias,
+                    scale=self.scaling, enable_gqa=True)
+                out = out.transpose(1, 2).reshape(rows, nq, qh * d)
+            x = x + layer.self_attn.o_proj(out)
+            h = rms_norm(x, x.shape[-1:], layer.post_attention_layernorm.weight, self.eps)
+            gate, up = _linear(h, self.gate_up[li]).chunk(2, dim=-1)
+            x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+        x = rms_norm(x[:, -1], x.shape[-1:], self.model.model.norm.weight, self.eps)
+        return self.model.lm_head(x).float()
 
 
-def attention_bias(valid: torch.Tensor, start: int, q: int, dtype: torch.dtype) -> torch.Tensor:
-    """(rows, 1, 1, q, start + q) additive mask: key columns a row holds, causal in the block.
+def attention_bias(held: torch.Tensor, start: int, q: int) -> torch.Tensor:
+    """(rows, 1, q, start + q) additive mask of a block of ``q`` new tokens at ``start``.
 
-    Masked entries get the dtype's most negative finite value (not -inf), so a padding query
-    with nothing to attend to gets finite garbage, never NaN that could leak into real rows.
+    ``held`` (rows, columns) is 0 at the key columns a row holds and the dtype's most negative
+    finite value elsewhere (not -inf, so a padding query with nothing to attend to gets finite
+    garbage, never NaN that could leak into real rows); within the block, causal.
     """
     end = start + q
-    allowed = valid[:, None, :end].expand(-1, q, -1).clone()
-    if q > 1:
-        col = torch.arange(end, device=valid.device)
-        allowed &= col[None, None, :] <= (start + torch.arange(q, device=valid.device))[None, :, None]
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
-    bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return bias[:, None, None]
+    bias = held[:, None, None, :end]
+    if q == 1:
+        return bias
+    col = torch.arange(end, device=held.device)
+    future = col[None, :] > (start + torch.arange(q, device=held.device))[:, None]
+    return bias.expand(-1, -1, q, -1).masked_fill(future, torch.finfo(held.dtype).min)
 
 
 class KVCacheGenerator:
@@ -197,6 +265,7 @@ class KVCacheGenerator:
         version = tuple(p._version for p in self.model.parameters())
         if version != self._weights_version:  # an optimiser step: cached keys are stale
             self.reset()
+            self.runner.refresh()
             self._weights_version = version
         store: dict[tuple[int, ...], KV] = {}
         out: list[Generation] = []
@@ -231,14 +300,19 @@ class KVCacheGenerator:
         return 0, None
 
     def _step_done(self, row: _Row, tok: int, logp: float) -> None:
-        """Append one token; set ``row.finish`` when it ends the turn (as HFGenerator._cut)."""
+        """Append one token; set ``row.finish`` when it ends the turn (as HFGenerator._cut).
+
+        A stop string not in the text before this token can only end inside the new piece,
+        so the window is searched only when the piece holds a stop string's last character.
+        """
         row.tokens.append(tok)
         row.logps.append(logp)
         if tok in self.eos_ids:
             row.finish = "eos"
             return
-        row.text += self._piece(tok)
-        if any(s in row.text[-(len(s) + 32) :] for s in row.req.stop):
+        piece = self._piece(tok)
+        row.text += piece
+        if any(s[-1:] in piece and s in row.text[-(len(s) + 32) :] for s in row.req.stop):
             row.finish = "stop"
         elif len(row.tokens) >= row.req.max_tokens:
             row.finish = "length"
@@ -261,32 +335,33 @@ class KVCacheGenerator:
         past = [n for n, _ in hits]
         suffix = [p[n:] for p, n in zip(prompts, past, strict=True)]
         P, W = max(past), max(len(s) for s in suffix)
-        columns = P + W + max(r.max_tokens for r in requests)
+        max_new = max(r.max_tokens for r in requests)
+        columns = P + W + max_new
+        self.runner.reserve(max(len(p) for p in prompts) + max_new)
         K, V = self.runner.new_kv(len(prompts), columns, device, dtype)
-        valid = torch.zeros((len(prompts), columns), dtype=torch.bool)
+        # additive attention bias per key column: 0 where the row holds it, else masked
+        held = torch.full((len(prompts), columns), torch.finfo(dtype).min, dtype=dtype)
         ids = torch.full((len(prompts), W), self.pad_id, dtype=torch.long)
         pos = torch.zeros((len(prompts), W), dtype=torch.long)
-        for r, ((n, kv), s) in enumerate(zip(hits, suffix, strict=True)):
-            if kv is not None:  # the cached prefix, right-aligned in columns [0, P)
-                for layer, (k, v) in enumerate(kv):
-                    K[layer][r, :, P - n : P] = k
-                    V[layer][r, :, P - n : P] = v
-                valid[r, P - n : P] = True
+        for r, ((n, cached), s) in enumerate(zip(hits, suffix, strict=True)):
+            if cached is not None:  # the cached prefix, right-aligned in columns [0, P)
+                K[:, r, :, :, P - n : P], V[:, r, :, P - n : P] = cached
+                held[r, P - n : P] = 0.0
             ids[r, W - len(s) :] = torch.tensor(s, dtype=torch.long)
             pos[r, W - len(s) :] = torch.arange(n, n + len(s))
-            valid[r, P + W - len(s) : P + W] = True
+            held[r, P + W - len(s) : P + W] = 0.0
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self.stats["reused_tokens"] += sum(past)
-        valid = valid.to(device)
-        logits = self._forward(ids.to(device), pos.to(device), K, V, P, valid, dtype)
+        held = held.to(device)
+        logits = self._forward(ids.to(device), pos.to(device), K, V, P, held)
         next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
         owner = [r for r, members in enumerate(uniq.values()) for _ in members]
         active = [i for members in uniq.values() for i in members]  # request of each batch row
         if len(active) != len(prompts):
             sel = torch.tensor(owner, device=device)
-            K, V = [k[sel] for k in K], [v[sel] for v in V]
-            valid, logits, next_pos = valid[sel], logits[sel], next_pos[sel]
+            K, V, held, logits, next_pos = K[:, sel], V[:, sel], held[sel], logits[sel], \
+                next_pos[sel]
         col = P + W
         while True:
             tok, lp = sample_next(logits, self.greedy, self.temperature, self.top_p)
@@ -299,27 +374,25 @@ class KVCacheGenerator:
                 if row.finish is None:
                     keep.append(b)
                 elif self.reuse_prefix:  # what this row has read: prompt + tokens[:-1]
-                    cols = valid[b, :col]
-                    store[tuple(row.req.prompt_ids) + tuple(row.tokens[:-1])] = [
-                        (k[b, :, :col][:, cols].clone(), v[b, :, :col][:, cols].clone())
-                        for k, v in zip(K, V, strict=True)]
+                    cols = (held[b, :col] == 0).nonzero().squeeze(1)
+                    store[tuple(row.req.prompt_ids) + tuple(row.tokens[:-1])] = (
+                        K[:, b].index_select(3, cols), V[:, b].index_select(2, cols))
             if not keep:
                 break
             if 4 * len(keep) <= 3 * len(active):  # a quarter finished: shrink the batch
                 sel = torch.tensor(keep, device=device)
-                K, V = [k[sel] for k in K], [v[sel] for v in V]
-                valid, tok, next_pos = valid[sel], tok[sel], next_pos[sel]
+                K, V, held, tok, next_pos = K[:, sel], V[:, sel], held[sel], tok[sel], \
+                    next_pos[sel]
                 active = [active[b] for b in keep]
-            valid[:, col] = True
-            logits = self._forward(tok.unsqueeze(-1), next_pos.unsqueeze(-1), K, V, col, valid,
-                                   dtype)
+            held[:, col] = 0.0
+            logits = self._forward(tok.unsqueeze(-1), next_pos.unsqueeze(-1), K, V, col, held)
             next_pos = next_pos + 1
             col += 1
         return [self._result(row) for row in rows]
 
-    def _forward(self, ids, pos, K, V, start, valid, dtype) -> torch.Tensor:
+    def _forward(self, ids, pos, K, V, start, held) -> torch.Tensor:
         self.stats["forward_calls"] += 1
-        return self.runner(ids, pos, K, V, start, attention_bias(valid, start, ids.shape[1], dtype))
+        return self.runner(ids, pos, K, V, start, attention_bias(held, start, ids.shape[1]))
 
     def _result(self, row: _Row) -> Generation:
         toks = row.tokens
