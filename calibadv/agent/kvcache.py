@@ -41,10 +41,17 @@ from calibadv.agent.hf import init_sampling
 from calibadv.agent.types import Generation, GenerationRequest
 from calibadv.errors import ConfigError
 
-#: cached keys/values of one prefix: keys (layers, kv_heads, head_dim, length) -- stored
-#: transposed, the layout a decode step's query-key product reads fastest (half the time of
-#: reading them row-major) -- and values (layers, kv_heads, length, head_dim)
+#: a batch's keys (layers, rows, kv_heads, head_dim, columns) -- stored transposed, the layout
+#: a decode step's query-key product reads fastest (half the time of reading them row-major)
+#: -- and values (layers, rows, kv_heads, columns, head_dim)
 KV = tuple[torch.Tensor, torch.Tensor]
+#: one cached prefix: a finished batch's (keys, values), the row, and the column spans that
+#: row holds, in order (its cached prefix and what it read and generated after it); copied
+#: straight into the next batch that extends the prefix, never gathered in between
+Cached = tuple[torch.Tensor, torch.Tensor, int, tuple[tuple[int, int], ...]]
+
+#: row buckets for reading new tokens (rows sorted by suffix length, equal row counts)
+PREFILL_BUCKETS = 4
 
 
 @dataclass
@@ -255,7 +262,7 @@ class KVCacheGenerator:
         self.runner = DecoderRunner(model)  # refuses an architecture it does not run, first
         init_sampling(self, model, tokenizer, temperature, top_p, greedy, max_batch_size)
         self.reuse_prefix = reuse_prefix
-        self._store: dict[tuple[int, ...], KV] = {}
+        self._store: dict[tuple[int, ...], Cached] = {}
         self._store_lengths: set[int] = set()
         self._weights_version: tuple[int, ...] = ()
         self.stats = {"prompt_tokens": 0, "reused_tokens": 0, "forward_calls": 0}
@@ -267,7 +274,7 @@ class KVCacheGenerator:
             self.reset()
             self.runner.refresh()
             self._weights_version = version
-        store: dict[tuple[int, ...], KV] = {}
+        store: dict[tuple[int, ...], Cached] = {}
         out: list[Generation] = []
         for i in range(0, len(requests), self.max_batch_size):
             out.extend(self._batch(requests[i : i + self.max_batch_size], store))
@@ -288,7 +295,7 @@ class KVCacheGenerator:
             self._piece_cache[tok] = piece
         return piece
 
-    def _lookup(self, prompt: tuple[int, ...]) -> tuple[int, KV | None]:
+    def _lookup(self, prompt: tuple[int, ...]) -> tuple[int, Cached | None]:
         """The longest cached strict prefix of ``prompt`` (at least one token must be new)."""
         if not self.reuse_prefix:
             return 0, None
@@ -330,8 +337,10 @@ class KVCacheGenerator:
         uniq: dict[tuple[int, ...], list[int]] = {}
         for i, req in enumerate(requests):
             uniq.setdefault(tuple(req.prompt_ids), []).append(i)
-        prompts = list(uniq)
-        hits = [self._lookup(p) for p in prompts]
+        found = {p: self._lookup(p) for p in uniq}
+        # rows sorted by how many new tokens they read: buckets of similar lengths (below)
+        prompts = sorted(uniq, key=lambda p: len(p) - found[p][0])
+        hits = [found[p] for p in prompts]
         past = [n for n, _ in hits]
         suffix = [p[n:] for p, n in zip(prompts, past, strict=True)]
         P, W = max(past), max(len(s) for s in suffix)
@@ -345,7 +354,12 @@ class KVCacheGenerator:
         pos = torch.zeros((len(prompts), W), dtype=torch.long)
         for r, ((n, cached), s) in enumerate(zip(hits, suffix, strict=True)):
             if cached is not None:  # the cached prefix, right-aligned in columns [0, P)
-                K[:, r, :, :, P - n : P], V[:, r, :, P - n : P] = cached
+                src_k, src_v, b, spans = cached
+                c = P - n
+                for a0, a1 in spans:
+                    K[:, r, :, :, c : c + a1 - a0] = src_k[:, b, :, :, a0:a1]
+                    V[:, r, :, c : c + a1 - a0] = src_v[:, b, :, a0:a1]
+                    c += a1 - a0
                 held[r, P - n : P] = 0.0
             ids[r, W - len(s) :] = torch.tensor(s, dtype=torch.long)
             pos[r, W - len(s) :] = torch.arange(n, n + len(s))
@@ -353,11 +367,23 @@ class KVCacheGenerator:
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self.stats["reused_tokens"] += sum(past)
         held = held.to(device)
-        logits = self._forward(ids.to(device), pos.to(device), K, V, P, held)
+        # Read the new tokens in up to PREFILL_BUCKETS row buckets, each padded only to its own
+        # longest suffix (suffixes are right-aligned at column P + W, so a bucket whose longest
+        # suffix is w starts at P + W - w): less padding to project and attend from.
+        ids, pos = ids.to(device), pos.to(device)
+        n = len(prompts)
+        bounds = sorted({round(n * k / PREFILL_BUCKETS) for k in range(PREFILL_BUCKETS + 1)})
+        logits = torch.cat([
+            self._forward(ids[lo:hi, W - w :], pos[lo:hi, W - w :], K[:, lo:hi], V[:, lo:hi],
+                          P + W - w, held[lo:hi])
+            for lo, hi in zip(bounds, bounds[1:]) for w in [len(suffix[hi - 1])]])
         next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
-        owner = [r for r, members in enumerate(uniq.values()) for _ in members]
-        active = [i for members in uniq.values() for i in members]  # request of each batch row
+        owner = [r for r, p in enumerate(prompts) for _ in uniq[p]]
+        active = [i for p in prompts for i in uniq[p]]  # request of each batch row
+        # the columns each request's row holds before it generates: prefix, then suffix
+        spans = {i: ((P - past[r], P), (P + W - len(suffix[r]), P + W))
+                 for r, p in enumerate(prompts) for i in uniq[p]}
         if len(active) != len(prompts):
             sel = torch.tensor(owner, device=device)
             K, V, held, logits, next_pos = K[:, sel], V[:, sel], held[sel], logits[sel], \
@@ -374,9 +400,9 @@ class KVCacheGenerator:
                 if row.finish is None:
                     keep.append(b)
                 elif self.reuse_prefix:  # what this row has read: prompt + tokens[:-1]
-                    cols = (held[b, :col] == 0).nonzero().squeeze(1)
+                    (a0, a1), (s0, _) = spans[i]
                     store[tuple(row.req.prompt_ids) + tuple(row.tokens[:-1])] = (
-                        K[:, b].index_select(3, cols), V[:, b].index_select(2, cols))
+                        K, V, b, ((a0, a1), (s0, col)))
             if not keep:
                 break
             if 4 * len(keep) <= 3 * len(active):  # a quarter finished: shrink the batch
