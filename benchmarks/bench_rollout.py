@@ -7,8 +7,11 @@ Usage (after a tiny world, model, index and SFT start point exist):
         --qa results/synthetic/world/train.jsonl --questions 8 --group-size 4
 
 Runs the same multi-turn rollouts (same model, questions, protocol limits and retrieval server)
-through each engine, interleaved ``--repeats`` times, and prints the median generated tokens/s
-with its ratio to the reference ``HFGenerator`` (``model.generate``) under sampling, plus where
+through each engine, interleaved ``--repeats`` times after ``--warmup`` untimed rounds (which
+fill the search memo with every engine's queries: each engine's rollouts repeat under the
+same seed, so timed rounds never wait on a first answer from the server), and prints the
+median generated tokens/s with its ratio to the reference ``HFGenerator`` (``model.generate``)
+under sampling, plus where
 each engine's wall time went (generation vs retrieval between turns). Greedy rows also report
 whether the engines produced the same tokens. Then one RL step on the kv-sampled rollouts as
 the local trainer runs it (rollout / old log-prob / update), with the LM head at every
@@ -54,6 +57,9 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=3)
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed rounds first: every engine's queries reach the search memo, "
+                         "so no timed round waits on the retrieval server's first answers")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--prethink", action="store_true")
     ap.add_argument("--mini-batch-size", type=int, default=4, help="questions per AdamW step")
@@ -89,28 +95,35 @@ def main() -> None:
         search = memo_search(make_search_fn(url, args.topk))  # same answers, warm for all
         runs: dict[str, list[tuple[float, float, float, int, int]]] = {k: [] for k in engines}
         outputs: dict[str, list] = {}
-        for _ in range(args.repeats):
+        for rnd in range(args.warmup + args.repeats):
             for name, make in engines.items():
                 gen, srch = Timed(make()), Timed(search)
                 torch.manual_seed(0)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 trajs = rollout(questions, tok, cfg, gen, srch, group_size=args.group_size)
-                dt = time.perf_counter() - t0
+                dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 n_gen = sum(sum(t.loss_mask) for t in trajs)
-                runs[name].append((dt, gen.seconds, srch.seconds, n_gen, len(trajs)))
+                if rnd >= args.warmup:
+                    runs[name].append((dt, gen.seconds, srch.seconds, n_gen, len(trajs), cpu))
                 outputs[name] = trajs
         base = statistics.median(r[3] / r[0] for r in runs["hf sampled"])
+        base_cpu = statistics.median(r[3] / r[5] for r in runs["hf sampled"])
         print(f"{len(questions)} questions x G={args.group_size}, {args.max_turns} searches x "
               f"{args.max_tokens_per_turn} tokens, T={args.temperature}, "
               f"torch threads {torch.get_num_threads()}, "
-              f"median of {args.repeats} interleaved rounds")
+              f"median of {args.repeats} interleaved rounds after {args.warmup} untimed")
+        # wall clock, and the main thread's CPU time (what a loaded, shared machine disturbs less:
+        # one torch thread runs every engine's arithmetic in the calling thread)
         print(f"{'engine':22s} {'rollouts':>8s} {'gen tok':>8s} {'s':>7s} {'generate':>8s} "
-              f"{'search':>7s} {'tok/s':>8s} {'vs hf sampled':>13s}")
+              f"{'search':>7s} {'tok/s':>8s} {'vs hf sampled':>13s} {'cpu s':>6s} "
+              f"{'cpu tok/s':>9s} {'vs hf':>6s}")
         for name, rs in runs.items():
             tps = statistics.median(r[3] / r[0] for r in rs)
+            cps = statistics.median(r[3] / r[5] for r in rs)
             med = sorted(rs, key=lambda r: r[3] / r[0])[len(rs) // 2]
             print(f"{name:22s} {med[4]:8d} {med[3]:8d} {med[0]:7.2f} {med[1]:8.2f} "
-                  f"{med[2]:7.2f} {tps:8.1f} {tps / base:12.2f}x")
+                  f"{med[2]:7.2f} {tps:8.1f} {tps / base:12.2f}x {med[5]:6.2f} {cps:9.1f} "
+                  f"{cps / base_cpu:5.2f}x")
         same = [a.response_ids == b.response_ids
                 for a, b in zip(outputs["hf greedy"], outputs["kv greedy"], strict=True)]
         print(f"greedy rollouts identical between hf and kv: {sum(same)}/{len(same)}")

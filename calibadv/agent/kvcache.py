@@ -10,14 +10,20 @@ model's own forward:
 
 * **prefix reuse**: after a turn, each row's keys/values are kept under its token sequence; the
   next request whose prompt extends that sequence (the protocol appends the generated turn and
-  the observation) only feeds the new tokens. Entries live for one call, and are dropped when the
-  weights change (an optimiser step bumps the parameters' version counters);
+  the observation) only feeds the new tokens. Entries live for one call (a reference to the
+  finished batch's tensors and the row's column spans, copied into the next batch, so a call
+  holds at most a few batches' caches), and are dropped when the weights change (an optimiser
+  step bumps the parameters' version counters);
 * **one forward per step** for all rows, through a compact re-implementation of the Qwen2 /
-  Llama decoder (:class:`DecoderRunner`, ~40 lines) on preallocated key/value tensors, using
-  the model's own modules for projections, norms, rotary embedding and MLP: generic HF forward
-  machinery (mask builders, cache objects, output classes) cost ~10x the arithmetic per step
-  at this size; fused SDPA reads new prompt/observation tokens, plain matmuls serve one-token
-  steps; finished rows leave the batch;
+  Llama decoder (:class:`DecoderRunner`) on preallocated key/value tensors, using the model's
+  own embedding, o/down projections, norm weights, rotary embedding and activation: generic HF
+  forward machinery (mask builders, cache objects, output classes) cost ~10x the arithmetic
+  per step at this size; fused SDPA reads new prompt/observation tokens, plain matmuls serve
+  one-token steps; finished rows leave the batch;
+* **reading new tokens** (a prompt, an observation) costs what the first layers do for every
+  token, but the last layer only needs every token's keys/values: its queries, attention and
+  MLP run for the last position alone (the one whose logits are sampled); rows are read in
+  buckets of similar lengths, each padded only to its own longest;
 * **identical prompts are read once** (the G rollouts of a question share their first turn's
   prompt);
 * stop strings are checked on the decoded text of each row, exactly as :class:`HFGenerator`
@@ -31,6 +37,7 @@ are those of the raw model distribution (temperature 1), as in :class:`HFGenerat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +59,9 @@ Cached = tuple[torch.Tensor, torch.Tensor, int, tuple[tuple[int, int], ...]]
 
 #: row buckets for reading new tokens (rows sorted by suffix length, equal row counts)
 PREFILL_BUCKETS = 4
+#: prompts of a batch without a cached prefix that share at least this many leading tokens
+#: (the instructions of every turn-1 prompt) read them once
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -338,6 +348,12 @@ class KVCacheGenerator:
         for i, req in enumerate(requests):
             uniq.setdefault(tuple(req.prompt_ids), []).append(i)
         found = {p: self._lookup(p) for p in uniq}
+        fresh = [p for p in uniq if found[p][1] is None]
+        if self.reuse_prefix and len(fresh) > 1:  # e.g. the instructions of turn-1 prompts
+            shared = min(len(os.path.commonprefix(fresh)), min(len(p) for p in fresh) - 1)
+            if shared >= MIN_SHARED_PREFIX:
+                cached = self._read_shared(fresh[0][:shared], device, dtype)
+                found.update((p, (shared, cached)) for p in fresh)
         # rows sorted by how many new tokens they read: buckets of similar lengths (below)
         prompts = sorted(uniq, key=lambda p: len(p) - found[p][0])
         hits = [found[p] for p in prompts]
@@ -415,6 +431,17 @@ class KVCacheGenerator:
             next_pos = next_pos + 1
             col += 1
         return [self._result(row) for row in rows]
+
+    def _read_shared(self, prefix: tuple[int, ...], device: torch.device, dtype: torch.dtype
+                     ) -> Cached:
+        """Keys/values of a prefix several prompts share, read once as a cached prefix."""
+        K, V = self.runner.new_kv(1, len(prefix), device, dtype)
+        self.runner.reserve(len(prefix))
+        ids = torch.tensor([prefix], dtype=torch.long, device=device)
+        pos = torch.arange(len(prefix), device=device)[None]
+        held = torch.zeros((1, len(prefix)), dtype=dtype, device=device)
+        self._forward(ids, pos, K, V, 0, held)
+        return K, V, 0, ((0, len(prefix)),)
 
     def _forward(self, ids, pos, K, V, start, held) -> torch.Tensor:
         self.stats["forward_calls"] += 1
