@@ -105,18 +105,36 @@ def sample_next(logits: torch.Tensor, greedy: bool, temperature: float, top_p: f
     return tok, shifted.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - log_z
 
 
-def _linear(x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor | None],
-            part: slice = slice(None)) -> torch.Tensor:
-    """``x @ w[part].T + b[part]`` for a fused (weight, bias) pair."""
+Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight, bias)
+
+
+def _linear(x: torch.Tensor, wb: Linear, part: slice | None = None) -> torch.Tensor:
+    """``x @ w[part].T + b[part]`` for a (weight, bias) pair."""
     w, b = wb
+    if part is None:
+        return torch.nn.functional.linear(x, w, b)
     return torch.nn.functional.linear(x, w[part], None if b is None else b[part])
 
 
-def _fuse(*linears: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One (weight, bias) for several linear layers on the same input (outputs concatenated)."""
+def _fuse(*linears: Any) -> Linear:
+    """One (weight, bias) for linear layers on the same input (outputs concatenated); a single
+    layer's own parameters (views, so in-place optimiser steps show through)."""
     w = torch.cat([m.weight.detach() for m in linears])
     b = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
     return w, b
+
+
+@dataclass
+class _LayerWeights:
+    """One decoder layer as the runner reads it: plain tensors, q/k/v and gate/up fused."""
+
+    norm1: torch.Tensor
+    qkv: Linear
+    o: Linear
+    norm2: torch.Tensor
+    gate_up: Linear
+    down: Linear
+    act: Any  # the MLP's activation (its forward, without the module-call machinery)
 
 
 class DecoderRunner:
@@ -125,12 +143,12 @@ class DecoderRunner:
     ``K`` is (layers, rows, kv_heads, head_dim, columns) (keys transposed), ``V`` is (layers,
     rows, kv_heads, columns, head_dim); a call writes the new tokens' keys/values at columns
     ``[start, start + q)`` and attends over ``[0, start + q)`` with the additive ``bias``
-    (rows, 1, q, start + q). Only the last
-    position's logits are computed. Per decode step the generic modules' small operations,
-    not their arithmetic, are the cost at ~1M parameters, so the runner fuses what it can:
-    q/k/v and gate/up each in one matrix product (weights re-fused by :meth:`refresh` after an
-    optimiser step), one fused RMSNorm kernel, rotary cos/sin read from a table built with the
-    model's own rotary embedding.
+    (rows, 1, q, start + q). Only the last position's logits are computed. Per decode step
+    the generic modules' small operations, not their arithmetic, are much of the cost at ~1M
+    parameters, so the runner calls the functional operations on the model's own weights and
+    fuses what it can: q/k/v and gate/up each in one matrix product (re-fused by
+    :meth:`refresh` after an optimiser step), one fused RMSNorm kernel, rotary cos/sin read
+    from a table built with the model's own rotary embedding.
     """
 
     SUPPORTED = ("qwen2", "llama")
@@ -156,26 +174,36 @@ class DecoderRunner:
         self.group = self.q_heads // self.kv_heads
         self.scaling = attn.scaling
         self.eps = self.layers[0].input_layernorm.variance_epsilon
-        from transformers.models.qwen2.modeling_qwen2 import rotate_half
-
-        self.rotate_half = rotate_half  # the same function Llama uses
         self.cos = self.sin = torch.empty(0)
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-fuse the projection weights (after the parameters changed)."""
-        self.qkv = [_fuse(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj)
-                    for l in self.layers]
-        self.gate_up = [_fuse(l.mlp.gate_proj, l.mlp.up_proj) for l in self.layers]
+        """Re-read the weights (after the parameters changed): q/k/v and gate/up fused."""
+        def own(m: Any) -> Linear:
+            return m.weight.detach(), None if m.bias is None else m.bias.detach()
+
+        self.w = [_LayerWeights(
+            l.input_layernorm.weight.detach(),
+            _fuse(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj),
+            own(l.self_attn.o_proj),
+            l.post_attention_layernorm.weight.detach(),
+            _fuse(l.mlp.gate_proj, l.mlp.up_proj),
+            own(l.mlp.down_proj),
+            l.mlp.act_fn.forward) for l in self.layers]
+        self.embed = self.model.model.embed_tokens.weight.detach()
+        self.norm = self.model.model.norm.weight.detach()
+        self.head = own(self.model.lm_head)
 
     def reserve(self, positions: int) -> None:
         """Rotary cos/sin for positions ``[0, positions)``: the model's rotary embedding of
-        those positions (the same numbers it gives position by position)."""
+        those positions (the same numbers it gives position by position). ``sin`` is kept
+        with the sign of HF's ``rotate_half`` folded into its first half."""
         if positions > self.cos.shape[0]:
             size = max(positions, 2 * self.cos.shape[0], 256)
             w = self.model.model.embed_tokens.weight
             cos, sin = self.model.model.rotary_emb(w, torch.arange(size, device=w.device)[None])
-            self.cos, self.sin = cos[0], sin[0]
+            half = self.head_dim // 2
+            self.cos, self.sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], -1)
 
     def new_kv(self, rows: int, columns: int, device: torch.device, dtype: torch.dtype
                ) -> KV:
@@ -185,31 +213,35 @@ class DecoderRunner:
                 torch.zeros(shape, device=device, dtype=dtype))
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return x * cos + self.rotate_half(x) * sin  # HF's apply_rotary_pos_emb
+        """HF's apply_rotary_pos_emb, ``x * cos + rotate_half(x) * sin``, with rotate_half's
+        sign in the ``sin`` table (the same numbers, one operation fewer)."""
+        half = self.head_dim // 2
+        return x * cos + torch.cat([x[..., half:], x[..., :half]], -1) * sin
 
     def __call__(self, ids: torch.Tensor, pos: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
                  start: int, bias: torch.Tensor) -> torch.Tensor:
-        rms_norm = torch.nn.functional.rms_norm
+        F = torch.nn.functional
         rows, q = ids.shape
         end = start + q
         d, qh, kh = self.head_dim, self.q_heads, self.kv_heads
-        x = self.model.model.embed_tokens(ids)
+        hidden = (self.embed.shape[1],)
+        x = F.embedding(ids, self.embed)
         cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (rows, 1, q, d)
-        last = len(self.layers) - 1
-        for li, layer in enumerate(self.layers):
-            h = rms_norm(x, x.shape[-1:], layer.input_layernorm.weight, self.eps)
+        last = len(self.w) - 1
+        for li, w in enumerate(self.w):
+            h = F.rms_norm(x, hidden, w.norm1, self.eps)
             if li == last and q > 1:
                 # reading new tokens, last layer: every position's keys/values are kept, but
                 # only the last position's output is read (the logits), so its query,
                 # attention and MLP run for that position alone (half of a two-layer read)
-                kvs = _linear(h, self.qkv[li], slice(qh * d, None))
-                kvs = kvs.view(rows, q, 2 * kh, d).transpose(1, 2)
+                kvs = _linear(h, w.qkv, slice(qh * d, None)).view(rows, q, 2 * kh, d)
+                kvs = kvs.transpose(1, 2)
                 ks, vs = self._rope(kvs[:, :kh], cos, sin), kvs[:, kh:]
                 x, h, cos, sin, bias = (t[..., -1:, :] for t in (x, h, cos, sin, bias))
-                qs = _linear(h, self.qkv[li], slice(0, qh * d)).view(rows, 1, qh, d)
+                qs = _linear(h, w.qkv, slice(0, qh * d)).view(rows, 1, qh, d)
                 qs = self._rope(qs.transpose(1, 2), cos, sin)
             else:
-                qkv = _linear(h, self.qkv[li]).view(rows, q, qh + 2 * kh, d).transpose(1, 2)
+                qkv = _linear(h, w.qkv).view(rows, q, qh + 2 * kh, d).transpose(1, 2)
                 qk = self._rope(qkv[:, : qh + kh], cos, sin)
                 qs, ks, vs = qk[:, :qh], qk[:, qh:], qkv[:, qh + kh :]
             K[li, :, :, :, start:end] = ks.transpose(-1, -2)
@@ -224,16 +256,14 @@ class DecoderRunner:
                 out = (probs @ values).reshape(rows, 1, qh * d)
             else:  # reading a prompt or an observation: the fused kernel is ~5x faster on CPU
                 # (SDPA reads transposed keys 4x slower than a row-major copy of them)
-                out = torch.nn.functional.scaled_dot_product_attention(
+                out = F.scaled_dot_product_attention(
                     qs, keys_t.transpose(-1, -2).contiguous(), values, attn_mask=bias,
                     scale=self.scaling, enable_gqa=True)
                 out = out.transpose(1, 2).reshape(rows, nq, qh * d)
-            x = x + layer.self_attn.o_proj(out)
-            h = rms_norm(x, x.shape[-1:], layer.post_attention_layernorm.weight, self.eps)
-            gate, up = _linear(h, self.gate_up[li]).chunk(2, dim=-1)
-            x = x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
-        x = rms_norm(x[:, -1], x.shape[-1:], self.model.model.norm.weight, self.eps)
-        return self.model.lm_head(x).float()
+            x = x + _linear(out, w.o)
+            gate, up = _linear(F.rms_norm(x, hidden, w.norm2, self.eps), w.gate_up).chunk(2, -1)
+            x = x + _linear(w.act(gate) * up, w.down)
+        return _linear(F.rms_norm(x[:, -1], hidden, self.norm, self.eps), self.head).float()
 
 
 def attention_bias(held: torch.Tensor, start: int, q: int) -> torch.Tensor:
