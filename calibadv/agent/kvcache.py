@@ -303,7 +303,8 @@ class KVCacheGenerator:
         init_sampling(self, model, tokenizer, temperature, top_p, greedy, max_batch_size)
         self.reuse_prefix = reuse_prefix
         self._store: dict[tuple[int, ...], Cached] = {}
-        self._store_lengths: set[int] = set()
+        self._store_lengths: list[int] = []  # longest first
+        self._store_ends: set[tuple[int, int]] = set()  # (length, last token) of each key
         self._weights_version: tuple[int, ...] = ()
         self.stats = {"prompt_tokens": 0, "reused_tokens": 0, "forward_calls": 0}
 
@@ -319,13 +320,15 @@ class KVCacheGenerator:
         for i in range(0, len(requests), self.max_batch_size):
             out.extend(self._batch(requests[i : i + self.max_batch_size], store))
         self._store = store  # entries live for one call: the next turn's prefixes
-        self._store_lengths = {len(k) for k in store}
+        self._store_lengths = sorted({len(k) for k in store}, reverse=True)
+        self._store_ends = {(len(k), k[-1]) for k in store}
         return out
 
     def reset(self) -> None:
         """Forget every cached prefix."""
         self._store = {}
-        self._store_lengths = set()
+        self._store_lengths = []
+        self._store_ends = set()
 
     # -- helpers ------------------------------------------------------------------------------
     def _piece(self, tok: int) -> str:
@@ -339,8 +342,9 @@ class KVCacheGenerator:
         """The longest cached strict prefix of ``prompt`` (at least one token must be new)."""
         if not self.reuse_prefix:
             return 0, None
-        for n in sorted(self._store_lengths, reverse=True):
-            if n < len(prompt):
+        for n in self._store_lengths:
+            # (length, last token) first: most lengths are ruled out without slicing the prompt
+            if n < len(prompt) and (n, prompt[n - 1]) in self._store_ends:
                 kv = self._store.get(prompt[:n])
                 if kv is not None:
                     return n, kv
@@ -395,10 +399,7 @@ class KVCacheGenerator:
         self.runner.reserve(max(len(p) for p in prompts) + max_new)
         K, V = self.runner.new_kv(len(prompts), columns, device, dtype)
         # additive attention bias per key column: 0 where the row holds it, else masked
-        held = torch.full((len(prompts), columns), torch.finfo(dtype).min, dtype=dtype)
-        ids = torch.full((len(prompts), W), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((len(prompts), W), dtype=torch.long)
-        for r, ((n, cached), s) in enumerate(zip(hits, suffix, strict=True)):
+        for r, (n, cached) in enumerate(hits):
             if cached is not None:  # the cached prefix, right-aligned in columns [0, P)
                 src_k, src_v, b, spans = cached
                 c = P - n
@@ -406,10 +407,16 @@ class KVCacheGenerator:
                     K[:, r, :, :, c : c + a1 - a0] = src_k[:, b, :, :, a0:a1]
                     V[:, r, :, c : c + a1 - a0] = src_v[:, b, :, a0:a1]
                     c += a1 - a0
-                held[r, P - n : P] = 0.0
-            ids[r, W - len(s) :] = torch.tensor(s, dtype=torch.long)
-            pos[r, W - len(s) :] = torch.arange(n, n + len(s))
-            held[r, P + W - len(s) : P + W] = 0.0
+        # suffixes right-aligned in columns [P, P + W); a row holds [P - n, P) and its suffix
+        ids = torch.tensor([[self.pad_id] * (W - len(s)) + list(s) for s in suffix])
+        pos = torch.tensor([[0] * (W - len(s)) + list(range(n, n + len(s)))
+                            for n, s in zip(past, suffix, strict=True)])
+        cols = torch.arange(columns)
+        lo = P - torch.tensor(past)[:, None]
+        mid = P + W - torch.tensor([len(s) for s in suffix])[:, None]
+        holds = ((cols >= lo) & (cols < P)) | ((cols >= mid) & (cols < P + W))
+        held = torch.zeros((len(prompts), columns), dtype=dtype).masked_fill_(
+            ~holds, torch.finfo(dtype).min)
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self.stats["reused_tokens"] += sum(past)
         held = held.to(device)
