@@ -117,8 +117,8 @@ def _linear(x: torch.Tensor, wb: Linear, part: slice | None = None) -> torch.Ten
 
 
 def _fuse(*linears: Any) -> Linear:
-    """One (weight, bias) for linear layers on the same input (outputs concatenated); a single
-    layer's own parameters (views, so in-place optimiser steps show through)."""
+    """One (weight, bias) for linear layers on the same input, outputs concatenated (a copy:
+    :meth:`DecoderRunner.refresh` re-fuses it after the parameters changed)."""
     w = torch.cat([m.weight.detach() for m in linears])
     b = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
     return w, b
@@ -179,17 +179,17 @@ class DecoderRunner:
 
     def refresh(self) -> None:
         """Re-read the weights (after the parameters changed): q/k/v and gate/up fused."""
-        def own(m: Any) -> Linear:
+        def own(m: Any) -> Linear:  # views of the parameters: in-place steps show through
             return m.weight.detach(), None if m.bias is None else m.bias.detach()
 
         self.w = [_LayerWeights(
-            l.input_layernorm.weight.detach(),
-            _fuse(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj),
-            own(l.self_attn.o_proj),
-            l.post_attention_layernorm.weight.detach(),
-            _fuse(l.mlp.gate_proj, l.mlp.up_proj),
-            own(l.mlp.down_proj),
-            l.mlp.act_fn.forward) for l in self.layers]
+            layer.input_layernorm.weight.detach(),
+            _fuse(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
+            own(layer.self_attn.o_proj),
+            layer.post_attention_layernorm.weight.detach(),
+            _fuse(layer.mlp.gate_proj, layer.mlp.up_proj),
+            own(layer.mlp.down_proj),
+            layer.mlp.act_fn.forward) for layer in self.layers]
         self.embed = self.model.model.embed_tokens.weight.detach()
         self.norm = self.model.model.norm.weight.detach()
         self.head = own(self.model.lm_head)
@@ -208,9 +208,9 @@ class DecoderRunner:
     def new_kv(self, rows: int, columns: int, device: torch.device, dtype: torch.dtype
                ) -> KV:
         # zeros, not empty: a masked column's value must be finite (0 x NaN would leak)
-        shape = (len(self.layers), rows, self.kv_heads, columns, self.head_dim)
-        return (torch.zeros(shape, device=device, dtype=dtype).transpose(-1, -2).contiguous(),
-                torch.zeros(shape, device=device, dtype=dtype))
+        lead = (len(self.layers), rows, self.kv_heads)
+        return (torch.zeros((*lead, self.head_dim, columns), device=device, dtype=dtype),
+                torch.zeros((*lead, columns, self.head_dim), device=device, dtype=dtype))
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """HF's apply_rotary_pos_emb, ``x * cos + rotate_half(x) * sin``, with rotate_half's

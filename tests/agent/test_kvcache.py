@@ -78,7 +78,7 @@ def test_batched_greedy_turns_equal_hf_generator_with_and_without_prefix_reuse(p
 def test_prompts_sharing_their_instructions_read_them_once_with_the_same_output(policy):
     model, tok = policy
     hf, kv = greedy_pair(model, tok)
-    shared = prompts(1, lengths=(24,), seed=3)[0]  # the instructions every turn-1 prompt starts with
+    shared = prompts(1, lengths=(24,), seed=3)[0]  # the instructions turn-1 prompts start with
     reqs = [GenerationRequest(shared + tail, 12, STOPS) for tail in prompts(4, seed=4)]
     a, b = hf(reqs), kv(reqs)
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
