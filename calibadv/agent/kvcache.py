@@ -10,14 +10,20 @@ model's own forward:
 
 * **prefix reuse**: after a turn, each row's keys/values are kept under its token sequence; the
   next request whose prompt extends that sequence (the protocol appends the generated turn and
-  the observation) only feeds the new tokens. Entries live for one call, and are dropped when the
-  weights change (an optimiser step bumps the parameters' version counters);
+  the observation) only feeds the new tokens. Entries live for one call (a reference to the
+  finished batch's tensors and the row's column spans, copied into the next batch, so a call
+  holds at most a few batches' caches), and are dropped when the weights change (an optimiser
+  step bumps the parameters' version counters);
 * **one forward per step** for all rows, through a compact re-implementation of the Qwen2 /
-  Llama decoder (:class:`DecoderRunner`, ~40 lines) on preallocated key/value tensors, using
-  the model's own modules for projections, norms, rotary embedding and MLP: generic HF forward
-  machinery (mask builders, cache objects, output classes) cost ~10x the arithmetic per step
-  at this size; fused SDPA reads new prompt/observation tokens, plain matmuls serve one-token
-  steps; finished rows leave the batch;
+  Llama decoder (:class:`DecoderRunner`) on preallocated key/value tensors, using the model's
+  own embedding, o/down projections, norm weights, rotary embedding and activation: generic HF
+  forward machinery (mask builders, cache objects, output classes) cost ~10x the arithmetic
+  per step at this size; fused SDPA reads new prompt/observation tokens, plain matmuls serve
+  one-token steps; finished rows leave the batch;
+* **reading new tokens** (a prompt, an observation) costs what the first layers do for every
+  token, but the last layer only needs every token's keys/values: its queries, attention and
+  MLP run for the last position alone (the one whose logits are sampled); rows are read in
+  buckets of similar lengths, each padded only to its own longest;
 * **identical prompts are read once** (the G rollouts of a question share their first turn's
   prompt);
 * stop strings are checked on the decoded text of each row, exactly as :class:`HFGenerator`
@@ -31,6 +37,7 @@ are those of the raw model distribution (temperature 1), as in :class:`HFGenerat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +48,20 @@ from calibadv.agent.hf import init_sampling
 from calibadv.agent.types import Generation, GenerationRequest
 from calibadv.errors import ConfigError
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), each (heads, len, dim)
+#: a batch's keys (layers, rows, kv_heads, head_dim, columns) -- stored transposed, the layout
+#: a decode step's query-key product reads fastest (half the time of reading them row-major)
+#: -- and values (layers, rows, kv_heads, columns, head_dim)
+KV = tuple[torch.Tensor, torch.Tensor]
+#: one cached prefix: a finished batch's (keys, values), the row, and the column spans that
+#: row holds, in order (its cached prefix and what it read and generated after it); copied
+#: straight into the next batch that extends the prefix, never gathered in between
+Cached = tuple[torch.Tensor, torch.Tensor, int, tuple[tuple[int, int], ...]]
+
+#: row buckets for reading new tokens (rows sorted by suffix length, equal row counts)
+PREFILL_BUCKETS = 4
+#: prompts of a batch without a cached prefix that share at least this many leading tokens
+#: (the instructions of every turn-1 prompt) read them once
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -61,33 +81,74 @@ def sample_next(logits: torch.Tensor, greedy: bool, temperature: float, top_p: f
 
     Sampling inverts each row's CDF at one uniform draw: one random number per row, where
     ``torch.multinomial`` or an exponential race spend one per vocabulary entry (10-20 ms per
-    step on CPU for 32 rows).
+    step on CPU for 32 rows). The CDF is left unnormalised (the draw is scaled by its total),
+    and at temperature 1 the exponentials of the log-probs' normaliser serve as the weights.
     """
     logits = logits.float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    e = shifted.exp()
+    log_z = e.sum(dim=-1).log()  # the raw distribution's normaliser, less the max
     if greedy:
         tok = logits.argmax(dim=-1)
     else:
-        probs = torch.softmax(logits / temperature, dim=-1)
+        w = e if temperature == 1.0 else (shifted * (1.0 / temperature)).exp_()  # ∝ softmax(x/T)
         if top_p < 1.0:  # smallest set whose mass reaches top_p (the top token always stays)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        cdf = probs.cumsum(dim=-1)
+            sorted_w, order = w.sort(dim=-1, descending=True)
+            mass = sorted_w.cumsum(dim=-1)
+            drop = mass - sorted_w > top_p * mass[:, -1:]
+            w = torch.zeros_like(w).scatter_(-1, order, sorted_w.masked_fill(drop, 0.0))
+        cdf = w.cumsum(dim=-1)
         u = torch.rand((cdf.shape[0], 1), device=cdf.device) * cdf[:, -1:]
         # right=True: the first entry whose CDF exceeds u, so a zero-probability token is never
         # drawn
         tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[1] - 1)
-    lp = logits.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return tok, lp
+    return tok, shifted.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - log_z
+
+
+Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight, bias)
+
+
+def _linear(x: torch.Tensor, wb: Linear, part: slice | None = None) -> torch.Tensor:
+    """``x @ w[part].T + b[part]`` for a (weight, bias) pair."""
+    w, b = wb
+    if part is None:
+        return torch.nn.functional.linear(x, w, b)
+    return torch.nn.functional.linear(x, w[part], None if b is None else b[part])
+
+
+def _fuse(*linears: Any) -> Linear:
+    """One (weight, bias) for linear layers on the same input, outputs concatenated (a copy:
+    :meth:`DecoderRunner.refresh` re-fuses it after the parameters changed)."""
+    w = torch.cat([m.weight.detach() for m in linears])
+    b = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
+    return w, b
+
+
+@dataclass
+class _LayerWeights:
+    """One decoder layer as the runner reads it: plain tensors, q/k/v and gate/up fused."""
+
+    norm1: torch.Tensor
+    qkv: Linear
+    o: Linear
+    norm2: torch.Tensor
+    gate_up: Linear
+    down: Linear
+    act: Any  # the MLP's activation (its forward, without the module-call machinery)
 
 
 class DecoderRunner:
-    """The forward pass of a Qwen2/Llama-layout HF decoder on caller-owned KV tensors.
+    """The forward pass of a Qwen2/Llama-layout HF decoder on caller-owned key/value tensors.
 
-    ``K[l]``/``V[l]`` are (rows, kv_heads, columns, head_dim); a call writes the new tokens'
-    keys/values at columns ``[start, start + q)`` and attends over ``[0, start + q)`` with the
-    additive ``bias`` (rows, 1, 1, q, start + q). Only the last position's logits are computed.
+    ``K`` is (layers, rows, kv_heads, head_dim, columns) (keys transposed), ``V`` is (layers,
+    rows, kv_heads, columns, head_dim); a call writes the new tokens' keys/values at columns
+    ``[start, start + q)`` and attends over ``[0, start + q)`` with the additive ``bias``
+    (rows, 1, q, start + q). Only the last position's logits are computed. Per decode step
+    the generic modules' small operations, not their arithmetic, are much of the cost at ~1M
+    parameters, so the runner calls the functional operations on the model's own weights and
+    fuses what it can: q/k/v and gate/up each in one matrix product (re-fused by
+    :meth:`refresh` after an optimiser step), one fused RMSNorm kernel, rotary cos/sin read
+    from a table built with the model's own rotary embedding.
     """
 
     SUPPORTED = ("qwen2", "llama")
@@ -95,10 +156,14 @@ class DecoderRunner:
     def __init__(self, model: Any) -> None:
         cfg = model.config
         kind = getattr(cfg, "model_type", None)
-        if kind not in self.SUPPORTED or getattr(cfg, "use_sliding_window", False):
+        rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None)
+                or {}).get("rope_type", "default")
+        if (kind not in self.SUPPORTED or getattr(cfg, "use_sliding_window", False)
+                or "dynamic" in rope or "longrope" in rope):
             raise ConfigError(
-                f"the kv generator runs Qwen2/Llama decoders without sliding windows, not "
-                f"{kind!r}; use the hf generator (model.generate) for this model"
+                f"the kv generator runs Qwen2/Llama decoders without sliding windows or "
+                f"length-dependent rotary scaling, not {kind!r} (rope {rope!r}); use the hf "
+                f"generator (model.generate) for this model"
             )
         self.model = model
         self.layers = list(model.model.layers)
@@ -108,63 +173,113 @@ class DecoderRunner:
         self.kv_heads = cfg.num_key_value_heads
         self.group = self.q_heads // self.kv_heads
         self.scaling = attn.scaling
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+        self.eps = self.layers[0].input_layernorm.variance_epsilon
+        self.cos = self.sin = torch.empty(0)
+        self.refresh()
 
-        self.rope = apply_rotary_pos_emb  # the same function Llama uses
+    def refresh(self) -> None:
+        """Re-read the weights (after the parameters changed): q/k/v and gate/up fused."""
+        def own(m: Any) -> Linear:  # views of the parameters: in-place steps show through
+            return m.weight.detach(), None if m.bias is None else m.bias.detach()
+
+        self.w = [_LayerWeights(
+            layer.input_layernorm.weight.detach(),
+            _fuse(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
+            own(layer.self_attn.o_proj),
+            layer.post_attention_layernorm.weight.detach(),
+            _fuse(layer.mlp.gate_proj, layer.mlp.up_proj),
+            own(layer.mlp.down_proj),
+            layer.mlp.act_fn.forward) for layer in self.layers]
+        self.embed = self.model.model.embed_tokens.weight.detach()
+        self.norm = self.model.model.norm.weight.detach()
+        self.head = own(self.model.lm_head)
+
+    def reserve(self, positions: int) -> None:
+        """Rotary cos/sin for positions ``[0, positions)``: the model's rotary embedding of
+        those positions (the same numbers it gives position by position). ``sin`` is kept
+        with the sign of HF's ``rotate_half`` folded into its first half."""
+        if positions > self.cos.shape[0]:
+            size = max(positions, 2 * self.cos.shape[0], 256)
+            w = self.model.model.embed_tokens.weight
+            cos, sin = self.model.model.rotary_emb(w, torch.arange(size, device=w.device)[None])
+            half = self.head_dim // 2
+            self.cos, self.sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], -1)
 
     def new_kv(self, rows: int, columns: int, device: torch.device, dtype: torch.dtype
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        shape = (rows, self.kv_heads, columns, self.head_dim)
-        n = len(self.layers)
-        return ([torch.zeros(shape, device=device, dtype=dtype) for _ in range(n)],
-                [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n)])
+               ) -> KV:
+        # zeros, not empty: a masked column's value must be finite (0 x NaN would leak)
+        lead = (len(self.layers), rows, self.kv_heads)
+        return (torch.zeros((*lead, self.head_dim, columns), device=device, dtype=dtype),
+                torch.zeros((*lead, columns, self.head_dim), device=device, dtype=dtype))
 
-    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, K: list[torch.Tensor],
-                 V: list[torch.Tensor], start: int, bias: torch.Tensor) -> torch.Tensor:
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """HF's apply_rotary_pos_emb, ``x * cos + rotate_half(x) * sin``, with rotate_half's
+        sign in the ``sin`` table (the same numbers, one operation fewer)."""
+        half = self.head_dim // 2
+        return x * cos + torch.cat([x[..., half:], x[..., :half]], -1) * sin
+
+    def __call__(self, ids: torch.Tensor, pos: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
+                 start: int, bias: torch.Tensor) -> torch.Tensor:
+        F = torch.nn.functional
         rows, q = ids.shape
         end = start + q
-        x = self.model.model.embed_tokens(ids)
-        cos, sin = self.model.model.rotary_emb(x, pos)
-        for layer, k_all, v_all in zip(self.layers, K, V, strict=True):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            qs = a.q_proj(h).view(rows, q, self.q_heads, self.head_dim).transpose(1, 2)
-            ks = a.k_proj(h).view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
-            vs = a.v_proj(h).view(rows, q, self.kv_heads, self.head_dim).transpose(1, 2)
-            qs, ks = self.rope(qs, ks, cos, sin)
-            k_all[:, :, start:end] = ks
-            v_all[:, :, start:end] = vs
-            if q == 1:  # a decode step: plain matmuls beat SDPA's set-up at this size
+        d, qh, kh = self.head_dim, self.q_heads, self.kv_heads
+        hidden = (self.embed.shape[1],)
+        x = F.embedding(ids, self.embed)
+        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (rows, 1, q, d)
+        last = len(self.w) - 1
+        for li, w in enumerate(self.w):
+            h = F.rms_norm(x, hidden, w.norm1, self.eps)
+            if li == last and q > 1:
+                # reading new tokens, last layer: every position's keys/values are kept, but
+                # only the last position's output is read (the logits), so its query,
+                # attention and MLP run for that position alone (half of a two-layer read)
+                kvs = _linear(h, w.qkv, slice(qh * d, None)).view(rows, q, 2 * kh, d)
+                kvs = kvs.transpose(1, 2)
+                ks, vs = self._rope(kvs[:, :kh], cos, sin), kvs[:, kh:]
+                x, h, cos, sin, bias = (t[..., -1:, :] for t in (x, h, cos, sin, bias))
+                qs = _linear(h, w.qkv, slice(0, qh * d)).view(rows, 1, qh, d)
+                qs = self._rope(qs.transpose(1, 2), cos, sin)
+            else:
+                qkv = _linear(h, w.qkv).view(rows, q, qh + 2 * kh, d).transpose(1, 2)
+                qk = self._rope(qkv[:, : qh + kh], cos, sin)
+                qs, ks, vs = qk[:, :qh], qk[:, qh:], qkv[:, qh + kh :]
+            K[li, :, :, :, start:end] = ks.transpose(-1, -2)
+            V[li, :, :, start:end] = vs
+            keys_t, values = K[li, :, :, :, :end], V[li, :, :, :end]
+            nq = x.shape[1]
+            if nq == 1:  # one query per row: plain matmuls beat SDPA's set-up at this size
                 # query head j reads kv head j // group (HF's repeat_kv), without copying the cache
-                qg = qs.reshape(rows, self.kv_heads, self.group, self.head_dim)
-                scores = (qg @ k_all[:, :, :end].transpose(-1, -2)) * self.scaling
-                scores = scores.view(rows, self.kv_heads, self.group, 1, end) + bias
-                probs = torch.softmax(scores.float(), dim=-1).to(vs.dtype)
-                out = probs.view(rows, self.kv_heads, self.group, end) @ v_all[:, :, :end]
-                out = out.view(rows, self.q_heads, 1, self.head_dim).transpose(1, 2)
+                qg = qs.reshape(rows, kh, self.group, d)
+                scores = (qg @ keys_t) * self.scaling + bias
+                probs = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+                out = (probs @ values).reshape(rows, 1, qh * d)
             else:  # reading a prompt or an observation: the fused kernel is ~5x faster on CPU
-                out = torch.nn.functional.scaled_dot_product_attention(
-                    qs, k_all[:, :, :end], v_all[:, :, :end], attn_mask=bias[:, :, 0],
-                    scale=self.scaling, enable_gqa=True).transpose(1, 2)
-            x = x + a.o_proj(out.reshape(rows, q, self.q_heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.model.lm_head(self.model.model.norm(x[:, -1])).float()
+                # (SDPA reads transposed keys 4x slower than a row-major copy of them)
+                out = F.scaled_dot_product_attention(
+                    qs, keys_t.transpose(-1, -2).contiguous(), values, attn_mask=bias,
+                    scale=self.scaling, enable_gqa=True)
+                out = out.transpose(1, 2).reshape(rows, nq, qh * d)
+            x = x + _linear(out, w.o)
+            gate, up = _linear(F.rms_norm(x, hidden, w.norm2, self.eps), w.gate_up).chunk(2, -1)
+            x = x + _linear(w.act(gate) * up, w.down)
+        return _linear(F.rms_norm(x[:, -1], hidden, self.norm, self.eps), self.head).float()
 
 
-def attention_bias(valid: torch.Tensor, start: int, q: int, dtype: torch.dtype) -> torch.Tensor:
-    """(rows, 1, 1, q, start + q) additive mask: key columns a row holds, causal in the block.
+def attention_bias(held: torch.Tensor, start: int, q: int) -> torch.Tensor:
+    """(rows, 1, q, start + q) additive mask of a block of ``q`` new tokens at ``start``.
 
-    Masked entries get the dtype's most negative finite value (not -inf), so a padding query
-    with nothing to attend to gets finite garbage, never NaN that could leak into real rows.
+    ``held`` (rows, columns) is 0 at the key columns a row holds and the dtype's most negative
+    finite value elsewhere (not -inf, so a padding query with nothing to attend to gets finite
+    garbage, never NaN that could leak into real rows); within the block, causal.
     """
     end = start + q
-    allowed = valid[:, None, :end].expand(-1, q, -1).clone()
-    if q > 1:
-        col = torch.arange(end, device=valid.device)
-        allowed &= col[None, None, :] <= (start + torch.arange(q, device=valid.device))[None, :, None]
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
-    bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return bias[:, None, None]
+    bias = held[:, None, None, :end]
+    if q == 1:
+        return bias
+    col = torch.arange(end, device=held.device)
+    future = col[None, :] > (start + torch.arange(q, device=held.device))[:, None]
+    return bias.expand(-1, -1, q, -1).masked_fill(future, torch.finfo(held.dtype).min)
 
 
 class KVCacheGenerator:
@@ -187,8 +302,9 @@ class KVCacheGenerator:
         self.runner = DecoderRunner(model)  # refuses an architecture it does not run, first
         init_sampling(self, model, tokenizer, temperature, top_p, greedy, max_batch_size)
         self.reuse_prefix = reuse_prefix
-        self._store: dict[tuple[int, ...], KV] = {}
-        self._store_lengths: set[int] = set()
+        self._store: dict[tuple[int, ...], Cached] = {}
+        self._store_lengths: list[int] = []  # longest first
+        self._store_ends: set[tuple[int, int]] = set()  # (length, last token) of each key
         self._weights_version: tuple[int, ...] = ()
         self.stats = {"prompt_tokens": 0, "reused_tokens": 0, "forward_calls": 0}
 
@@ -197,19 +313,22 @@ class KVCacheGenerator:
         version = tuple(p._version for p in self.model.parameters())
         if version != self._weights_version:  # an optimiser step: cached keys are stale
             self.reset()
+            self.runner.refresh()
             self._weights_version = version
-        store: dict[tuple[int, ...], KV] = {}
+        store: dict[tuple[int, ...], Cached] = {}
         out: list[Generation] = []
         for i in range(0, len(requests), self.max_batch_size):
             out.extend(self._batch(requests[i : i + self.max_batch_size], store))
         self._store = store  # entries live for one call: the next turn's prefixes
-        self._store_lengths = {len(k) for k in store}
+        self._store_lengths = sorted({len(k) for k in store}, reverse=True)
+        self._store_ends = {(len(k), k[-1]) for k in store}
         return out
 
     def reset(self) -> None:
         """Forget every cached prefix."""
         self._store = {}
-        self._store_lengths = set()
+        self._store_lengths = []
+        self._store_ends = set()
 
     # -- helpers ------------------------------------------------------------------------------
     def _piece(self, tok: int) -> str:
@@ -219,26 +338,32 @@ class KVCacheGenerator:
             self._piece_cache[tok] = piece
         return piece
 
-    def _lookup(self, prompt: tuple[int, ...]) -> tuple[int, KV | None]:
+    def _lookup(self, prompt: tuple[int, ...]) -> tuple[int, Cached | None]:
         """The longest cached strict prefix of ``prompt`` (at least one token must be new)."""
         if not self.reuse_prefix:
             return 0, None
-        for n in sorted(self._store_lengths, reverse=True):
-            if n < len(prompt):
+        for n in self._store_lengths:
+            # (length, last token) first: most lengths are ruled out without slicing the prompt
+            if n < len(prompt) and (n, prompt[n - 1]) in self._store_ends:
                 kv = self._store.get(prompt[:n])
                 if kv is not None:
                     return n, kv
         return 0, None
 
     def _step_done(self, row: _Row, tok: int, logp: float) -> None:
-        """Append one token; set ``row.finish`` when it ends the turn (as HFGenerator._cut)."""
+        """Append one token; set ``row.finish`` when it ends the turn (as HFGenerator._cut).
+
+        A stop string not in the text before this token can only end inside the new piece,
+        so the window is searched only when the piece holds a stop string's last character.
+        """
         row.tokens.append(tok)
         row.logps.append(logp)
         if tok in self.eos_ids:
             row.finish = "eos"
             return
-        row.text += self._piece(tok)
-        if any(s in row.text[-(len(s) + 32) :] for s in row.req.stop):
+        piece = self._piece(tok)
+        row.text += piece
+        if any(s[-1:] in piece and s in row.text[-(len(s) + 32) :] for s in row.req.stop):
             row.finish = "stop"
         elif len(row.tokens) >= row.req.max_tokens:
             row.finish = "length"
@@ -256,37 +381,66 @@ class KVCacheGenerator:
         uniq: dict[tuple[int, ...], list[int]] = {}
         for i, req in enumerate(requests):
             uniq.setdefault(tuple(req.prompt_ids), []).append(i)
-        prompts = list(uniq)
-        hits = [self._lookup(p) for p in prompts]
+        found = {p: self._lookup(p) for p in uniq}
+        fresh = [p for p in uniq if found[p][1] is None]
+        if self.reuse_prefix and len(fresh) > 1:  # e.g. the instructions of turn-1 prompts
+            shared = min(len(os.path.commonprefix(fresh)), min(len(p) for p in fresh) - 1)
+            if shared >= MIN_SHARED_PREFIX:
+                cached = self._read_shared(fresh[0][:shared], device, dtype)
+                found.update((p, (shared, cached)) for p in fresh)
+        # rows sorted by how many new tokens they read: buckets of similar lengths (below)
+        prompts = sorted(uniq, key=lambda p: len(p) - found[p][0])
+        hits = [found[p] for p in prompts]
         past = [n for n, _ in hits]
         suffix = [p[n:] for p, n in zip(prompts, past, strict=True)]
         P, W = max(past), max(len(s) for s in suffix)
-        columns = P + W + max(r.max_tokens for r in requests)
+        max_new = max(r.max_tokens for r in requests)
+        columns = P + W + max_new
+        self.runner.reserve(max(len(p) for p in prompts) + max_new)
         K, V = self.runner.new_kv(len(prompts), columns, device, dtype)
-        valid = torch.zeros((len(prompts), columns), dtype=torch.bool)
-        ids = torch.full((len(prompts), W), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((len(prompts), W), dtype=torch.long)
-        for r, ((n, kv), s) in enumerate(zip(hits, suffix, strict=True)):
-            if kv is not None:  # the cached prefix, right-aligned in columns [0, P)
-                for layer, (k, v) in enumerate(kv):
-                    K[layer][r, :, P - n : P] = k
-                    V[layer][r, :, P - n : P] = v
-                valid[r, P - n : P] = True
-            ids[r, W - len(s) :] = torch.tensor(s, dtype=torch.long)
-            pos[r, W - len(s) :] = torch.arange(n, n + len(s))
-            valid[r, P + W - len(s) : P + W] = True
+        # additive attention bias per key column: 0 where the row holds it, else masked
+        for r, (n, cached) in enumerate(hits):
+            if cached is not None:  # the cached prefix, right-aligned in columns [0, P)
+                src_k, src_v, b, spans = cached
+                c = P - n
+                for a0, a1 in spans:
+                    K[:, r, :, :, c : c + a1 - a0] = src_k[:, b, :, :, a0:a1]
+                    V[:, r, :, c : c + a1 - a0] = src_v[:, b, :, a0:a1]
+                    c += a1 - a0
+        # suffixes right-aligned in columns [P, P + W); a row holds [P - n, P) and its suffix
+        ids = torch.tensor([[self.pad_id] * (W - len(s)) + list(s) for s in suffix])
+        pos = torch.tensor([[0] * (W - len(s)) + list(range(n, n + len(s)))
+                            for n, s in zip(past, suffix, strict=True)])
+        cols = torch.arange(columns)
+        lo = P - torch.tensor(past)[:, None]
+        mid = P + W - torch.tensor([len(s) for s in suffix])[:, None]
+        holds = ((cols >= lo) & (cols < P)) | ((cols >= mid) & (cols < P + W))
+        held = torch.zeros((len(prompts), columns), dtype=dtype).masked_fill_(
+            ~holds, torch.finfo(dtype).min)
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
         self.stats["reused_tokens"] += sum(past)
-        valid = valid.to(device)
-        logits = self._forward(ids.to(device), pos.to(device), K, V, P, valid, dtype)
+        held = held.to(device)
+        # Read the new tokens in up to PREFILL_BUCKETS row buckets, each padded only to its own
+        # longest suffix (suffixes are right-aligned at column P + W, so a bucket whose longest
+        # suffix is w starts at P + W - w): less padding to project and attend from.
+        ids, pos = ids.to(device), pos.to(device)
+        n = len(prompts)
+        bounds = sorted({round(n * k / PREFILL_BUCKETS) for k in range(PREFILL_BUCKETS + 1)})
+        logits = torch.cat([
+            self._forward(ids[lo:hi, W - w :], pos[lo:hi, W - w :], K[:, lo:hi], V[:, lo:hi],
+                          P + W - w, held[lo:hi])
+            for lo, hi in zip(bounds, bounds[1:]) for w in [len(suffix[hi - 1])]])
         next_pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
-        owner = [r for r, members in enumerate(uniq.values()) for _ in members]
-        active = [i for members in uniq.values() for i in members]  # request of each batch row
+        owner = [r for r, p in enumerate(prompts) for _ in uniq[p]]
+        active = [i for p in prompts for i in uniq[p]]  # request of each batch row
+        # the columns each request's row holds before it generates: prefix, then suffix
+        spans = {i: ((P - past[r], P), (P + W - len(suffix[r]), P + W))
+                 for r, p in enumerate(prompts) for i in uniq[p]}
         if len(active) != len(prompts):
             sel = torch.tensor(owner, device=device)
-            K, V = [k[sel] for k in K], [v[sel] for v in V]
-            valid, logits, next_pos = valid[sel], logits[sel], next_pos[sel]
+            K, V, held, logits, next_pos = K[:, sel], V[:, sel], held[sel], logits[sel], \
+                next_pos[sel]
         col = P + W
         while True:
             tok, lp = sample_next(logits, self.greedy, self.temperature, self.top_p)
@@ -299,27 +453,36 @@ class KVCacheGenerator:
                 if row.finish is None:
                     keep.append(b)
                 elif self.reuse_prefix:  # what this row has read: prompt + tokens[:-1]
-                    cols = valid[b, :col]
-                    store[tuple(row.req.prompt_ids) + tuple(row.tokens[:-1])] = [
-                        (k[b, :, :col][:, cols].clone(), v[b, :, :col][:, cols].clone())
-                        for k, v in zip(K, V, strict=True)]
+                    (a0, a1), (s0, _) = spans[i]
+                    store[tuple(row.req.prompt_ids) + tuple(row.tokens[:-1])] = (
+                        K, V, b, ((a0, a1), (s0, col)))
             if not keep:
                 break
             if 4 * len(keep) <= 3 * len(active):  # a quarter finished: shrink the batch
                 sel = torch.tensor(keep, device=device)
-                K, V = [k[sel] for k in K], [v[sel] for v in V]
-                valid, tok, next_pos = valid[sel], tok[sel], next_pos[sel]
+                K, V, held, tok, next_pos = K[:, sel], V[:, sel], held[sel], tok[sel], \
+                    next_pos[sel]
                 active = [active[b] for b in keep]
-            valid[:, col] = True
-            logits = self._forward(tok.unsqueeze(-1), next_pos.unsqueeze(-1), K, V, col, valid,
-                                   dtype)
+            held[:, col] = 0.0
+            logits = self._forward(tok.unsqueeze(-1), next_pos.unsqueeze(-1), K, V, col, held)
             next_pos = next_pos + 1
             col += 1
         return [self._result(row) for row in rows]
 
-    def _forward(self, ids, pos, K, V, start, valid, dtype) -> torch.Tensor:
+    def _read_shared(self, prefix: tuple[int, ...], device: torch.device, dtype: torch.dtype
+                     ) -> Cached:
+        """Keys/values of a prefix several prompts share, read once as a cached prefix."""
+        K, V = self.runner.new_kv(1, len(prefix), device, dtype)
+        self.runner.reserve(len(prefix))
+        ids = torch.tensor([prefix], dtype=torch.long, device=device)
+        pos = torch.arange(len(prefix), device=device)[None]
+        held = torch.zeros((1, len(prefix)), dtype=dtype, device=device)
+        self._forward(ids, pos, K, V, 0, held)
+        return K, V, 0, ((0, len(prefix)),)
+
+    def _forward(self, ids, pos, K, V, start, held) -> torch.Tensor:
         self.stats["forward_calls"] += 1
-        return self.runner(ids, pos, K, V, start, attention_bias(valid, start, ids.shape[1], dtype))
+        return self.runner(ids, pos, K, V, start, attention_bias(held, start, ids.shape[1]))
 
     def _result(self, row: _Row) -> Generation:
         toks = row.tokens

@@ -71,32 +71,71 @@ def pad_batch(
     return ids, attn, resp_mask, [len(t.prompt_ids) for t in trajs]
 
 
+#: model types whose logits are exactly ``lm_head(final hidden state)`` (no soft-capping or
+#: logit scale), so the head can be applied to the loss positions alone
+PLAIN_HEAD_MODELS = ("qwen2", "qwen3", "llama", "mistral")
+
+
+def loss_positions(trajs: Sequence[Trajectory]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column in prompt+response, response slot) of every generated (loss_mask = 1) token.
+
+    The log-prob of response token k of row i is read from the logits at column
+    ``len(prompt_i) - 1 + k``, the position that predicts it.
+    """
+    rows, slots = [], []
+    for i, t in enumerate(trajs):
+        ks = [k for k, m in enumerate(t.loss_mask[: len(t.response_ids)]) if m]
+        rows += [i] * len(ks)
+        slots += ks
+    plens = torch.tensor([len(t.prompt_ids) for t in trajs], dtype=torch.long)
+    r, k = torch.tensor(rows, dtype=torch.long), torch.tensor(slots, dtype=torch.long)
+    return r, plens[r] - 1 + k, k
+
+
 def response_logprobs(
     model: Any,
     trajs: Sequence[Trajectory],
     pad_id: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    all_positions: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Log-probs (B, R) of the response tokens (logits / temperature, as verl's actor does)."""
+    """Log-probs (B, R) of the response tokens (logits / temperature, as verl's actor does).
+
+    Only the generated tokens (``loss_mask = 1``) get values; observation tokens and padding
+    are 0 (every loss reads the log-probs through the mask). The vocabulary projection and the
+    log-softmax, most of the cost at ~1M parameters (a 3,840-token vocabulary against a
+    132-wide model), then run on those positions alone: the same numbers at those positions as
+    the full computation, which ``all_positions=True`` still does (values at every response
+    position, observation tokens included; the reference the tests compare against).
+    """
     device = next(model.parameters()).device
     ids, attn, resp_mask, plens = pad_batch(trajs, pad_id)
     ids, attn = ids.to(device), attn.to(device)
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
-    logits = logits[:, :-1] / max(temperature, 1e-6)
-    targets = ids[:, 1:]
-    logp_all = torch.log_softmax(logits, dim=-1)
-    token_logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    width = resp_mask.shape[1]
-    out = torch.zeros((len(trajs), width), device=device)
-    ent = torch.zeros((len(trajs), width), device=device) if with_entropy else None
+    B, width = resp_mask.shape
+    if all_positions:
+        rows = torch.tensor([i for i, t in enumerate(trajs) for _ in t.response_ids],
+                            dtype=torch.long)
+        slots = torch.tensor([k for t in trajs for k in range(len(t.response_ids))],
+                             dtype=torch.long)
+        cols = torch.tensor(plens, dtype=torch.long)[rows] - 1 + slots
+    else:
+        rows, cols, slots = loss_positions(trajs)
+    rows, cols, slots = rows.to(device), cols.to(device), slots.to(device)
+    if not all_positions and getattr(model.config, "model_type", None) in PLAIN_HEAD_MODELS:
+        # right padding under causal attention: no real position sees the padding, so the
+        # padding mask (and the masked attention kernel, ~20% of the forward) is not needed
+        hidden = model.get_decoder()(input_ids=ids, use_cache=False)
+        logits = model.get_output_embeddings()(hidden.last_hidden_state[rows, cols])
+    else:  # the model's own forward (whatever its head does), read at the positions
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[rows, cols]
+    logp_all = torch.log_softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+    token_logp = logp_all.gather(-1, ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros((B, width), device=device).index_put((rows, slots), token_logp)
+    ent = None
     if with_entropy:
-        full_ent = -(logp_all.exp() * logp_all).sum(-1)
-    for i, (p, t) in enumerate(zip(plens, trajs, strict=True)):
-        n = len(t.response_ids)
-        out[i, :n] = token_logp[i, p - 1 : p - 1 + n]
-        if ent is not None:
-            ent[i, :n] = full_ent[i, p - 1 : p - 1 + n]
+        ent = torch.zeros((B, width), device=device).index_put(
+            (rows, slots), -(logp_all.exp() * logp_all).sum(-1))
     return out, ent, resp_mask.to(device)
 
 

@@ -75,6 +75,18 @@ def test_batched_greedy_turns_equal_hf_generator_with_and_without_prefix_reuse(p
     assert kv.stats["reused_tokens"] > 0 and no_reuse.stats["reused_tokens"] == 0
 
 
+def test_prompts_sharing_their_instructions_read_them_once_with_the_same_output(policy):
+    model, tok = policy
+    hf, kv = greedy_pair(model, tok)
+    shared = prompts(1, lengths=(24,), seed=3)[0]  # the instructions turn-1 prompts start with
+    reqs = [GenerationRequest(shared + tail, 12, STOPS) for tail in prompts(4, seed=4)]
+    a, b = hf(reqs), kv(reqs)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    for x, y in zip(a, b, strict=True):
+        assert y.logprobs == pytest.approx(x.logprobs, abs=1e-4)
+    assert kv.stats["reused_tokens"] == 4 * len(shared)  # read once, reused by each prompt
+
+
 def test_rows_stop_at_their_own_stop_string_eos_or_limit_like_hf(policy):
     model, tok = policy
     hf, kv = greedy_pair(model, tok)
