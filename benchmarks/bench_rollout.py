@@ -64,7 +64,8 @@ def main() -> None:
     ap.add_argument("--prethink", action="store_true")
     ap.add_argument("--mini-batch-size", type=int, default=4, help="questions per AdamW step")
     ap.add_argument("--micro-batch-size", type=int, default=16, help="rollouts per forward")
-    ap.add_argument("--update-repeats", type=int, default=3, help="interleaved RL-step rounds")
+    ap.add_argument("--update-repeats", type=int, default=3,
+                    help="interleaved RL-step rounds (0: rollouts only)")
     args = ap.parse_args()
 
     import torch
@@ -132,6 +133,8 @@ def main() -> None:
         # trainer runs it: old log-probs (+ entropy) per micro-batch, then one AdamW step per
         # mini-batch of whole questions; the LM head at every position (before) against the
         # generated positions only (after), interleaved
+        if args.update_repeats <= 0:
+            return
         trajs = outputs["kv sampled"]
         t_roll = statistics.median(r[0] for r in runs["kv sampled"])
         steps: dict[str, list[tuple[float, float]]] = {"full": [], "positions": []}

@@ -127,7 +127,9 @@ def block(
     blank = [""] * len(labels)
     ns = [v.n for v in ours.values() if isinstance(v, Interval)]
     rows = [
-        [*labels, f"ours: {setting.ours} ({n_label(ns)})", *(fmt(ours.get(k), digits) for k in keys)],
+        # counts (Table 7) are not over seeds: no n to show
+        [*labels, f"ours: {setting.ours}" + (f" ({n_label(ns)})" if ns else ""),
+         *(fmt(ours.get(k), digits) for k in keys)],
         [*blank, f"paper: {setting.paper}", *(fmt(paper.get(k), digits) for k in keys)],
     ]
     if setting.same:

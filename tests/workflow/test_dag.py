@@ -83,11 +83,11 @@ def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_p
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/synthetic-study.yaml"), "-d", str(tmp_path))  # fmt: skip
     counts = job_counts(proc.stdout)
-    runs = (13 + 4) * 3  # ladder + α sweep + 4 baselines, and 4 stress methods; 3 seeds each
+    runs = (17 + 4) * 3  # ladder + α sweep + 8 baselines, and 4 stress methods; 3 seeds each
     assert counts["train"] == counts["spec"] == counts["evaluate"] == runs
     assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
     assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
-    assert counts["total"] == 196
+    assert counts["total"] == 232
     assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
 
 
