@@ -64,7 +64,10 @@ def test_generated_positions_equal_the_full_computation_exactly(qwen2, batch, te
                                                       with_entropy=True, all_positions=True)
     assert torch.equal(mask, ref_mask)
     gen = mask.bool()
-    assert torch.equal(lp[gen], ref_lp[gen]) and torch.equal(ent[gen], ref_ent[gen])
+    # the same numbers up to float rounding: the head reads a gathered batch of rows, whose
+    # matrix product BLAS may block differently from the full one (last-bit differences)
+    torch.testing.assert_close(lp[gen], ref_lp[gen], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent[gen], ref_ent[gen], rtol=0, atol=1e-5)
     assert not lp[~gen].any() and not ent[~gen].any()  # observation tokens, padding: 0
 
 

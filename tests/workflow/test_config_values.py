@@ -31,9 +31,9 @@ BAD_VALUES = [
     ("training.batch_size", 0, r"training\.batch_size: 0 .*; allowed: an integer >= 1"),
     ("training.mini_batch_size", 3,
      r"training\.mini_batch_size: 3 is not allowed \(mini-batches must split the batch evenly\); "
-     r"allowed: a divisor of training\.batch_size = 8: 1, 2, 4, 8"),
+     r"allowed: a divisor of training\.batch_size = 16: 1, 2, 4, 8, 16"),
     ("models.tiny.training.mini_batch_size", 5,
-     r"models\.tiny\.training\.mini_batch_size: 5 is not allowed .*a divisor of training\.batch_size = 8"),
+     r"models\.tiny\.training\.mini_batch_size: 5 is not allowed .*a divisor of training\.batch_size = 16"),
     ("training.micro_batch_size", 0, r"training\.micro_batch_size: 0 .*; allowed: an integer >= 1"),
     ("training.group_size", 1,
      r"training\.group_size: 1 is not allowed \(method 'search-r1' of model 'tiny' computes advantages "
