@@ -220,11 +220,15 @@ def _check_training_values(config: dict[str, Any], model: str) -> None:
 def _check_build_options(config: dict[str, Any], model: str) -> None:
     """The tiny model's shape: heads split the hidden size, key/value heads split the heads
     (the command's defaults fill what the config leaves out)."""
+    from calibadv.models.tiny import TinyConfig  # the command's defaults (no torch)
+
     options = config["models"][model].get("build_options") or {}
     if not options:
         return
-    hidden = options.get("hidden_size", 192)
-    heads, kv = options.get("heads", 6), options.get("kv_heads", 2)
+    d = TinyConfig()
+    hidden = options.get("hidden_size", d.hidden_size)
+    heads = options.get("heads", d.num_attention_heads)
+    kv = options.get("kv_heads", d.num_key_value_heads)
     where = f"models.{model}.build_options"
     if hidden % heads:
         raise _value_error(f"{where}.hidden_size", hidden, f"a multiple of heads = {heads}",

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from calibadv.models.tiny import TinyConfig  # a dataclass module: no torch
+
     p = subparsers.add_parser(
         "build-tiny-model",
         help="train a BPE tokenizer and initialise a tiny Qwen2 model",
@@ -19,14 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qa", nargs="+", required=True, help="QA JSONL file(s)")
     p.add_argument("--out", required=True, help="output HF model directory")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--hidden-size", type=int, default=192)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=6,
-                   help="attention heads (hidden size / heads is the head dimension; default 6)")
-    p.add_argument("--kv-heads", type=int, default=2,
+    d = TinyConfig()  # one set of defaults: the dataclass's
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    p.add_argument("--layers", type=int, default=d.num_hidden_layers)
+    p.add_argument("--heads", type=int, default=d.num_attention_heads,
+                   help="attention heads (hidden size / heads is the head dimension; "
+                        f"default {d.num_attention_heads})")
+    p.add_argument("--kv-heads", type=int, default=d.num_key_value_heads,
                    help="key/value heads (grouped-query attention; must divide --heads)")
-    p.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
+    p.add_argument("--intermediate-size", type=int, default=d.intermediate_size,
+                   help="MLP width")
     p.set_defaults(func=run_build)
 
     d = subparsers.add_parser(
