@@ -145,6 +145,7 @@ REWARDS = Registry("token reward", "reward.name")
 DEFAULT_ESTIMATOR = "calibadv"
 DEFAULT_ROLLOUT = "chains"
 DEFAULT_REWARD = "task"
+DEFAULT_FILTER = "none"
 
 
 def _load_parts() -> None:
@@ -190,11 +191,12 @@ def reward_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict
 
 
 def method_part(method: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
-    """(name, checked knobs) of a method's ``estimator``, ``rollout`` or ``reward`` (the
-    registry's default entry when the preset names none)."""
+    """(name, checked knobs) of a method's ``estimator``, ``rollout``, ``reward`` or ``filter``
+    (the registry's default entry when the preset names none)."""
     default, check = {"estimator": (DEFAULT_ESTIMATOR, estimator_knobs),
                       "rollout": (DEFAULT_ROLLOUT, rollout_knobs),
-                      "reward": (DEFAULT_REWARD, reward_knobs)}[key]
+                      "reward": (DEFAULT_REWARD, reward_knobs),
+                      "filter": (DEFAULT_FILTER, filter_knobs)}[key]
     part = method.get(key) or {}
     name = part.get("name", default)
     return name, check(name, part.get("knobs"), f"method.{key}")

@@ -95,11 +95,12 @@ class LocalTrainer:
         self.agent_cfg = agent_config(spec, self.prethink)
         self.calib_cfg = _calib_config(spec.method)
         self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
-        self.filter = _filter_part(spec.method)
-        self.estimator = _named_part(spec.method, "estimator")
-        self.shape = _named_part(spec.method, "rollout")
-        self.reward_part = _named_part(spec.method, "reward")
-        from calibadv.parts import method_needs
+        from calibadv.parts import method_needs, method_part
+
+        self.filter = method_part(spec.method, "filter")
+        self.estimator = method_part(spec.method, "estimator")
+        self.shape = method_part(spec.method, "rollout")
+        self.reward_part = method_part(spec.method, "reward")
 
         self.needs = method_needs(spec.method)  # "values": PPO with a value head (gae)
         loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
@@ -429,22 +430,6 @@ class LocalTrainer:
                           {"step": chosen, "collapse_step": collapse, "reason": reason})
         atomic_write_json(self.out / "done.json",
                           {"steps": self.steps, "wall_s": wall_s, "backend": "local"})
-
-
-def _filter_part(method: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(name, knobs) of the method's rollout filter, checked against its registry entry."""
-    from calibadv.parts import filter_knobs
-
-    filt = method.get("filter") or {}
-    name = filt.get("name", "none")
-    return name, filter_knobs(name, filt.get("knobs"), "method.filter")
-
-
-def _named_part(method: dict[str, Any], key: str) -> tuple[str, dict[str, Any]]:
-    """(name, knobs) of the method's ``estimator``, ``rollout`` or ``reward``, checked."""
-    from calibadv.parts import method_part
-
-    return method_part(method, key)
 
 
 def _mean(xs: list[float]) -> float:

@@ -63,7 +63,7 @@ def verl_estimator(method: dict[str, Any]) -> tuple[str | None, bool]:
 
 def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """``(key, value, new)`` per override; ``new`` keys are added with hydra's ``+``."""
-    from calibadv.parts import filter_knobs, loss_knobs
+    from calibadv.parts import DEFAULT_FILTER, loss_knobs, method_part
 
     loss = dict(method.get("loss") or {})
     knobs = loss_knobs(loss.get("loss_mode", "vanilla"), loss.get("knobs"), "method.loss")
@@ -76,10 +76,8 @@ def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     if knobs:
         out.append((f"{POLICY_LOSS}._target_", LOSS_CONFIG_TARGET, False))
         out += [(f"{POLICY_LOSS}.knobs.{k}", v, True) for k, v in knobs.items()]
-    filt = method.get("filter") or {}
-    name = filt.get("name", "none")
-    fknobs = filter_knobs(name, filt.get("knobs"), "method.filter")
-    if name != "none":
+    name, fknobs = method_part(method, "filter")
+    if name != DEFAULT_FILTER:
         out.append((f"{FILTER_SECTION}.name", name, True))
         out += [(f"{FILTER_SECTION}.knobs.{k}", v, True) for k, v in fknobs.items()]
     return out + _estimator_overrides(method)
