@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--max-response-tokens", type=int, default=400)
     ap.add_argument("--topk", type=int, default=3)
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    ap.add_argument("--top-p", type=float, default=1.0,
+                    help="nucleus cut of the sampled engines (training.top_p; the tiny config's 0.95)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed rounds first: every engine's queries reach the search memo, "
@@ -85,10 +87,11 @@ def main() -> None:
     cfg = AgentConfig(max_turns=args.max_turns, max_tokens_per_turn=args.max_tokens_per_turn,
                       max_response_tokens=args.max_response_tokens, prethink=args.prethink)
     engines = {
-        "hf sampled": lambda: HFGenerator(model, tok, temperature=args.temperature),
-        "kv sampled": lambda: KVCacheGenerator(model, tok, temperature=args.temperature),
+        "hf sampled": lambda: HFGenerator(model, tok, temperature=args.temperature, top_p=args.top_p),
+        "kv sampled": lambda: KVCacheGenerator(model, tok, temperature=args.temperature,
+                                               top_p=args.top_p),
         "kv sampled, no reuse": lambda: KVCacheGenerator(model, tok, temperature=args.temperature,
-                                                         reuse_prefix=False),
+                                                         top_p=args.top_p, reuse_prefix=False),
         "hf greedy": lambda: HFGenerator(model, tok, greedy=True),
         "kv greedy": lambda: KVCacheGenerator(model, tok, greedy=True),
     }
@@ -110,7 +113,7 @@ def main() -> None:
         base = statistics.median(r[3] / r[0] for r in runs["hf sampled"])
         base_cpu = statistics.median(r[3] / r[5] for r in runs["hf sampled"])
         print(f"{len(questions)} questions x G={args.group_size}, {args.max_turns} searches x "
-              f"{args.max_tokens_per_turn} tokens, T={args.temperature}, "
+              f"{args.max_tokens_per_turn} tokens, T={args.temperature}, top-p {args.top_p}, "
               f"torch threads {torch.get_num_threads()}, "
               f"median of {args.repeats} interleaved rounds after {args.warmup} untimed")
         # wall clock, and the main thread's CPU time (what a loaded, shared machine disturbs less:

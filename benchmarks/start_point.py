@@ -4,11 +4,12 @@ GRPO learns only from groups whose rollouts disagree; CalibAdv's silver set need
 with reward >= tau in the group. So a start point is judged by two numbers (issue 14, target 1):
 its greedy gated F1 on dev questions, and, sampling G rollouts per question at temperature T as
 the first RL step does, the share of groups with no rollout >= tau ("empty-silver") and the
-share with mixed rewards. Prints one line per temperature and the greedy F1 per question kind.
+share with mixed rewards. Prints the greedy F1 per question kind, then one line per
+(temperature, top-p, G).
 
     python benchmarks/start_point.py --model results/synthetic/models/tiny/sft \
         --world results/synthetic/world --index results/synthetic/index/index.faiss \
-        --questions 128 --temperatures 1.0 0.7 --group-size 4
+        --questions 128 --temperatures 1.0 0.7 --top-p 1.0 0.95 --group-size 4 8
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--qa", default=None, help="QA JSONL (default: WORLD/dev.jsonl)")
     p.add_argument("--questions", type=int, default=128, help="first N questions")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0])
-    p.add_argument("--group-size", type=int, default=4, help="rollouts per question (G)")
+    p.add_argument("--top-p", type=float, nargs="+", default=[1.0],
+                   help="nucleus cut(s) to sample with at each temperature (training.top_p)")
+    p.add_argument("--group-size", type=int, nargs="+", default=[4],
+                   help="rollouts per question (G); several values give one line each")
     p.add_argument("--tau", type=float, default=0.7, help="silver threshold (calibration.tau)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -76,12 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(" + ", ".join(f"{k} {sum(v) / len(v):.2f} n={len(v)}"
                               for k, v in sorted(by_kind.items())) + ")")
         for temp in args.temperatures:
-            gen = local_generator("kv", model, tok, temperature=temp)
-            s = group_stats(scored(rollout(questions, tok, agent, gen, search,
-                                           group_size=args.group_size), args.group_size),
-                            args.group_size, args.tau)
-            print(f"  T={temp} G={args.group_size}: sampled reward {s['reward']:.3f}, "
-                  f"empty-silver {s['empty_silver']:.2f}, mixed {s['mixed']:.2f}")
+            for top_p in args.top_p:
+                gen = local_generator("kv", model, tok, temperature=temp, top_p=top_p)
+                for g in args.group_size:
+                    s = group_stats(scored(rollout(questions, tok, agent, gen, search,
+                                                   group_size=g), g), g, args.tau)
+                    print(f"  T={temp} top_p={top_p} G={g}: sampled reward {s['reward']:.3f}, "
+                          f"empty-silver {s['empty_silver']:.2f}, mixed {s['mixed']:.2f}")
     return 0
 
 

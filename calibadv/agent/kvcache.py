@@ -92,17 +92,57 @@ def sample_next(logits: torch.Tensor, greedy: bool, temperature: float, top_p: f
         tok = logits.argmax(dim=-1)
     else:
         w = e if temperature == 1.0 else (shifted * (1.0 / temperature)).exp_()  # ∝ softmax(x/T)
-        if top_p < 1.0:  # smallest set whose mass reaches top_p (the top token always stays)
-            sorted_w, order = w.sort(dim=-1, descending=True)
-            mass = sorted_w.cumsum(dim=-1)
-            drop = mass - sorted_w > top_p * mass[:, -1:]
-            w = torch.zeros_like(w).scatter_(-1, order, sorted_w.masked_fill(drop, 0.0))
-        cdf = w.cumsum(dim=-1)
-        u = torch.rand((cdf.shape[0], 1), device=cdf.device) * cdf[:, -1:]
-        # right=True: the first entry whose CDF exceeds u, so a zero-probability token is never
-        # drawn
-        tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[1] - 1)
+        if top_p < 1.0:
+            tok = nucleus_draw(w, top_p)
+        else:
+            cdf = w.cumsum(dim=-1)
+            u = torch.rand((cdf.shape[0], 1), device=cdf.device) * cdf[:, -1:]
+            # right=True: the first entry whose CDF exceeds u, so a zero-probability token is
+            # never drawn
+            tok = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[1] - 1)
     return tok, shifted.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - log_z
+
+
+#: top-p looks at each row's NUCLEUS_WINDOW heaviest tokens first; only a row whose nucleus
+#: reaches past them is sorted in full
+NUCLEUS_WINDOW = 64
+
+
+def nucleus_draw(w: torch.Tensor, top_p: float) -> torch.Tensor:
+    """One token per row of the (rows, vocab) weights ``w``, drawn from the smallest set of
+    heaviest tokens whose mass reaches ``top_p`` of the row's total (the top token always stays).
+
+    A full sort of the vocabulary per row and step was most of a sampled decode step's time on
+    CPU (3.7x instead of 6-7x over ``model.generate`` at top-p 0.95). The nucleus of a trained
+    model is usually a handful of tokens, so a ``topk`` window decides it; the kept set is a
+    prefix of the sorted weights, so the draw inverts that prefix's CDF directly.
+    """
+    need = top_p * w.sum(dim=-1, keepdim=True)
+    vals, order = w.topk(min(NUCLEUS_WINDOW, w.shape[-1]), dim=-1)  # heaviest first
+    mass = vals.cumsum(dim=-1)
+    # the window decides a row's nucleus when the mass before the first token past it (the
+    # window's total) exceeds need; other rows are sorted in full
+    wide = mass[:, -1] <= need[:, 0]
+    if not bool(wide.any()):
+        return _draw_prefix(vals, order, mass, need)
+    tok = torch.empty(w.shape[0], dtype=torch.long, device=w.device)
+    narrow = ~wide
+    if bool(narrow.any()):
+        tok[narrow] = _draw_prefix(vals[narrow], order[narrow], mass[narrow], need[narrow])
+    full_vals, full_order = w[wide].sort(dim=-1, descending=True)
+    tok[wide] = _draw_prefix(full_vals, full_order, full_vals.cumsum(dim=-1), need[wide])
+    return tok
+
+
+def _draw_prefix(vals: torch.Tensor, order: torch.Tensor, mass: torch.Tensor, need: torch.Tensor
+                 ) -> torch.Tensor:
+    """Draw from the kept prefix of weights sorted heaviest first (``mass`` their running sum):
+    a token is kept while the mass before it is <= need."""
+    kept = ((mass - vals) <= need).sum(dim=-1, keepdim=True)  # >= 1: nothing comes before the top
+    u = torch.rand((vals.shape[0], 1), device=vals.device) * mass.gather(-1, kept - 1)
+    # right=True: the first entry whose running mass exceeds u (a zero weight is never drawn)
+    pos = torch.minimum(torch.searchsorted(mass, u, right=True), kept - 1)
+    return order.gather(-1, pos).squeeze(-1)
 
 
 Linear = tuple[torch.Tensor, torch.Tensor | None]  # (weight, bias)

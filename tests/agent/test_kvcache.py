@@ -13,7 +13,8 @@ import torch
 
 from calibadv.agent.engines import local_generator
 from calibadv.agent.hf import HFGenerator
-from calibadv.agent.kvcache import KVCacheGenerator, sample_next
+from calibadv.agent import kvcache
+from calibadv.agent.kvcache import KVCacheGenerator, nucleus_draw, sample_next
 from calibadv.agent.types import GenerationRequest
 from calibadv.errors import ConfigError
 
@@ -128,6 +129,38 @@ def test_sampling_follows_temperature_and_top_p():
     tok, _ = sample_next(logits, False, 0.25, 1.0)  # sharper: the top token ~98% of draws
     assert (tok == 0).float().mean() > 0.95
     assert sample_next(logits[:2], True, 1.0, 1.0)[0].tolist() == [0, 0]
+
+
+def nucleus_reference(w: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus by a full sort (the engine's earlier code): each row's weights renormalised
+    over the smallest heaviest-first set whose mass reaches top_p of the total."""
+    sorted_w, order = w.sort(dim=-1, descending=True)
+    mass = sorted_w.cumsum(dim=-1)
+    drop = mass - sorted_w > top_p * mass[:, -1:]
+    kept = torch.zeros_like(w).scatter_(-1, order, sorted_w.masked_fill(drop, 0.0))
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("window", [2, 3, 64])
+def test_nucleus_draws_follow_the_full_sort_nucleus_whether_the_window_holds_it_or_not(
+        monkeypatch, window):
+    # row 0: nucleus of 1 token; row 1: of 3 (past a window of 2); row 2: nearly flat, 5 of
+    # 6 tokens (past a window of 3); row 3: the zero weights past the nucleus are never drawn
+    # (no ties at a nucleus' edge: which of two equal weights a sort puts first is arbitrary)
+    rows = torch.tensor([[0.90, 0.04, 0.03, 0.02, 0.01, 0.00],
+                         [0.30, 0.30, 0.25, 0.10, 0.05, 0.00],
+                         [0.20, 0.19, 0.18, 0.17, 0.16, 0.10],
+                         [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]])
+    monkeypatch.setattr(kvcache, "NUCLEUS_WINDOW", window)
+    n = 6000
+    w = rows.repeat_interleave(n, dim=0) * 7.0  # unnormalised weights, as the engine passes them
+    torch.manual_seed(0)
+    tok = nucleus_draw(w, 0.8).view(len(rows), n)
+    want = nucleus_reference(rows, 0.8)
+    for r in range(len(rows)):
+        freq = torch.bincount(tok[r], minlength=rows.shape[1]).float() / n
+        assert set(tok[r].tolist()) == set(want[r].nonzero().flatten().tolist())
+        assert freq.tolist() == pytest.approx(want[r].tolist(), abs=0.025)
 
 
 def test_cached_prefixes_are_dropped_when_the_weights_change(policy):
