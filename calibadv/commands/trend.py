@@ -18,7 +18,11 @@ def _run(args: argparse.Namespace) -> int:
         if not metrics.exists():
             raise ConfigError(f"{metrics} does not exist: --run takes a training run folder")
         rewards = [float(r[args.key]) for r in read_jsonl(metrics)]
-        t = reward_trend(rewards)
+        try:
+            t = reward_trend(rewards)
+        except ValueError as err:  # a run still in its first steps, or a short smoke run
+            raise ConfigError(f"{run}: {err} in {metrics} (the trend compares quarters of at "
+                              "least 2 steps; wait for the run or give a longer one)") from None
         val_path = Path(run) / "val.jsonl"
         val = read_jsonl(val_path) if val_path.exists() else []
         vals = f"{val[0]['f1']:.3f} -> {val[-1]['f1']:.3f}" if val else "-"

@@ -110,3 +110,14 @@ def test_reward_trend_command_reads_a_run_folder(tmp_path, capsys):
     assert row[1:7] == ["8", "0.200", "0.500", "+0.300", "0.141", "2.12"]
     assert row[-3:] == ["0.250", "->", "0.375"]
     assert main(["reward-trend", "--run", str(tmp_path / "nope")]) == 2
+
+
+def test_reward_trend_command_names_a_run_too_short_for_quarters(tmp_path, capsys):
+    from calibadv.cli import main
+    from calibadv.io import append_jsonl
+
+    for step in range(1, 5):  # a run still in its first steps
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": step, "reward_mean": 0.1 * step})
+    assert main(["reward-trend", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "at least 8 steps for a reward trend, got 4" in err and "Traceback" not in err
