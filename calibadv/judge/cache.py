@@ -41,6 +41,33 @@ def cache_key(model: str, template_version: str, messages: Sequence[dict[str, st
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _set_up(db: sqlite3.Connection, deadline: float) -> None:
+    """Switch to WAL and create the table, retrying while another process does the same.
+
+    Why a loop: SQLite answers "database is locked" at once, without calling the busy handler
+    that ``timeout=`` installs, when two connections change the journal mode of one new file
+    at the same moment (one of them holds the lock the mode change needs). Two judge jobs
+    that open a fresh cache together hit exactly that; retrying until the same deadline makes
+    the open as patient as every later write.
+    """
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(
+                    f"{err} (still locked after the cache's timeout; another process holds "
+                    f"the cache file: raise timeout_s or wait for it)") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 @dataclass(frozen=True)
 class CachedVerdict:
     verdict: float | None
@@ -60,9 +87,7 @@ class VerdictCache:
         self._db = sqlite3.connect(self.path, timeout=timeout_s, check_same_thread=False,
                                    isolation_level=None)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            _set_up(self._db, deadline=time.monotonic() + timeout_s)
 
     def get(self, key: str) -> CachedVerdict | None:
         with self._lock:
