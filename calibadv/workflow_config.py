@@ -453,6 +453,15 @@ class Layout:
     def eval_dir(self, model: str, method: str, seed: int | str, benchmark: str) -> str:
         return f"{self.eval_run_dir(model, method, seed)}/{benchmark}"
 
+    def start_eval_run_dir(self, model: str) -> str:
+        """The start point's evaluation (``evaluation.start_point``): the model RL starts from,
+        with no RL. ``_start_point`` cannot be a method name (those start with a letter or
+        digit), so it never meets a run's folder."""
+        return f"{self.root}/eval/{model}/_start_point"
+
+    def start_eval_dir(self, model: str, benchmark: str) -> str:
+        return f"{self.start_eval_run_dir(model)}/{benchmark}"
+
     def proxy(self, model: str, method: str, seed: int | str) -> str:
         return f"{self.root}/proxy/{model}/{method}/seed_{seed}.json"
 
@@ -496,6 +505,34 @@ def model_variant(config: dict[str, Any], model: str, method: str) -> str:
     if entry.get("sft_formats", "shared") == "shared":
         return "sft"
     return "sft-prethink" if resolve_method(config, method).get("prethink") else "sft"
+
+
+def start_point_runs(config: dict[str, Any]) -> dict[str, tuple[str, str, int]]:
+    """Start model -> the run whose RunSpec and start checkpoint its no-RL evaluation uses.
+
+    Empty unless ``evaluation.start_point``. One entry per start model (a model whose runs
+    ``start_from`` another shares that one's evaluation: same weights). The run is the
+    reference method's (``report.reference_method``; its start point is the one Table 1's
+    effects are taken against), else the model's first run: evaluation is greedy, so the seed
+    and the method's training settings do not matter, only its prompt format and start point.
+    """
+    if not config.get("evaluation", {}).get("start_point"):
+        return {}
+    reference = config["report"]["reference_method"]
+    out: dict[str, tuple[str, str, int]] = {}
+    for model, method, seed in seed_runs(config):
+        start = start_model(config, model)
+        if start not in out or (method == reference and out[start][1] != reference):
+            out[start] = (model, method, seed)
+    return out
+
+
+def start_point_checkpoint(config: dict[str, Any], model: str, method: str) -> str:
+    """The model directory a (model, method) run starts from: the SFT warm start or the base."""
+    variant = model_variant(config, model, method)
+    if variant == "base":
+        return model_source_dir(config, model)
+    return Layout.of(config).model_dir(start_model(config, model), variant)
 
 
 def model_source_dir(config: dict[str, Any], model: str) -> str:

@@ -109,10 +109,7 @@ def threads_of(stage):
 
 
 def model_dir_for_run(wildcards):
-    variant = wc_lib.model_variant(CFG, wildcards.model, wildcards.method)
-    if variant == "base":
-        return wc_lib.model_source_dir(CFG, wildcards.model)
-    return L.model_dir(wc_lib.start_model(CFG, wildcards.model), variant)
+    return wc_lib.start_point_checkpoint(CFG, wildcards.model, wildcards.method)
 
 
 # one training run: (model, method, seed); used in rule names, logs and benchmarks
@@ -225,7 +222,37 @@ def eval_root(wildcards):
 def eval_targets():
     return [
         f"{L.eval_dir(m, x, s, b)}/metrics.json" for m, x, s in RUNS for b in BENCHMARKS
+    ] + start_eval_targets()
+
+
+# evaluation.start_point: start model -> (model, method, seed) of the run whose RunSpec and
+# start checkpoint its no-RL evaluation uses (Table 1's "start point (no RL)" row)
+START_POINTS = wc_lib.start_point_runs(CFG)
+
+
+def start_eval_targets():
+    return [
+        f"{L.start_eval_dir(m, b)}/metrics.json"
+        for m in START_POINTS
+        for b in BENCHMARKS
     ]
+
+
+def start_eval_outputs(name):
+    return [f"{L.start_eval_dir('{model}', b)}/{name}" for b in BENCHMARKS]
+
+
+def start_point_spec(wildcards):
+    return L.spec(*START_POINTS[wildcards.model])
+
+
+def start_point_model_dir(wildcards):
+    model, method, _ = START_POINTS[wildcards.model]
+    return wc_lib.start_point_checkpoint(CFG, model, method)
+
+
+def start_eval_root(wildcards):
+    return L.start_eval_run_dir(wildcards.model)
 
 
 def proxy_targets():

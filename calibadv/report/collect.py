@@ -11,7 +11,7 @@ import yaml
 
 from calibadv.io import read_jsonl
 from calibadv.judge.config import judge_runs
-from calibadv.workflow_config import Layout, model_seeds, seed_runs
+from calibadv.workflow_config import Layout, model_seeds, seed_runs, start_point_runs
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Results:
     train_counts: dict[str, int]  # data_source -> training questions
     test_counts: dict[str, int]  # benchmark -> evaluated questions
     judge: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # summary.json
+    # (start model, bench) -> metrics of the start point with no RL (evaluation.start_point)
+    start_evals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def seeds(self, model: str, method: str) -> list[int]:
         """The seeds of (model, method) that left a run folder behind (or were configured)."""
@@ -91,7 +93,13 @@ def collect(config: dict[str, Any]) -> Results:
             found = _json(Path(layout.judge_dir(model, method, seed)) / "summary.json")
             if found is not None:
                 judge[(model, method, seed)] = found
-    return Results(evals, runs, proxy, train, tests, judge)
+    start_evals = {}
+    for model in start_point_runs(config):
+        for bench in config["benchmarks"]:
+            found = _json(Path(layout.start_eval_dir(model, bench)) / "metrics.json")
+            if found is not None:
+                start_evals[(model, bench)] = found
+    return Results(evals, runs, proxy, train, tests, judge, start_evals)
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:

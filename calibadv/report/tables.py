@@ -19,7 +19,7 @@ from typing import Any
 
 from calibadv.report.collect import Results
 from calibadv.report.stats import Interval, fmt_interval, n_label, paired_effect, t_interval
-from calibadv.workflow_config import model_methods, stage_resources
+from calibadv.workflow_config import model_methods, stage_resources, start_model
 
 #: Benchmark keys and the paper's column headers, in the paper's order.
 BENCHMARKS = [
@@ -34,6 +34,7 @@ BENCHMARKS = [
 SCORE_KEYS = [k for k, _ in BENCHMARKS] + ["average"]
 SCORE_HEADERS = [h for _, h in BENCHMARKS] + ["Avg."]
 MISSING = "—"
+START_POINT_LABEL = "start point (no RL)"  # Table 1's row of the model RL starts from
 NOT_IN_PAPER = "not in paper"  # paper cell of a method the paper has no numbers for
 WORLDS = {"synthetic": "synthetic world", "real": "wiki-18"}
 PAPER_WORLD = "wiki-18"
@@ -217,6 +218,20 @@ def collapse_label(results: Results, model: str, method: str) -> str | None:
     return text
 
 
+def start_point_scores(config: dict[str, Any], results: Results, model: str) -> dict[str, Cell] | None:
+    """×100 scores of the model's start point with no RL (one evaluation, no seeds), plus the
+    average when every benchmark has one; None when the start point was not evaluated."""
+    start = start_model(config, model)
+    found = {b: results.start_evals[(start, b)] for b, _ in BENCHMARKS
+             if (start, b) in results.start_evals}  # fmt: skip
+    if not found:
+        return None
+    out: dict[str, Cell] = {b: 100.0 * float(m["f1"]) for b, m in found.items() if m.get("f1") is not None}
+    if len(out) == len(BENCHMARKS):
+        out["average"] = mean(float(v) for v in out.values())
+    return out
+
+
 def time_per_step(results: Results, model: str, method: str) -> Cell:
     """Mean ``time_s`` per step of each seed's run, aggregated over seeds."""
     per_seed = []
@@ -253,6 +268,11 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         setting = setting_of(config, model, pmodel)
         ref_label = labels.get(reference, reference)
         ref_prow = paper_rows.get((pmodel, ref_label), {})
+        start = start_point_scores(config, results, model)
+        if start is not None:
+            table.breaks.append(len(table.rows))
+            table.rows += block([_model_label(config, model), START_POINT_LABEL], setting,
+                                {**start, "collapse": None}, dict.fromkeys(keys, NOT_IN_PAPER), keys)  # fmt: skip
         for method in model_methods(config, model):
             if method not in labels:
                 continue
@@ -293,6 +313,13 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         "Collapse: step / total steps for one seed; over several seeds, how many collapsed "
         "and at which steps.",
     ]
+    if any(start_point_scores(config, results, m) is not None for m in config["models"]):
+        table.notes.append(
+            f"'{START_POINT_LABEL}': the model every run of that model starts from (its SFT warm "
+            "start, else the base model), evaluated like the runs (same splits, greedy) with no "
+            "RL; one evaluation, no seeds. A method's scores at or below it mean its RL did not "
+            "raise held-out F1 (evaluation.start_point)."
+        )
     return table
 
 

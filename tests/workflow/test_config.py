@@ -239,3 +239,29 @@ def test_start_from_reuses_another_models_warm_start_under_other_training(tiny_c
     with pytest.raises(ConfigError, match=r"models\.again\.start_from: 'stress' is not allowed \(model 'stress' "
                                           r"itself starts from 'tiny'\)"):  # fmt: skip
         wc.validate_config(tiny_config)
+
+
+def test_the_start_point_is_evaluated_once_per_start_model_through_the_reference_methods_run(tiny_config):
+    # on in the tiny config: Table 1 shows what RL changed against the model it started from
+    config = wc.validate_config(copy.deepcopy(tiny_config))
+    assert wc.start_point_runs(config) == {"tiny": ("tiny", "search-r1", 0)}
+    assert wc.start_point_checkpoint(config, "tiny", "search-r1") == wc.Layout.of(config).model_dir("tiny", "sft")
+    # a model that starts from tiny's weights shares its evaluation
+    tiny_config["models"]["stress"] = {"source": "tiny", "start_from": "tiny", "methods": ["search-r1"]}
+    tiny_config["default_methods"] = ["calibadv", "search-r1"]
+    assert wc.start_point_runs(wc.validate_config(copy.deepcopy(tiny_config))) == {"tiny": ("tiny", "search-r1", 0)}
+    # without the reference method, the model's first run gives spec and checkpoint
+    tiny_config["default_methods"] = ["calibadv"]
+    del tiny_config["models"]["stress"]
+    assert wc.start_point_runs(wc.validate_config(copy.deepcopy(tiny_config))) == {"tiny": ("tiny", "calibadv", 0)}
+    # off by default (the paper config reproduces the paper's rows only)
+    tiny_config["evaluation"].pop("start_point")
+    assert wc.validate_config(tiny_config)["evaluation"]["start_point"] is False
+    assert wc.start_point_runs(wc.validate_config(tiny_config)) == {}
+
+
+def test_the_start_points_folder_cannot_be_a_runs_folder(tiny_config):
+    layout = wc.Layout.of(wc.validate_config(tiny_config))
+    name = layout.start_eval_run_dir("tiny").rsplit("/", 1)[1]
+    assert not re.match(load_yaml(REPO / "workflow/schemas/config.schema.yaml")["$defs"]["method_list"]["items"]["pattern"], name)
+    assert layout.start_eval_dir("tiny", "nq") == f"{layout.start_eval_run_dir('tiny')}/nq"

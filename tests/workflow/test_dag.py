@@ -59,6 +59,7 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
     assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
     assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["evaluate_start"] == 1  # the SFT start point with no RL (Table 1's first row)
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert counts["proxy_stats"] == 4  # search-r1 (Figure 2's GRPO) and three CalibAdv variants
     assert "download_model" not in counts
@@ -87,7 +88,8 @@ def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_p
     assert counts["train"] == counts["spec"] == counts["evaluate"] == runs
     assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
     assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
-    assert counts["total"] == 232
+    assert counts["evaluate_start"] == 1  # tiny-stress starts from tiny's weights: one evaluation
+    assert counts["total"] == 233
     assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
 
 
@@ -109,8 +111,10 @@ def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path,
         blocks = [b for b in text.split("rule ")[1:] if b.startswith("evaluate:")]
         files = {f.strip() for b in blocks for line in b.splitlines() if "output:" in line
                  for f in line.split("output:", 1)[1].split(",")}
-        suites = {line.count("--suite ") for line in text.splitlines()
-                  if "calibadv evaluate " in line}
+        lines = [line for line in text.splitlines() if "calibadv evaluate " in line]
+        # the start point's one job covers every split whatever evaluation.jobs says
+        assert [line.count("--suite ") for line in lines if "/_start_point " in line] == [7]
+        suites = {line.count("--suite ") for line in lines if "/_start_point " not in line}
         return job_counts(text)["evaluate"], files, suites
 
     n_bench, per_benchmark, suites_bench = outputs("per_benchmark")

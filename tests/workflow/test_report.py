@@ -147,6 +147,25 @@ def test_collapse_over_seeds_counts_the_collapsed_runs_and_their_steps(tables):
     assert rows["ours"][11] == "1/2 collapsed: 4 of 6" and rows["paper"][11] == "58/205"
 
 
+def test_table1_opens_each_model_with_its_start_point_when_it_was_evaluated(config, results):
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    table1 = {t.key: t for t in build_tables(config, results, paper)}["table1_main"]
+    assert not any(r[1] == "start point (no RL)" for r in table1.rows)  # not evaluated: no row
+    layout = wc.Layout.of(config)
+    for i, bench in enumerate(BENCHES):  # 30, 31, …, 36: average 33
+        dump(f"{layout.start_eval_dir('tiny', bench)}/metrics.json", {"f1": 0.30 + i / 100, "em": 0.1})
+    table1 = {t.key: t for t in build_tables(config, collect(config), paper)}["table1_main"]
+    first = next(i for i, r in enumerate(table1.rows) if r[0] == "Qwen2.5-7B")
+    assert table1.rows[first][1] == "start point (no RL)"  # before every method of the model
+    rows = block_of(table1, ["Qwen2.5-7B", "start point (no RL)"])
+    assert rows["ours"][3] == "30.00" and rows["ours"][9] == "36.00" and rows["ours"][10] == "33.00"
+    assert "(n=" not in rows["ours"][2]  # one evaluation, not seeds
+    assert set(rows["paper"][3:]) == {NOT_IN_PAPER} and "effect ours" not in rows
+    assert any("start point (no RL)" in note and "did not raise" in note for note in table1.notes)
+    # the methods' blocks are unchanged beside it
+    assert block_of(table1, ["Qwen2.5-7B", "CalibAdv"])["ours"][10].startswith("65.00 ± ")
+
+
 def test_paper_rows_without_a_run_are_the_papers_numbers_only(tables):
     row = next(r for r in tables["table1_main"].rows if r[:2] == ["Qwen2.5-3B", "CalibAdv"])
     assert row[2] == "paper: Qwen2.5-3B, wiki-18" and row[3] == "50.95"
