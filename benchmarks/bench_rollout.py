@@ -15,7 +15,8 @@ under sampling, plus where
 each engine's wall time went (generation vs retrieval between turns). Greedy rows also report
 whether the engines produced the same tokens. Then one RL step on the kv-sampled rollouts as
 the local trainer runs it (rollout / old log-prob / update), with the LM head at every
-position (before) and at the generated positions only (after), side by side.
+position (before), at the generated positions only, and with the first mini-batch's old
+log-probs taken from its own loss forward (the trainer today), side by side.
 """
 
 from __future__ import annotations
@@ -140,16 +141,18 @@ def main() -> None:
             return
         trajs = outputs["kv sampled"]
         t_roll = statistics.median(r[0] for r in runs["kv sampled"])
-        steps: dict[str, list[tuple[float, float]]] = {"full": [], "positions": []}
+        steps: dict[str, list[tuple[float, float]]] = {"full": [], "positions": [], "reuse": []}
         for _ in range(args.update_repeats):
             for name in steps:
-                steps[name].append(rl_step(model, trajs, tok.pad_token_id, args, name == "full"))
+                steps[name].append(rl_step(model, trajs, tok.pad_token_id, args, name == "full",
+                                           reuse_first=name == "reuse"))
         print(f"RL step on the kv-sampled rollouts ({len(trajs)} rollouts, mini-batch "
               f"{args.mini_batch_size} questions, micro-batch {args.micro_batch_size}), "
               f"median of {args.update_repeats}:")
         before = [statistics.median(x[j] for x in steps["full"]) for j in (0, 1)]
         for name, label in (("full", "LM head at every position"),
-                            ("positions", "LM head at generated positions")):
+                            ("positions", "LM head at generated positions"),
+                            ("reuse", "+ 1st mini-batch old from loss")):
             old, upd = (statistics.median(x[j] for x in steps[name]) for j in (0, 1))
             total = t_roll + old + upd
             print(f"  {label:31s}: rollout {t_roll:.2f}s + old log-prob {old:.2f}s "
@@ -157,8 +160,10 @@ def main() -> None:
                   f"{total:.2f}s ({(t_roll + sum(before)) / total:.2f}x)")
 
 
-def rl_step(model, trajs, pad_id, args, full):  # type: ignore[no-untyped-def]
-    """(old log-prob seconds, update seconds) of one local-trainer step on ``trajs``."""
+def rl_step(model, trajs, pad_id, args, full, reuse_first=False):  # type: ignore[no-untyped-def]
+    """(old log-prob seconds, update seconds) of one local-trainer step on ``trajs``;
+    ``reuse_first``: the first mini-batch's old log-probs come from its own loss forward
+    (detached), as the local trainer does for a model without dropout."""
     import torch
 
     from calibadv.train.policy import actor_config, pad_batch, policy_loss, response_logprobs
@@ -171,7 +176,7 @@ def rl_step(model, trajs, pad_id, args, full):  # type: ignore[no-untyped-def]
     with torch.no_grad():
         old = {i: response_logprobs(model, trajs[i:j], pad_id, args.temperature,
                                     with_entropy=True, all_positions=full)[0]
-               for i, j in chunks}
+               for i, j in chunks if not (reuse_first and i < mb_size)}
     t_old = time.perf_counter() - t0
     _, _, mask, _ = pad_batch(trajs, pad_id)
     adv = torch.randn(B, 1) * mask
@@ -184,7 +189,9 @@ def rl_step(model, trajs, pad_id, args, full):  # type: ignore[no-untyped-def]
         for i, j in chunks:
             if m0 <= i < m0 + mb_size:
                 lp, _, m = response_logprobs(model, trajs[i:j], pad_id, args.temperature,
-                                             all_positions=full)
+                                             with_entropy=i not in old, all_positions=full,
+                                             entropy_grad=False)
+                old.setdefault(i, lp.detach())
                 w = m.shape[1]
                 loss, _ = policy_loss(acfg, old[i][:, :w], lp, adv[i:j, :w], m, max(n_tok, 1),
                                       j - i)

@@ -102,10 +102,7 @@ def _judge_config(text: str):
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
-
-    from tqdm import tqdm
 
     from calibadv.io import atomic_write_json, atomic_write_jsonl, read_jsonl
     from calibadv.judge.config import endpoint_for, open_client
@@ -113,6 +110,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from calibadv.judge.sheets import read_labels, write_sheet
     from calibadv.judge.steps import hops_from_qa, sample_cases
     from calibadv.judge.validate import summarise, verdict_rows
+    from calibadv.progress import progress
     from calibadv.proxy import read_dumps
 
     cfg = _judge_config(args.judge_json)
@@ -130,8 +128,7 @@ def run_validate(args: argparse.Namespace) -> int:
         prompts = [render(c.view()) for c in cases]
         with endpoint_for(cfg, prompts, args.server_log) as (url, model):
             client = open_client(cfg, url, model)
-            with tqdm(total=len(cases), desc="judge", leave=False,
-                      disable=os.environ.get("CALIBADV_NO_PROGRESS") == "1") as bar:
+            with progress(total=len(cases), desc="judge") as bar:
                 found, acct = client.judge(prompts, progress=bar.update)
             if client.cache is not None:
                 client.cache.close()

@@ -78,6 +78,15 @@ def _calib_config(method: dict[str, Any]):
 
 
 # ---------------------------------------------------------------------------------------
+def _has_dropout(model: Any) -> bool:
+    """Whether train mode changes the model's forward (a dropout module or attention dropout)."""
+    import torch
+
+    if float(getattr(model.config, "attention_dropout", 0.0) or 0.0) > 0:
+        return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
 class LocalTrainer:
     """State of one local run; :meth:`train` runs it to the end (resuming if possible)."""
 
@@ -128,6 +137,9 @@ class LocalTrainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay
         )
+        # the first mini-batch's loss forward gives its old log-probs (step()): only when a
+        # train-mode forward is the eval-mode one, i.e. the model has no active dropout
+        self.reuse_first_forward = not _has_dropout(self.model)
         self.ref_model = None
         self.critic = None
         reward_kl = float(self.estimator[1].get("kl_coef", 0.0)) if "values" in self.needs else 0.0
@@ -222,14 +234,22 @@ class LocalTrainer:
         mb_size = self.t.mini_batch_size * self.per_prompt
         chunks = [(i, min(m0 + mb_size, B, i + micro)) for m0 in range(0, B, mb_size)
                   for i in range(m0, min(B, m0 + mb_size), micro)]
-        old_logp, ref_logp, entropies, hidden = {}, {}, [], []
+        # The first mini-batch's old log-probs are the policy's log-probs before any update:
+        # exactly what its own loss forward computes, so that forward gives them (detached;
+        # ratio 1, as verl's separate recomputation gives up to float noise) and a no-grad
+        # pass over its rows is skipped: ~8% of a tiny-model step at mini-batch 4 of 8
+        # (docs/training.md). A critic needs every row's hidden states first, so then every
+        # row takes the pass as before.
+        first_from_loss = self.critic is None and self.reuse_first_forward
+        old_logp, ref_logp, entropies, hidden = {}, {}, {}, []
         with torch.no_grad():
             for i, j in chunks:
                 chunk = trajs[i:j]
-                lp, ent, _ = response_logprobs(self.model, chunk, self.pad_id,
-                                               self.t.temperature, with_entropy=True)
-                old_logp[i] = lp
-                entropies.append(ent)
+                if not (first_from_loss and i < mb_size):
+                    lp, ent, _ = response_logprobs(self.model, chunk, self.pad_id,
+                                                   self.t.temperature, with_entropy=True)
+                    old_logp[i] = lp
+                    entropies[i] = ent
                 if self.ref_model is not None:
                     ref_logp[i] = response_logprobs(self.ref_model, chunk, self.pad_id,
                                                     self.t.temperature)[0]
@@ -260,9 +280,14 @@ class LocalTrainer:
             for i in range(mb.start, mb.stop, micro):
                 j = min(mb.stop, i + micro)
                 chunk = trajs[i:j]
+                fresh = i not in old_logp  # the first mini-batch (first_from_loss)
                 lp, ent, mask = response_logprobs(self.model, chunk, self.pad_id,
                                                   self.t.temperature,
-                                                  with_entropy=self.t.entropy_coef > 0)
+                                                  with_entropy=self.t.entropy_coef > 0 or fresh,
+                                                  entropy_grad=self.t.entropy_coef > 0)
+                if fresh:
+                    old_logp[i] = lp.detach()
+                    entropies[i] = ent.detach()
                 width = mask.shape[1]
                 mask = mask * trains[i:j, None].to(mask.device)
                 answers = answer_token_mask(chunk, self.tok, width) if self.needs_answer_mask else None
@@ -293,7 +318,8 @@ class LocalTrainer:
         self.model.eval()
 
         gen_mask = resp_mask.bool()
-        ent_all = torch.cat([e.flatten() for e in _pad_list(entropies, resp_mask.shape[1])])
+        ent_all = torch.cat([e.flatten() for e in _pad_list([entropies[i] for i, _ in chunks],
+                                                            resp_mask.shape[1])])
         gen_lp = [lp for tr in trajs for lp, m in zip(tr.logprobs, tr.loss_mask) if m]
         ppls = [rollout_ppl(tr) for tr in trajs]
         metrics: dict[str, Any] = {

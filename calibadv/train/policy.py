@@ -99,6 +99,7 @@ def response_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     all_positions: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Log-probs (B, R) of the response tokens (logits / temperature, as verl's actor does).
 
@@ -108,6 +109,8 @@ def response_logprobs(
     132-wide model), then run on those positions alone: the same numbers at those positions as
     the full computation, which ``all_positions=True`` still does (values at every response
     position, observation tokens included; the reference the tests compare against).
+    ``entropy_grad=False`` computes the entropy outside autograd: a logged signal, when the
+    loss has no entropy term, needs no graph.
     """
     device = next(model.parameters()).device
     ids, attn, resp_mask, plens = pad_batch(trajs, pad_id)
@@ -134,8 +137,10 @@ def response_logprobs(
     out = torch.zeros((B, width), device=device).index_put((rows, slots), token_logp)
     ent = None
     if with_entropy:
-        ent = torch.zeros((B, width), device=device).index_put(
-            (rows, slots), -(logp_all.exp() * logp_all).sum(-1))
+        # a signal unless the loss has an entropy term: then no autograd graph for it
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            ent = torch.zeros((B, width), device=device).index_put(
+                (rows, slots), -(logp_all.exp() * logp_all).sum(-1))
     return out, ent, resp_mask.to(device)
 
 

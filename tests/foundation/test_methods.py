@@ -9,7 +9,8 @@ from calibadv.errors import ConfigError
 from calibadv.methods import ENV_VAR, get_method, list_methods
 
 LADDER = ["search-r1", "prethink", "prethink-softpen", "calibadv", "uniform-neg",
-          "calibadv-alpha0.5", "calibadv-alpha0.75", "calibadv-alpha1.5", "calibadv-alpha2", "calibadv-judge"]
+          "calibadv-alpha0.5", "calibadv-alpha0.75", "calibadv-alpha1", "calibadv-alpha1.5", "calibadv-alpha2",
+          "calibadv-judge"]
 
 
 def test_every_paper_method_is_a_preset():
@@ -26,6 +27,7 @@ def test_every_paper_method_is_a_preset():
         ("uniform-neg", True, "uniform", True, 1.0, "official"),
         ("calibadv-alpha0.5", False, "none", True, 0.5, "official"),
         ("calibadv-alpha0.75", False, "none", True, 0.75, "official"),
+        ("calibadv-alpha1", False, "none", True, 1.0, "official"),  # not calibadv: rebalance alone
         ("calibadv-alpha1.5", False, "none", True, 1.5, "official"),
         ("calibadv-alpha2", False, "none", True, 2.0, "official"),
         ("calibadv-judge", True, "soft", True, 1.0, "judge"),

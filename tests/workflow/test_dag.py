@@ -31,7 +31,7 @@ def test_paper_config_dry_run_schedules_every_run_and_benchmark(tmp_path):
     # qwen2.5-7b: ladder + α sweep + judge + 6 baselines (simpletir, llds-calibadv, llds,
     # sapo-search, gigpo, mt-grpo); qwen2.5-3b: 2 + simpletir; llama: 2 + simpletir +
     # llds-calibadv (Table 1)
-    runs = 16 + 3 + 4
+    runs = 17 + 3 + 4
     assert counts == {
         "download_corpus": 1,
         "download_index": 1,
@@ -84,12 +84,12 @@ def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_p
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/synthetic-study.yaml"), "-d", str(tmp_path))  # fmt: skip
     counts = job_counts(proc.stdout)
-    runs = (17 + 4) * 3  # ladder + α sweep + 8 baselines, and 4 stress methods; 3 seeds each
+    runs = (18 + 4) * 3  # ladder + α sweep + 8 baselines, and 4 stress methods; 3 seeds each
     assert counts["train"] == counts["spec"] == counts["evaluate"] == runs
     assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
     assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
     assert counts["evaluate_start"] == 1  # tiny-stress starts from tiny's weights: one evaluation
-    assert counts["total"] == 233
+    assert counts["total"] == 233 + 3 * 3  # + calibadv-alpha1: spec, train, evaluate per seed
     assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
 
 
