@@ -23,17 +23,17 @@ def setting(config: dict, dotted: str, value) -> None:
     node[last] = value
 
 
-# (dotted key, bad value, what the message must say) on config/tiny.yaml (batch_size 8,
-# mini_batch_size 4, group_size 8, topk_retrieval 3)
+# (dotted key, bad value, what the message must say) on config/tiny.yaml (batch_size 6,
+# mini_batch_size 3, group_size 8, topk_retrieval 3)
 BAD_VALUES = [
     ("training.lr", -1, r"training\.lr: -1 is less than or equal to the minimum of 0; allowed: a number > 0"),
     ("training.lr", "fast", r"training\.lr: 'fast' is not of type 'number'; allowed: a number > 0"),
     ("training.batch_size", 0, r"training\.batch_size: 0 .*; allowed: an integer >= 1"),
-    ("training.mini_batch_size", 3,
-     r"training\.mini_batch_size: 3 is not allowed \(mini-batches must split the batch evenly\); "
-     r"allowed: a divisor of training\.batch_size = 8: 1, 2, 4, 8"),
+    ("training.mini_batch_size", 4,
+     r"training\.mini_batch_size: 4 is not allowed \(mini-batches must split the batch evenly\); "
+     r"allowed: a divisor of training\.batch_size = 6: 1, 2, 3, 6"),
     ("models.tiny.training.mini_batch_size", 5,
-     r"models\.tiny\.training\.mini_batch_size: 5 is not allowed .*a divisor of training\.batch_size = 8"),
+     r"models\.tiny\.training\.mini_batch_size: 5 is not allowed .*a divisor of training\.batch_size = 6"),
     ("training.micro_batch_size", 0, r"training\.micro_batch_size: 0 .*; allowed: an integer >= 1"),
     ("training.group_size", 1,
      r"training\.group_size: 1 is not allowed \(method 'search-r1' of model 'tiny' computes advantages "
