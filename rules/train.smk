@@ -49,12 +49,12 @@ rule train:
         log_of("train", RUN_JOB),
     benchmark:
         bench_of("train", RUN_JOB)
-    conda:
-        "../envs/train.yaml"
-    threads: threads_of("train")
     # the longest jobs first: evaluations and the judge fill the cores at the end, not between
     # training waves (on 2 cores the tiny DAG's tail shrinks by the idle core of its last wave)
     priority: 1
+    conda:
+        "../envs/train.yaml"
+    threads: threads_of("train")
     resources:
         runtime=res("train", "runtime"),
         mem_mb=res("train", "mem_mb"),
