@@ -237,7 +237,7 @@ class LocalTrainer:
         # The first mini-batch's old log-probs are the policy's log-probs before any update:
         # exactly what its own loss forward computes, so that forward gives them (detached;
         # ratio 1, as verl's separate recomputation gives up to float noise) and a no-grad
-        # pass over its rows is skipped: ~8% of a tiny-model step at mini-batch 4 of 8
+        # pass over its rows is skipped: ~7% of a tiny-model step at mini-batch 4 of 8
         # (docs/training.md). A critic needs every row's hidden states first, so then every
         # row takes the pass as before.
         first_from_loss = self.critic is None and self.reuse_first_forward
