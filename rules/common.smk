@@ -209,10 +209,14 @@ def eval_outputs(name):
     ]
 
 
-def eval_suite_flags(wildcards):
-    """`--suite NAME=PARQUET` for every benchmark of the job (all seven under per_run)."""
-    benches = BENCHMARKS if EVAL_PER_RUN else [wildcards.benchmark]
+def suite_flags(benches):
+    """`--suite NAME=PARQUET` for each of ``benches``."""
     return " ".join(f"--suite {b}={L.test_data(b)}" for b in benches)
+
+
+def eval_suite_flags(wildcards):
+    """The evaluate job's suites: every benchmark under per_run, else its own."""
+    return suite_flags(BENCHMARKS if EVAL_PER_RUN else [wildcards.benchmark])
 
 
 def eval_root(wildcards):

@@ -44,7 +44,7 @@ rule evaluate:
         "> {log} 2>&1"
 
 
-rule evaluate_start:
+use rule evaluate as evaluate_start with:
     input:
         unpack(lambda wildcards: RETRIEVAL_DIRS),
         spec=start_point_spec,
@@ -59,23 +59,6 @@ rule evaluate_start:
         log_of("evaluate_start", "{model}"),
     benchmark:
         bench_of("evaluate_start", "{model}")
-    conda:
-        "../envs/train.yaml"
-    threads: threads_of("evaluate")
-    resources:
-        runtime=res("evaluate", "runtime"),
-        mem_mb=res("evaluate", "mem_mb"),
-        cpus_per_task=res("evaluate", "cpus_per_task"),
-        gpu=res("evaluate", "gpu"),
-        gpu_model=res("evaluate", "gpu_model"),
-        slurm_partition=res("evaluate", "slurm_partition"),
     params:
-        generator=CFG["evaluation"]["generator"],
-        batch_size=CFG["evaluation"]["batch_size"],
-        suites=" ".join(f"--suite {b}={L.test_data(b)}" for b in BENCHMARKS),
+        suites=suite_flags(BENCHMARKS),  # one job over every split, whatever evaluation.jobs
         out_dir=start_eval_root,
-    shell:
-        "calibadv evaluate --spec {input.spec} --checkpoint {input.checkpoint} "
-        "{params.suites} --out-dir {params.out_dir} "
-        "--generator {params.generator} --batch-size {params.batch_size} "
-        "> {log} 2>&1"

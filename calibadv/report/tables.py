@@ -149,6 +149,16 @@ def block(
 # --------------------------------------------------------------------------- our numbers
 
 
+def bench_scores(metrics: dict[str, dict[str, Any] | None], metric: str = "f1") -> dict[str, float]:
+    """×100 scores of one evaluation: benchmark -> score, plus ``average`` when all seven
+    benchmarks have one (an average over fewer would not compare)."""
+    out = {b: 100.0 * float(m[metric]) for b, _ in BENCHMARKS
+           if (m := metrics.get(b)) is not None and m.get(metric) is not None}  # fmt: skip
+    if len(out) == len(BENCHMARKS):
+        out["average"] = mean(out.values())
+    return out
+
+
 def seed_scores(
     results: Results, model: str, method: str, metric: str = "f1"
 ) -> dict[str, dict[int, float]]:
@@ -156,13 +166,9 @@ def seed_scores(
     all seven benchmarks (so each seed's average is over the same benchmarks)."""
     out: dict[str, dict[int, float]] = {}
     for seed in results.seeds(model, method):
-        for bench, _ in BENCHMARKS:
-            found = results.evals.get((model, method, seed, bench))
-            if found is not None and found.get(metric) is not None:
-                out.setdefault(bench, {})[seed] = 100.0 * float(found[metric])
-        values = [out[b][seed] for b, _ in BENCHMARKS if seed in out.get(b, {})]
-        if len(values) == len(BENCHMARKS):
-            out.setdefault("average", {})[seed] = mean(values)
+        found = {b: results.evals.get((model, method, seed, b)) for b, _ in BENCHMARKS}
+        for key, score in bench_scores(found, metric).items():
+            out.setdefault(key, {})[seed] = score
     return out
 
 
@@ -222,14 +228,10 @@ def start_point_scores(config: dict[str, Any], results: Results, model: str) -> 
     """×100 scores of the model's start point with no RL (one evaluation, no seeds), plus the
     average when every benchmark has one; None when the start point was not evaluated."""
     start = start_model(config, model)
-    found = {b: results.start_evals[(start, b)] for b, _ in BENCHMARKS
-             if (start, b) in results.start_evals}  # fmt: skip
-    if not found:
+    found = {b: results.start_evals.get((start, b)) for b, _ in BENCHMARKS}
+    if all(m is None for m in found.values()):
         return None
-    out: dict[str, Cell] = {b: 100.0 * float(m["f1"]) for b, m in found.items() if m.get("f1") is not None}
-    if len(out) == len(BENCHMARKS):
-        out["average"] = mean(float(v) for v in out.values())
-    return out
+    return bench_scores(found)
 
 
 def time_per_step(results: Results, model: str, method: str) -> Cell:
@@ -263,6 +265,7 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
     paper_methods = {r["method"] for r in paper.get("table1_main", [])}
     paper_models = {r["model"] for r in paper.get("table1_main", [])}
     seen = set()
+    with_start = False  # some model's start point was evaluated: its note follows
     for model in config["models"]:
         pmodel = paper_model_of(config, model, paper_models)
         setting = setting_of(config, model, pmodel)
@@ -270,6 +273,7 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         ref_prow = paper_rows.get((pmodel, ref_label), {})
         start = start_point_scores(config, results, model)
         if start is not None:
+            with_start = True
             table.breaks.append(len(table.rows))
             table.rows += block([_model_label(config, model), START_POINT_LABEL], setting,
                                 {**start, "collapse": None}, dict.fromkeys(keys, NOT_IN_PAPER), keys)  # fmt: skip
@@ -313,7 +317,7 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         "Collapse: step / total steps for one seed; over several seeds, how many collapsed "
         "and at which steps.",
     ]
-    if any(start_point_scores(config, results, m) is not None for m in config["models"]):
+    if with_start:
         table.notes.append(
             f"'{START_POINT_LABEL}': the model every run of that model starts from (its SFT warm "
             "start, else the base model), evaluated like the runs (same splits, greedy) with no "
