@@ -63,22 +63,45 @@ def _empty(ax: plt.Axes, what: str) -> None:
     ax.set_axis_off()
 
 
-def _lines(ax: plt.Axes, frame: pd.DataFrame, signal: str, title: str) -> None:
+def smoothed(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Each (run, seed, signal) series replaced by its centred moving mean over ``window`` steps
+    (fewer at the ends). A batch statistic of a few questions moves more from step to step than
+    over the run; over a window of one pass over the RL questions (the tiny config's 7 steps)
+    every point averages the same questions, so a trend is not the draw of the step's batch."""
+    if window <= 1 or frame.empty:
+        return frame
+    out = frame.sort_values("step").copy()
+    out["value"] = out.groupby(["run", "seed", "signal"], sort=False)["value"].transform(
+        lambda v: v.rolling(window, center=True, min_periods=1).mean())
+    return out.sort_index()
+
+
+def _lines(ax: plt.Axes, frame: pd.DataFrame, signal: str, title: str, smooth: int = 1) -> None:
+    """Mean over seeds per step with its band; with ``smooth > 1`` the per-step line is drawn
+    faint and the moving mean over ``smooth`` steps (:func:`smoothed`) on top of it."""
     data = frame[frame.signal == signal]
     if data.empty:
         _empty(ax, f"no run logged `{signal}`")
-    else:
+    elif smooth <= 1:
         sns.lineplot(data=data, x="step", y="value", hue="run", ax=ax, marker="o", markersize=3,
                      estimator="mean", errorbar=band)  # fmt: skip
         ax.legend(fontsize=6)
-    ax.set_title(title, fontsize=9)
+    else:
+        sns.lineplot(data=data, x="step", y="value", hue="run", ax=ax, marker="o", markersize=2,
+                     estimator="mean", errorbar=None, alpha=0.3, legend=False)  # fmt: skip
+        sns.lineplot(data=smoothed(data, smooth), x="step", y="value", hue="run", ax=ax,
+                     estimator="mean", errorbar=band, linewidth=2)  # fmt: skip
+        ax.legend(fontsize=6)
+    ax.set_title(title if smooth <= 1 else f"{title} (faint: per step; line: {smooth}-step mean)",
+                 fontsize=9)  # fmt: skip
 
 
 def training_dynamics(results: Results, config: dict[str, Any]) -> plt.Figure:
     frame = metrics_frame(results, config)
+    smooth = config["report"].get("smooth_steps", 1)
     fig, axes = plt.subplots(3, 3, figsize=(14, 10))
     for ax, (signal, title) in zip(axes.flat, DYNAMICS):
-        _lines(ax, frame, signal, title)
+        _lines(ax, frame, signal, title, smooth)
     fig.suptitle("Training dynamics per run (paper Figures 3 and 5): mean over seeds, band = 95% CI")
     fig.tight_layout()
     return fig
@@ -88,7 +111,7 @@ def _single(signal: str, title: str, ylabel: str, reference: Callable[[plt.Axes]
     def draw(results: Results, config: dict[str, Any]) -> plt.Figure:
         frame = metrics_frame(results, config)
         fig, ax = plt.subplots(figsize=(7, 4))
-        _lines(ax, frame, signal, title)
+        _lines(ax, frame, signal, title, config["report"].get("smooth_steps", 1))
         if not frame[frame.signal == signal].empty:
             ax.set_ylabel(ylabel)
             if reference:

@@ -78,6 +78,7 @@ BAD_VALUES = [
     ("downloads.max_parallel", 0, r"downloads\.max_parallel: 0 .*; allowed: an integer >= 1"),
     ("downloads.where", "nodes", r"downloads\.where: 'nodes' is not one of .*; allowed: one of 'local', 'cluster'"),
     ("report.alpha_sweep.calibadv", 0, r"report\.alpha_sweep\.calibadv: 0 .*; allowed: a number > 0"),
+    ("report.smooth_steps", 0, r"report\.smooth_steps: 0 .*; allowed: an integer >= 1"),
     ("world", "mars", r"world: 'mars' is not one of .*; allowed: one of 'synthetic', 'real'"),
     ("models.tiny.repo_id", "gpt2", r"models\.tiny\.repo_id: 'gpt2' does not match .*; allowed: a string matching"),
     ("resources_dir", "", r"resources_dir: '' should be non-empty; allowed: a string of at least 1 character"),

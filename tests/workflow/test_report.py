@@ -252,6 +252,41 @@ def test_report_commands_write_every_table_and_figure(tmp_path, config, results)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _series(run, seed, signal, values):
+    return [{"run": run, "method": run, "seed": seed, "step": i + 1, "signal": signal, "value": v}
+            for i, v in enumerate(values)]  # fmt: skip
+
+
+def test_the_moving_mean_averages_each_run_seed_and_signal_over_its_own_window():
+    from calibadv.report.figures import smoothed
+
+    frame = pd.DataFrame(_series("a", 0, "f1_mean", [0, 3, 0, 3, 0])
+                         + _series("a", 1, "f1_mean", [6, 6, 6, 6, 6])
+                         + _series("b", 0, "f1_mean", [1, 2, 3, 4, 5])
+                         + _series("a", 0, "entropy", [9, 0, 9, 0, 9]))  # fmt: skip
+    out = smoothed(frame, 3)
+
+    def values(run, seed, signal):
+        sel = out[(out.run == run) & (out.seed == seed) & (out.signal == signal)]
+        return sel.sort_values("step")["value"].round(6).tolist()
+
+    # centred window of 3, fewer points at the ends; no series borrows from another
+    assert values("a", 0, "f1_mean") == [1.5, 1.0, 2.0, 1.0, 1.5]
+    assert values("a", 1, "f1_mean") == [6.0] * 5
+    assert values("b", 0, "f1_mean") == [1.5, 2.0, 3.0, 4.0, 4.5]
+    assert values("a", 0, "entropy") == [4.5, 6.0, 3.0, 6.0, 4.5]
+    assert list(out.index) == list(frame.index) and (out.step == frame.step).all()
+    assert smoothed(frame, 1) is frame  # a window of one draws the per-step line alone
+
+
+def test_training_figures_render_with_and_without_the_moving_mean(tmp_path, config, results):
+    for smooth in (1, 7):
+        config["report"]["smooth_steps"] = smooth
+        out = tmp_path / str(smooth)
+        assert main(["report", "figures", "--config-json", json.dumps(config), "--out-dir", str(out)]) == 0
+        assert (out / "training_dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_figures_render_when_nothing_has_run_yet(tmp_path, config):
     assert main(["report", "figures", "--config-json", json.dumps(config), "--out-dir", str(tmp_path)]) == 0
     assert len(list(tmp_path.glob("*.png"))) == 7
