@@ -98,7 +98,7 @@ def _lines(ax: plt.Axes, frame: pd.DataFrame, signal: str, title: str, smooth: i
 
 def training_dynamics(results: Results, config: dict[str, Any]) -> plt.Figure:
     frame = metrics_frame(results, config)
-    smooth = config["report"].get("smooth_steps", 1)
+    smooth = config["report"]["smooth_steps"]
     fig, axes = plt.subplots(3, 3, figsize=(14, 10))
     for ax, (signal, title) in zip(axes.flat, DYNAMICS):
         _lines(ax, frame, signal, title, smooth)
@@ -111,7 +111,7 @@ def _single(signal: str, title: str, ylabel: str, reference: Callable[[plt.Axes]
     def draw(results: Results, config: dict[str, Any]) -> plt.Figure:
         frame = metrics_frame(results, config)
         fig, ax = plt.subplots(figsize=(7, 4))
-        _lines(ax, frame, signal, title, config["report"].get("smooth_steps", 1))
+        _lines(ax, frame, signal, title, config["report"]["smooth_steps"])
         if not frame[frame.signal == signal].empty:
             ax.set_ylabel(ylabel)
             if reference:
