@@ -20,8 +20,8 @@ if not workflow.overwrite_configfiles:
 
 
 # rules/common.smk validates the config against workflow/schemas/config.schema.yaml (through
-# calibadv.workflow_config, whose errors name the key, the value and the allowed range) before
-# any rule is defined.
+# calibadv.workflow.validation, whose errors name the key, the value and the allowed range)
+# before any rule is defined.
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/models.smk"

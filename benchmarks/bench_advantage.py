@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from calibadv.advantage import CalibConfig, calibrate
-from calibadv.methods import get_method
+from calibadv.methods.advantage import CalibConfig, calibrate
+from calibadv.methods.presets import get_method
 
 
 def make_batch(groups: int, group_size: int, length: int, turns: int, docs_per_turn: int, seed: int):

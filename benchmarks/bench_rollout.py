@@ -75,7 +75,9 @@ def main() -> None:
 
     from calibadv.agent.hf import HFGenerator
     from calibadv.agent.kvcache import KVCacheGenerator
-    from calibadv.agent.runner import load_policy, make_search_fn, rollout
+    from calibadv.models.policy import load_policy
+    from calibadv.retrieval.client import make_search_fn
+    from calibadv.agent.rollouts import rollout
     from calibadv.agent.types import AgentConfig
     from calibadv.io import read_jsonl
     from calibadv.retrieval.launch import serve_in_thread

@@ -69,8 +69,8 @@ def check_estimator(groups: int, length: int, repeats: int, with_verl: bool) -> 
 
     from bench_advantage import make_batch  # the paper-shaped synthetic batch
 
-    from calibadv.advantage import CalibConfig, calibrate
-    from calibadv.methods import get_method
+    from calibadv.methods.advantage import CalibConfig, calibrate
+    from calibadv.methods.presets import get_method
 
     scores, ok, mask, gidx, spans, docs, thinks = make_batch(groups, 5, length, 4, 3, seed=0)
     method = get_method("calibadv")
@@ -100,7 +100,7 @@ def check_estimator_through_verl(scores, ok, mask, gidx, spans, docs, thinks, me
     from verl import DataProto
     from verl.trainer.ppo.ray_trainer import compute_advantage
 
-    import calibadv.verl_plugin  # noqa: F401
+    import calibadv.train.verl.plugin  # noqa: F401
     from calibadv.train.verl.estimator import rollout_context
 
     algo = OmegaConf.create({"adv_estimator": "calibadv", "norm_adv_by_std_in_grpo": True,
@@ -259,9 +259,9 @@ def _verl_loop_factory(server, tok, search):
     )
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    import calibadv.verl_plugin  # noqa: F401
+    import calibadv.train.verl.plugin  # noqa: F401
     from calibadv.data.prompt import build_messages
-    from calibadv.methods import get_method
+    from calibadv.methods.presets import get_method
     from calibadv.spec import run_spec_from_dict
     from calibadv.train.verl import agent_loop as loop_mod
     from calibadv.train.verl.overrides import build_overrides
@@ -319,9 +319,9 @@ class WordOverlapSearch:
 def check_local_steps(steps: int) -> None:
     import torch
 
-    import calibadv.agent.runner as runner
+    import calibadv.data.questions as question_data
     from calibadv.io import iter_jsonl, read_jsonl
-    from calibadv.methods import get_method
+    from calibadv.methods.presets import get_method
     from calibadv.models.tiny import TinyConfig, build_tiny_model
     from calibadv.spec import run_spec_from_dict
     from calibadv.synth import write_world
@@ -338,11 +338,11 @@ def check_local_steps(steps: int) -> None:
             break
         from calibadv.data.prompt import build_messages
 
-        questions.append(runner.Question(id=str(row["id"]), question=row["question"],
-                                         messages=build_messages(row["question"]),
-                                         golden_answers=list(row["golden_answers"]),
-                                         data_source="hotpotqa", index=i))
-    runner.load_questions = lambda path, limit=None: questions  # no pandas on a bare GPU image
+        questions.append(question_data.Question(id=str(row["id"]), question=row["question"],
+                                                messages=build_messages(row["question"]),
+                                                golden_answers=list(row["golden_answers"]),
+                                                data_source="hotpotqa", index=i))
+    question_data.load_questions = lambda path, limit=None: questions  # no pandas on a bare GPU image
     spec = run_spec_from_dict({
         "backend": "local", "model": {"path": str(tmp / "model")},
         "method": get_method("calibadv"), "data": {"train": str(tmp / "train.parquet")},

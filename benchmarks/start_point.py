@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from calibadv.agent.engines import local_generator
-    from calibadv.agent.runner import load_policy, make_search_fn, rollout, score
+    from calibadv.models.policy import load_policy
+    from calibadv.retrieval.client import make_search_fn
+    from calibadv.agent.rollouts import rollout, score
     from calibadv.agent.types import AgentConfig
     from calibadv.io import read_jsonl
     from calibadv.retrieval.launch import serve

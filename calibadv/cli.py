@@ -17,7 +17,7 @@ import sys
 
 from calibadv import __version__, commands
 from calibadv.errors import CalibAdvError
-from calibadv.offline import check_job_inputs
+from calibadv.workflow.job_inputs import check_job_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:

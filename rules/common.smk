@@ -1,19 +1,46 @@
 # Helpers shared by every stage: the validated config, the output layout and resources.
-# The logic lives in calibadv.workflow_config (tested library code); this file only adapts it.
+# The logic lives in the calibadv.workflow package (tested library code); this file only
+# adapts it.
 import json
 import os
 import re
 import shlex
 
 from calibadv import offline
-from calibadv import workflow_config as wc_lib
+from calibadv.workflow.judge import (
+    human_labels_for,
+    judge_runs,
+    run_judge_section,
+    workflow_judge,
+)
+from calibadv.workflow.layout import Layout, repo_path
+from calibadv.workflow.resources import snakemake_resources, stage_resources
+from calibadv.workflow.run_specs import run_spec_dict
+from calibadv.workflow.runs import (
+    model_seeds,
+    model_variant,
+    proxy_runs,
+    resolve_method,
+    seed_runs,
+    start_model,
+    start_point_runs,
+)
+from calibadv.workflow.sources import (
+    hub_downloads,
+    localized_config,
+    model_source_dir,
+    retrieval_model,
+    retrieval_model_dirs,
+    start_point_checkpoint,
+)
+from calibadv.workflow.validation import validate_config
 
-CFG = wc_lib.validate_config(config)
-L = wc_lib.Layout.of(CFG)
+CFG = validate_config(config)
+L = Layout.of(CFG)
 WORLD = CFG["world"]
 BENCHMARKS = CFG["benchmarks"]
-RUNS = wc_lib.seed_runs(CFG)  # (model, method, seed): one training run each
-PROXY_RUNS = wc_lib.proxy_runs(CFG)
+RUNS = seed_runs(CFG)  # (model, method, seed): one training run each
+PROXY_RUNS = proxy_runs(CFG)
 MODELS = list(CFG["models"])
 FIGURES = [
     "training_dynamics",
@@ -59,9 +86,9 @@ if "downloads" not in workflow.global_resources:
 
 # hub models (policies, encoder, reranker) the config downloads; the retrieval models as jobs
 # see them (a bundled name, or the directory download_model writes)
-HUB_MODELS = {wc_lib.hub_dir_name(r): r for r in wc_lib.hub_downloads(CFG)}
-ENCODER = wc_lib.retrieval_model(CFG, "encoder")
-RETRIEVAL_DIRS = wc_lib.retrieval_model_dirs(CFG)
+HUB_MODELS = {offline.hub_dir_name(r): r for r in hub_downloads(CFG)}
+ENCODER = retrieval_model(CFG, "encoder")
+RETRIEVAL_DIRS = retrieval_model_dirs(CFG)
 
 
 def retrieval_flags(with_reranker=True):
@@ -96,8 +123,8 @@ def res(stage, key):
     """A resource callable of one stage: per-model overrides, `attempt`-scaled time/memory."""
 
     def value(wildcards, attempt):
-        r = wc_lib.snakemake_resources(
-            wc_lib.stage_resources(CFG, stage, _model_of(wildcards)), attempt
+        r = snakemake_resources(
+            stage_resources(CFG, stage, _model_of(wildcards)), attempt
         )
         return r.get(key, "" if key in ("gpu_model", "slurm_partition") else 0)
 
@@ -105,11 +132,11 @@ def res(stage, key):
 
 
 def threads_of(stage):
-    return wc_lib.stage_resources(CFG, stage)["cpus"]
+    return stage_resources(CFG, stage)["cpus"]
 
 
 def model_dir_for_run(wildcards):
-    return wc_lib.start_point_checkpoint(CFG, wildcards.model, wildcards.method)
+    return start_point_checkpoint(CFG, wildcards.model, wildcards.method)
 
 
 # one training run: (model, method, seed); used in rule names, logs and benchmarks
@@ -134,9 +161,9 @@ def models_with_source(source):
 def sft_variants():
     """(model, variant) pairs of every SFT warm start some run starts from."""
     pairs = {
-        (wc_lib.start_model(CFG, m), wc_lib.model_variant(CFG, m, x))
+        (start_model(CFG, m), model_variant(CFG, m, x))
         for m, x, _ in RUNS
-        if CFG["models"][wc_lib.start_model(CFG, m)]["sft"]
+        if CFG["models"][start_model(CFG, m)]["sft"]
     }
     return sorted(pairs)
 
@@ -231,7 +258,7 @@ def eval_targets():
 
 # evaluation.start_point: start model -> (model, method, seed) of the run whose RunSpec and
 # start checkpoint its no-RL evaluation uses (Table 1's "start point (no RL)" row)
-START_POINTS = wc_lib.start_point_runs(CFG)
+START_POINTS = start_point_runs(CFG)
 
 
 def start_eval_targets():
@@ -252,7 +279,7 @@ def start_point_spec(wildcards):
 
 def start_point_model_dir(wildcards):
     model, method, _ = START_POINTS[wildcards.model]
-    return wc_lib.start_point_checkpoint(CFG, model, method)
+    return start_point_checkpoint(CFG, model, method)
 
 
 def start_eval_root(wildcards):
@@ -279,9 +306,7 @@ def all_targets():
 def config_json():
     """The validated config, for `calibadv report … --config-json` (keeps --config overrides),
     with hub ids replaced by their local directories: report jobs run offline too."""
-    return json.dumps(
-        wc_lib.localized_config(CFG)
-    )  # key order = row order of the tables
+    return json.dumps(localized_config(CFG))  # key order = row order of the tables
 
 
 def caption_of(path):
@@ -291,10 +316,8 @@ def caption_of(path):
 
 
 # --- the LLM judge (rules/judge.smk, docs/judge.md)
-from calibadv.judge import config as judge_lib
-
-JUDGE = judge_lib.workflow_judge(CFG)
-JUDGE_RUNS = judge_lib.judge_runs(CFG)
+JUDGE = workflow_judge(CFG)
+JUDGE_RUNS = judge_runs(CFG)
 JUDGE_SAMPLE = CFG["judge"]["sample"]
 
 
@@ -307,7 +330,7 @@ def judge_model_inputs():
 
 def judge_train_inputs(wildcards):
     """Extra inputs of a training run whose method scores steps with the judge."""
-    if judge_lib.run_judge_section(CFG, wc_lib.resolve_method(CFG, wildcards.method)):
+    if run_judge_section(CFG, resolve_method(CFG, wildcards.method)):
         return judge_model_inputs()
     return []
 
@@ -316,7 +339,7 @@ def judge_targets():
     return [
         f"{L.judge_dir(m, x, s)}/summary.json"
         for m, x in JUDGE_RUNS
-        for s in wc_lib.model_seeds(CFG, m)
+        for s in model_seeds(CFG, m)
     ]
 
 
@@ -327,7 +350,7 @@ def judge_validate_inputs(wildcards):
     }
     if WORLD == "synthetic":
         inputs["qa"] = L.qa(CFG["train_benchmarks"][0], "train")
-    labels = judge_lib.human_labels_for(CFG, wildcards.method)
+    labels = human_labels_for(CFG, wildcards.method)
     if labels:
         inputs["labels"] = labels
     return inputs

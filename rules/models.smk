@@ -64,7 +64,7 @@ rule build_tiny_model:
 rule sft:
     input:
         unpack(lambda wildcards: RETRIEVAL_DIRS),
-        model=lambda wildcards: wc_lib.model_source_dir(CFG, wildcards.model),
+        model=lambda wildcards: model_source_dir(CFG, wildcards.model),
         qa=list(train_qa_files().values())[0],
         dev=list(val_qa_files().values())[0],
         corpus=L.corpus,

@@ -10,7 +10,7 @@ rule tables:
         judge=judge_targets(),
         train=L.train_data,
         tests=[L.test_data(b) for b in BENCHMARKS],
-        paper=str(wc_lib.repo_path(CFG["report"]["paper_results"])),
+        paper=str(repo_path(CFG["report"]["paper_results"])),
     output:
         [
             report(

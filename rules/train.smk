@@ -22,9 +22,7 @@ rule spec:
         mem_mb=1000,
     params:
         spec=lambda wildcards: json.dumps(
-            wc_lib.run_spec_dict(
-                CFG, wildcards.model, wildcards.method, int(wildcards.seed)
-            ),
+            run_spec_dict(CFG, wildcards.model, wildcards.method, int(wildcards.seed)),
             sort_keys=True,
         ),
     shell:

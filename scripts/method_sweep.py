@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         "all dev questions: the 16-question validation is too coarse to rank runs")
     args = p.parse_args(argv)
 
-    from calibadv.methods import get_method
+    from calibadv.methods.presets import get_method
     from calibadv.train.local import run
 
     config = yaml.safe_load(args.config.read_text())

@@ -38,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace) -> dict:
     import json
 
-    from calibadv import workflow_config
     from calibadv.errors import ConfigError
+    from calibadv.workflow.validation import load_config, validate_config
 
     if args.config:
-        return workflow_config.load_config(args.config)
+        return load_config(args.config)
     try:
-        return workflow_config.validate_config(json.loads(args.config_json))
+        return validate_config(json.loads(args.config_json))
     except json.JSONDecodeError as err:
         raise ConfigError(f"--config-json: not valid JSON ({err.msg})") from None
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "tables":
         from calibadv.report.render import write_tables
         from calibadv.report.tables import build_tables
-        from calibadv.workflow_config import repo_path
+        from calibadv.workflow.layout import repo_path
 
         paper = load_paper(args.paper or repo_path(config["report"]["paper_results"]))
         written = write_tables(

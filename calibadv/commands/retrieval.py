@@ -39,47 +39,11 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def server_parts(
-    args: argparse.Namespace, own_process: bool = True
-) -> tuple[Any, Any]:
-    """(engine loader, ServerConfig) from parsed ``serve`` flags: one mapping for both the
-    ``serve`` subprocess and the in-process server of ``retrieval.server: thread``.
-
-    Thread counts are per process: a server of its own gets :func:`server_threads` unless
-    ``--threads`` says otherwise; a server in a thread of a job (``own_process=False``) leaves
-    the job's thread count alone unless ``--threads`` is given.
-    """
-    from functools import partial
-
-    from calibadv.retrieval.encoder import server_threads
-    from calibadv.retrieval.engine import load_engine
-    from calibadv.retrieval.server_config import ServerConfig
-
-    cfg = ServerConfig(
-        default_topk=args.topk,
-        max_topk=args.max_topk,
-        retrieval_topk=args.retrieval_topk,
-        rerank_topk=args.rerank_topk,
-        max_queries=args.max_queries,
-        max_query_chars=args.max_query_chars,
-        max_body_bytes=args.max_body_bytes,
-        batching=not args.no_batching,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-    )
-    load = partial(
-        load_engine, args.corpus, args.index, args.encoder, args.reranker,
-        device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
-        threads=args.threads or (server_threads() if own_process else None),
-        query_prefix=args.query_prefix,
-    )  # fmt: skip
-    return load, cfg
-
-
 def _serve(args: argparse.Namespace) -> int:
     from calibadv.retrieval.server import run_server
+    from calibadv.retrieval.server_config import ServerOptions, server_parts
 
-    load, cfg = server_parts(args)
+    load, cfg = server_parts(ServerOptions.from_args(args))
     return run_server(
         load, cfg, host=args.host, port=args.port, port_file=args.port_file
     )
@@ -123,7 +87,7 @@ def _verify_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from calibadv.retrieval.server_config import ServerConfig
+    from calibadv.retrieval.server_config import add_serve_arguments
     from calibadv.retrieval.download import (
         CORPUS_FILE,
         CORPUS_REPO,
@@ -190,63 +154,7 @@ def register(sub: Any) -> None:
         description="Reads a corpus JSONL, a FAISS index and encoder/reranker models; serves "
         "POST /retrieve and GET /health (503 until loaded). Binds 127.0.0.1 unless --host.",
     )
-    srv.add_argument(
-        "--corpus", required=True, help="corpus JSONL (row i = index vector i)"
-    )
-    srv.add_argument("--index", required=True, help="FAISS index file")
-    srv.add_argument(
-        "--encoder", required=True, help="query encoder (same as the index's)"
-    )
-    srv.add_argument(
-        "--reranker", default=None, help="cross-encoder model: enables reranking"
-    )
-    srv.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default loopback)"
-    )
-    srv.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
-    srv.add_argument(
-        "--port-file", default=None, help="write the bound port to this file"
-    )
-    srv.add_argument(
-        "--device", default=None, help="model device (default: GPU if any)"
-    )
-    srv.add_argument(
-        "--faiss-gpu", action="store_true", help="put the index on GPUs (faiss-gpu)"
-    )
-    srv.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch/FAISS (default: $OMP_NUM_THREADS, else a quarter of the "
-        "CPUs this job may use, 1 to 4: the server shares its node; see docs/retrieval.md)",
-    )
-    srv.add_argument(
-        "--mmap-index", action="store_true", help="memory-map the index file"
-    )
-    srv.add_argument(
-        "--query-prefix", default=None, help="override the model's query prefix"
-    )
-    d = ServerConfig()
-    srv.add_argument("--topk", type=int, default=d.default_topk, help="default results per query")
-    srv.add_argument("--max-topk", type=int, default=d.max_topk, help="largest topk accepted")
-    srv.add_argument("--retrieval-topk", type=int, default=d.retrieval_topk,
-                     help="candidates for reranking")
-    srv.add_argument("--rerank-topk", type=int, default=d.rerank_topk,
-                     help="results after reranking")
-    srv.add_argument("--max-queries", type=int, default=d.max_queries,
-                     help="queries per request (default %(default)s: a paper turn of 512 "
-                     "prompts x 5 rollouts is 2,560)")
-    srv.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
-                     help="characters per query")
-    srv.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
-                     help="request body limit (default %(default)s = 64 MiB: 2,560 queries "
-                     "of 4,096 \\u-escaped characters)")
-    srv.add_argument("--no-batching", action="store_true",
-                     help="one engine call per request")
-    srv.add_argument("--max-batch", type=int, default=d.max_batch,
-                     help="queries per merged batch")
-    srv.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
-                     help="batch collection window")
+    add_serve_arguments(srv)
     srv.set_defaults(func=_serve)
 
     dc = sub.add_parser(

@@ -6,7 +6,7 @@ import argparse
 
 
 def _run(args: argparse.Namespace) -> int:
-    from calibadv.agent.runner import make_search_fn
+    from calibadv.retrieval.client import make_search_fn
     from calibadv.io import read_jsonl
     from calibadv.retrieval.launch import serve
     from calibadv.train.sft import SFTConfig, run_sft

@@ -48,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as err:
             raise ConfigError(f"--json: not valid JSON ({err.msg} at char {err.pos})") from None
     else:
-        from calibadv import workflow_config
+        from calibadv.workflow.run_specs import run_spec_dict
+        from calibadv.workflow.validation import load_config
 
         if not args.model or not args.method:
             raise ConfigError("--config needs --model and --method (e.g. --model tiny --method calibadv)")
-        config = workflow_config.load_config(args.config)
-        data = workflow_config.run_spec_dict(config, args.model, args.method, args.seed)
+        config = load_config(args.config)
+        data = run_spec_dict(config, args.model, args.method, args.seed)
     spec = run_spec_from_dict(data)
     atomic_write_text(args.out, dump_run_spec(spec))
     print(f"wrote RunSpec {spec.name or '(unnamed)'} to {args.out}")

@@ -8,7 +8,7 @@ StepSearch's fields: a question whose ``metadata.hops`` lists its sub-questions 
 documents (the synthetic world) gets ``extra_info.sub_query_keys`` (one key group per hop, the
 hop's sub-question) and, when the corpus is given, ``extra_info.gold_docs`` (the text of the
 hops' gold documents). Real QA sets have no hops: both stay empty, and a StepSearch run refuses
-the table (:func:`calibadv.stepsearch.check_stepsearch_data`).
+the table (:func:`calibadv.methods.stepsearch_reward.check_stepsearch_data`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def make_generator(kind: str, checkpoint: Path, spec: RunSpec):
     """(generate_fn, tokenizer) for greedy decoding with the chosen engine."""
     if kind in ("hf", "kv"):  # in-process engines: calibadv.agent.engines
         from calibadv.agent.engines import local_generator
-        from calibadv.agent.runner import load_policy
+        from calibadv.models.policy import load_policy
 
         model, tok = load_policy(checkpoint, spec.model.dtype)
         if spec.model.chat_template:
@@ -80,7 +80,8 @@ def evaluate_suites(
     (imports, server, model) costs more than a small benchmark's rollouts. Each benchmark's
     files are written as soon as it is done, exactly as a single-benchmark run writes them.
     """
-    from calibadv.agent.runner import make_search_fn, retrieval_url
+    from calibadv.retrieval.client import make_search_fn
+    from calibadv.retrieval.launch import retrieval_url
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
@@ -104,7 +105,7 @@ def evaluate_suites(
 
 
 def _questions(data: str | os.PathLike, limit: int | None) -> list:
-    from calibadv.agent.runner import load_questions
+    from calibadv.data.questions import load_questions
 
     questions = load_questions(data, limit)
     if not questions:
@@ -123,7 +124,7 @@ def _evaluate_one(
     search: Any,
     batch_size: int,
 ) -> dict[str, Any]:
-    from calibadv.agent.runner import agent_config, method_flags, rollout, score
+    from calibadv.agent.rollouts import agent_config, method_flags, rollout, score
     from calibadv.evaluate.metrics import rollout_ppl, summarise
 
     prethink, require_search = method_flags(spec.method)

@@ -24,14 +24,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from calibadv.errors import CalibAdvError, ConfigError
+from calibadv import server_process
+from calibadv.errors import ConfigError
 
 ENGINES = ("transformers", "vllm")
 
@@ -85,13 +85,6 @@ def server_command(server: LocalServer, port: int) -> list[str]:
     return cmd + list(server.extra_args)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
-    except OSError:
-        return "(no log)"
-
-
 @contextlib.contextmanager
 def _terminate_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into SystemExit while the block runs (main thread only), so ``finally``
@@ -112,54 +105,36 @@ def _terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
-    """SIGTERM the server's process group, wait, then SIGKILL what is left."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
+def _answers_openai(root: str) -> bool:
+    """Both ``GET /health`` and ``GET /v1/models`` answer 200: clients need the model list,
+    and it can fail while ``/health`` is fine (see the hub cache note in :func:`serve_judge`)."""
+    return (httpx.get(root + "/health", timeout=5.0).status_code == 200
+            and httpx.get(root + "/v1/models", timeout=10.0).status_code == 200)
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen[bytes] | None, log_file: Path | None,
                  timeout: float) -> None:
     """Poll ``GET /health`` and ``GET /v1/models`` until both answer 200."""
     root = base_url.removesuffix("/v1")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise CalibAdvError(
-                f"the judge server exited with code {proc.returncode} before it was ready; "
-                f"log {log_file}:\n{_tail(log_file) if log_file else ''}"
-            )
-        try:
-            if (httpx.get(root + "/health", timeout=5.0).status_code == 200
-                    and httpx.get(root + "/v1/models", timeout=10.0).status_code == 200):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise CalibAdvError(
-        f"the judge server at {base_url} was not ready after {timeout:.0f} s (GET /health and "
-        f"/v1/models); raise judge.startup_timeout_s for big models"
-        + (f"; log {log_file}:\n{_tail(log_file)}" if log_file else "")
-    )
+
+    def not_ready() -> str:
+        return (
+            f"the judge server at {base_url} was not ready after {timeout:.0f} s (GET /health "
+            f"and /v1/models); raise judge.startup_timeout_s for big models"
+            + (f"; log {log_file}:\n{server_process.tail(log_file, 30)}" if log_file else "")
+        )
+
+    failure = (server_process.exited_early(proc, "the judge server", log_file, lines=30)
+               if proc is not None else lambda: None)
+    server_process.wait_until_healthy(lambda: root, timeout=timeout, not_ready=not_ready,
+                                      failure=failure, probe=_answers_openai, interval=0.5)
 
 
 @contextlib.contextmanager
 def serve_judge(server: LocalServer, log_path: str | os.PathLike | None = None) -> Iterator[str]:
     """Run ``server`` until the block ends; yields its base URL (``http://host:port/v1``)."""
-    from calibadv.retrieval.launch import _die_with_parent
-
     with tempfile.TemporaryDirectory(prefix="calibadv-judge-") as tmp:
         log_file = Path(log_path) if log_path else Path(tmp) / "judge-server.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -174,17 +149,10 @@ def serve_judge(server: LocalServer, log_path: str | os.PathLike | None = None) 
             env["HF_HUB_CACHE"] = str(Path(tmp) / "hub-cache")
             Path(env["HF_HUB_CACHE"]).mkdir()
         port = server.port or free_port(server.host)
-        shown = f"[{server.host}]" if ":" in server.host else server.host
-        base_url = f"http://{shown}:{port}/v1"
-        with _terminate_on_sigterm():
-            with open(log_file, "ab") as fh:
-                proc = subprocess.Popen(
-                    server_command(server, port), stdout=fh, stderr=subprocess.STDOUT, env=env,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            try:
-                wait_healthy(base_url, proc, log_file, server.startup_timeout_s)
-                yield base_url
-            finally:
-                _stop_group(proc)
+        base_url = server_process.http_url(server.host, port) + "/v1"
+        # the whole process group: vLLM's engine and tensor-parallel workers are children
+        with _terminate_on_sigterm(), server_process.supervised(
+            server_command(server, port), log_file, env=env, grace=20.0, group=True
+        ) as proc:
+            wait_healthy(base_url, proc, log_file, server.startup_timeout_s)
+            yield base_url

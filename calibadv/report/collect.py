@@ -10,8 +10,9 @@ from typing import Any
 import yaml
 
 from calibadv.io import read_jsonl
-from calibadv.judge.config import judge_runs
-from calibadv.workflow_config import Layout, model_seeds, seed_runs, start_point_runs
+from calibadv.workflow.judge import judge_runs
+from calibadv.workflow.layout import Layout
+from calibadv.workflow.runs import model_seeds, seed_runs, start_point_runs
 
 
 @dataclass

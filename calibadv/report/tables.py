@@ -19,7 +19,8 @@ from typing import Any
 
 from calibadv.report.collect import Results
 from calibadv.report.stats import Interval, fmt_interval, n_label, paired_effect, t_interval
-from calibadv.workflow_config import model_methods, stage_resources, start_model
+from calibadv.workflow.resources import stage_resources
+from calibadv.workflow.runs import model_methods, start_model
 
 #: Benchmark keys and the paper's column headers, in the paper's order.
 BENCHMARKS = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
@@ -233,3 +233,17 @@ class AsyncRetrievalClient(RetrievalClient):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def make_search_fn(url: str, topk: int, chunk: int = 256) -> Callable[[Sequence[str]], list[list[Any]]]:
+    """The agent's search function (``SearchFn``): a batch of queries → top-``topk`` passages
+    each, sent ``chunk`` queries per request (servers cap the queries per request)."""
+    client = RetrievalClient(url)
+
+    def search(queries: Sequence[str]) -> list[list[Any]]:
+        out: list[list[Any]] = []
+        for i in range(0, len(queries), chunk):  # servers cap the queries per request
+            out += client.search(list(queries[i : i + chunk]), topk)
+        return out
+
+    return search

@@ -10,33 +10,27 @@ same server either way (same flags, same FastAPI app, a real HTTP socket on loop
 - ``thread``: uvicorn in a thread of the calling process. It saves a second Python start-up
   (importing torch + transformers + sentence-transformers costs ~14 s of CPU on a small
   machine), which dominates short CPU jobs such as the embedded default's evaluations.
+
+Starting, waiting for and stopping the child process is :mod:`calibadv.server_process` (shared
+with the local judge server); turning ``serve`` flags into a server is
+:mod:`calibadv.retrieval.server_config` (shared with ``calibadv serve``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from calibadv.errors import CalibAdvError
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+from calibadv import server_process
+from calibadv.errors import CalibAdvError, ConfigError
+from calibadv.retrieval.server_config import ServerOptions, parse_serve_flags, server_parts
 
 
 def serve_command(
@@ -59,24 +53,6 @@ def serve_command(
     if port_file:
         cmd += ["--port-file", str(port_file)]
     return cmd + list(extra_args)
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM the server when the launching process dies.
-
-    A job killed by SIGKILL/SIGTERM (Snakemake cancelling, ``scancel``, a test timeout) never
-    runs the ``finally`` below; without this its server would live on as an orphan holding
-    memory and a port. Elsewhere than Linux this is a no-op.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
 
 
 def spec_server_args(retrieval: object) -> list[str]:
@@ -116,27 +92,12 @@ def serve_in_background(
     with tempfile.TemporaryDirectory(prefix="calibadv-serve-") as tmp:
         port_file = Path(tmp) / "port"
         log_file = Path(log_path) if log_path else Path(tmp) / "server.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = serve_command(
             corpus, index, encoder, reranker, host, port, port_file, extra_args
         )
         child_env = {**os.environ, **(env or {}), "CALIBADV_NO_PROGRESS": "1"}
-        with open(log_file, "ab") as log_fh:
-            proc = subprocess.Popen(
-                cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=child_env,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )  # fmt: skip
-        try:
-            url = _wait_ready(proc, port_file, host, log_file, startup_timeout)
-            yield url
-        finally:
-            _stop(proc)
-
-
-def _base_url(host: str, port: int | str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+        with server_process.supervised(cmd, log_file, env=child_env, grace=15.0) as proc:
+            yield _wait_ready(proc, port_file, host, log_file, startup_timeout)
 
 
 def _await_health(
@@ -150,23 +111,16 @@ def _await_health(
     ``url_of`` gives the URL once it is known; ``failure`` a message once the server can no
     longer become ready (that message is raised at once).
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = failure()
-        if message:
-            raise CalibAdvError(message)
-        url = url_of()
-        if url is not None:
-            try:
-                if httpx.get(url + "/health", timeout=5.0).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.2)
-    where = f"; log {log_file}:\n{_tail(log_file)}" if log_file else ""
-    raise CalibAdvError(
-        f"retrieval server not ready after {timeout:.0f} s (GET /health never answered 200); "
-        f"raise startup_timeout for big indexes{where}"
+
+    def not_ready() -> str:
+        where = f"; log {log_file}:\n{server_process.tail(log_file)}" if log_file else ""
+        return (
+            f"retrieval server not ready after {timeout:.0f} s (GET /health never answered "
+            f"200); raise startup_timeout for big indexes{where}"
+        )
+
+    return server_process.wait_until_healthy(
+        url_of, timeout=timeout, not_ready=not_ready, failure=failure
     )
 
 
@@ -179,46 +133,10 @@ def _wait_ready(
 ) -> str:
     def url_of() -> str | None:
         text = port_file.read_text().strip() if port_file.is_file() else ""
-        return _base_url(host, text) if text.isdigit() else None
+        return server_process.http_url(host, text) if text.isdigit() else None
 
-    def failure() -> str | None:
-        code = proc.poll()
-        if code is None:
-            return None
-        return (f"retrieval server exited with code {code} before it was ready; "
-                f"log {log_file}:\n{_tail(log_file)}")
-
+    failure = server_process.exited_early(proc, "retrieval server", log_file)
     return _await_health(url_of, failure, timeout, log_file)
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _serve_namespace(
-    corpus: str | os.PathLike,
-    index: str | os.PathLike,
-    encoder: str,
-    reranker: str | None,
-    host: str,
-    port: int,
-    extra_args: Sequence[str],
-) -> Any:
-    """Parse the flags ``serve_in_background`` would pass, with the ``serve`` parser itself."""
-    from calibadv.cli import build_parser
-
-    argv = serve_command(corpus, index, encoder, reranker, host, port, None, extra_args)[3:]
-    try:
-        return build_parser().parse_args(argv)
-    except SystemExit as err:  # argparse already printed which flag is wrong
-        raise CalibAdvError(f"bad retrieval server flags: {' '.join(argv[1:])}") from err
 
 
 @contextmanager
@@ -241,15 +159,16 @@ def serve_in_thread(
     """
     import uvicorn
 
-    from calibadv.commands.retrieval import server_parts
     from calibadv.retrieval.server import bind_socket, create_app
 
-    args = _serve_namespace(corpus, index, encoder, reranker, host, port, extra_args)
-    load, cfg = server_parts(args, own_process=False)
+    # the flags serve_in_background would give its process, parsed with the same definitions
+    flags = serve_command(corpus, index, encoder, reranker, host, port, None, extra_args)[4:]
+    options = ServerOptions.from_args(parse_serve_flags(flags))
+    load, cfg = server_parts(options, own_process=False)
     failed: list[BaseException] = []
     app = create_app(load, cfg, on_load_error=failed.append)
     sock = bind_socket(host, port)
-    url = _base_url(host, sock.getsockname()[1])
+    url = server_process.http_url(host, sock.getsockname()[1])
     # log_config=None: leave the host process's logging set-up alone.
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=30)
@@ -292,3 +211,32 @@ def serve(mode: str, *args: Any, **kwargs: Any) -> AbstractContextManager[str]:
             f"retrieval.server: {mode!r} is not one of {', '.join(SERVER_MODES)}"
         ) from None
     return launcher(*args, **kwargs)
+
+
+@contextmanager
+def retrieval_url(retrieval: Any) -> Iterator[str]:
+    """The spec's server URL, or a server started here from its corpus/index/encoder."""
+    if retrieval.url:
+        yield retrieval.url
+        return
+    needed = {"corpus": retrieval.corpus, "index": retrieval.index, "encoder": retrieval.encoder}
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise ConfigError(
+            f"retrieval: set retrieval.url, or retrieval.{missing[0]} (with corpus, index and "
+            "encoder) so that a server can be started"
+        )
+    try:
+        ctx = serve(
+            retrieval.server,
+            retrieval.corpus,
+            retrieval.index,
+            retrieval.encoder,
+            reranker=retrieval.reranker,
+            port=retrieval.port,
+            extra_args=spec_server_args(retrieval),
+        )
+    except FileNotFoundError as err:
+        raise CalibAdvError(f"retrieval server could not start: {err}") from err
+    with ctx as url:
+        yield url

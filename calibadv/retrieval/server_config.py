@@ -1,9 +1,26 @@
-"""The retrieval server's limits and batching knobs (no heavy imports: the CLI reads the
-defaults for ``serve --help`` without loading FastAPI)."""
+"""How a retrieval server is configured: its limits and batching knobs, the ``serve`` flags,
+and the mapping from those flags to an engine loader and a :class:`ServerConfig`.
+
+Both ways of running the server use this one mapping: ``calibadv serve`` (a process of its
+own) and ``retrieval.server: thread`` (:func:`calibadv.retrieval.launch.serve_in_thread`), so
+the same flags give the same server either way. It lives in the library, not in the CLI,
+because the thread launcher needs it and library code never imports the CLI.
+
+No heavy imports: the CLI reads the defaults for ``serve --help`` without loading FastAPI,
+torch or FAISS (the engine is imported only when a loader is built).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from calibadv.errors import CalibAdvError
+
+if TYPE_CHECKING:
+    from calibadv.retrieval.engine import SearchEngine
 
 
 @dataclass(frozen=True)
@@ -22,3 +39,147 @@ class ServerConfig:
     batching: bool = True
     max_batch: int = 64  # queries per merged batch
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything a retrieval server is built from, except where it listens.
+
+    The model/index half goes to :func:`calibadv.retrieval.engine.load_engine`; ``config``
+    holds the request limits and batching knobs. ``threads=None`` means "the default of where
+    the server runs" (see :func:`server_parts`).
+    """
+
+    corpus: str
+    index: str
+    encoder: str
+    reranker: str | None = None
+    device: str | None = None
+    faiss_gpu: bool = False
+    mmap_index: bool = False
+    threads: int | None = None
+    query_prefix: str | None = None
+    config: ServerConfig = field(default_factory=ServerConfig)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServerOptions:
+        """The options of parsed ``serve`` flags (see :func:`add_serve_arguments`)."""
+        return cls(
+            corpus=args.corpus, index=args.index, encoder=args.encoder, reranker=args.reranker,
+            device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
+            threads=args.threads, query_prefix=args.query_prefix,
+            config=ServerConfig(
+                default_topk=args.topk,
+                max_topk=args.max_topk,
+                retrieval_topk=args.retrieval_topk,
+                rerank_topk=args.rerank_topk,
+                max_queries=args.max_queries,
+                max_query_chars=args.max_query_chars,
+                max_body_bytes=args.max_body_bytes,
+                batching=not args.no_batching,
+                max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms,
+            ),
+        )  # fmt: skip
+
+
+def server_parts(
+    options: ServerOptions, own_process: bool = True
+) -> tuple[Callable[[], SearchEngine], ServerConfig]:
+    """(engine loader, ServerConfig) of ``options``: one mapping for both the ``serve``
+    subprocess and the in-process server of ``retrieval.server: thread``.
+
+    Thread counts are per process: a server of its own gets :func:`server_threads` unless
+    ``threads`` says otherwise; a server in a thread of a job (``own_process=False``) leaves
+    the job's thread count alone unless ``threads`` is given.
+    """
+    from functools import partial
+
+    from calibadv.retrieval.encoder import server_threads
+    from calibadv.retrieval.engine import load_engine
+
+    o = options
+    load = partial(
+        load_engine, o.corpus, o.index, o.encoder, o.reranker,
+        device=o.device, faiss_gpu=o.faiss_gpu, mmap_index=o.mmap_index,
+        threads=o.threads or (server_threads() if own_process else None),
+        query_prefix=o.query_prefix,
+    )  # fmt: skip
+    return load, o.config
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` flags to ``parser``: the CLI's ``serve`` command and the thread
+    launcher parse the same flags, so a flag list means the same server in both modes."""
+    parser.add_argument(
+        "--corpus", required=True, help="corpus JSONL (row i = index vector i)"
+    )
+    parser.add_argument("--index", required=True, help="FAISS index file")
+    parser.add_argument(
+        "--encoder", required=True, help="query encoder (same as the index's)"
+    )
+    parser.add_argument(
+        "--reranker", default=None, help="cross-encoder model: enables reranking"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
+    parser.add_argument(
+        "--port-file", default=None, help="write the bound port to this file"
+    )
+    parser.add_argument(
+        "--device", default=None, help="model device (default: GPU if any)"
+    )
+    parser.add_argument(
+        "--faiss-gpu", action="store_true", help="put the index on GPUs (faiss-gpu)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch/FAISS (default: $OMP_NUM_THREADS, else a quarter of the "
+        "CPUs this job may use, 1 to 4: the server shares its node; see docs/retrieval.md)",
+    )
+    parser.add_argument(
+        "--mmap-index", action="store_true", help="memory-map the index file"
+    )
+    parser.add_argument(
+        "--query-prefix", default=None, help="override the model's query prefix"
+    )
+    d = ServerConfig()
+    parser.add_argument("--topk", type=int, default=d.default_topk,
+                        help="default results per query")
+    parser.add_argument("--max-topk", type=int, default=d.max_topk, help="largest topk accepted")
+    parser.add_argument("--retrieval-topk", type=int, default=d.retrieval_topk,
+                        help="candidates for reranking")
+    parser.add_argument("--rerank-topk", type=int, default=d.rerank_topk,
+                        help="results after reranking")
+    parser.add_argument("--max-queries", type=int, default=d.max_queries,
+                        help="queries per request (default %(default)s: a paper turn of 512 "
+                        "prompts x 5 rollouts is 2,560)")
+    parser.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
+                        help="characters per query")
+    parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                        help="request body limit (default %(default)s = 64 MiB: 2,560 queries "
+                        "of 4,096 \\u-escaped characters)")
+    parser.add_argument("--no-batching", action="store_true",
+                        help="one engine call per request")
+    parser.add_argument("--max-batch", type=int, default=d.max_batch,
+                        help="queries per merged batch")
+    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                        help="batch collection window")
+
+
+def parse_serve_flags(flags: Sequence[str]) -> argparse.Namespace:
+    """Parse ``serve`` flags (without the command name) as ``calibadv serve`` would.
+
+    Raises :class:`CalibAdvError` naming the flags when they are wrong (argparse has then
+    already printed which one, with the usage, to stderr).
+    """
+    parser = argparse.ArgumentParser(prog="calibadv serve")
+    add_serve_arguments(parser)
+    try:
+        return parser.parse_args(list(flags))
+    except SystemExit as err:
+        raise CalibAdvError(f"bad retrieval server flags: {' '.join(flags)}") from err

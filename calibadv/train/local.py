@@ -1,13 +1,25 @@
 """The local training backend: single-process GRPO with CalibAdv calibration on HF models.
 
 One step is a fixed pipeline of the method's registered parts (docs/design.md, "Methods as
-compositions"): ``batch_size`` questions × the preset's rollout shape
-(``calibadv.rollout_shapes``: ``group_size`` independent rollouts by default, or trees; HF
-generation, sampling) → gated-F1 reward → the preset's rollout filter (``calibadv.filters``) →
-the preset's estimator (``calibadv.estimators``; ``calibadv.advantage.calibrate`` by default)
-on the rollouts the filter keeps → ``batch_size / mini_batch_size`` AdamW updates with the
-preset's verl-registered policy loss (clip ratio, optional entropy bonus and KL to the initial
-policy). The files it writes are those of docs/design.md ("Files a training run writes"); see
+compositions"), run as named phases in the order verl's trainer runs them
+(:mod:`calibadv.train.verl.trainer`, :mod:`calibadv.train.verl.estimator`), so the two backends
+read alike; the phases hand each other a :class:`~calibadv.train.local_batch.StepBatch`:
+
+1. rollout: ``batch_size`` questions × the preset's rollout shape
+   (``calibadv.methods.rollout_shapes``: ``group_size`` independent rollouts by default, or
+   trees; HF generation, sampling);
+2. score: gated-F1 reward (and, with ``score: judge``, the judge's step scores);
+3. recompute: no-grad old and reference log-probs and, for PPO, the value head's values;
+4. estimate: the preset's rollout filter (``calibadv.methods.filters``) decides which rollouts
+   enter the statistics, the preset's estimator (``calibadv.methods.estimators``;
+   ``calibadv.methods.advantage.calibrate`` by default) runs on those;
+5. filter: the rollouts the filter keeps from training leave the loss mask;
+6. update: the value head's update (PPO), then ``batch_size / mini_batch_size`` AdamW updates
+   with the preset's verl-registered policy loss (clip ratio, optional entropy bonus and KL to
+   the initial policy);
+7. log: the step's metrics line and, at the configured steps, the rollout dump.
+
+The files it writes are those of docs/design.md ("Files a training run writes"); see
 docs/training.md for the loop, resume and selection.
 
 Resume: the data order is a pure function of (seed, epoch), the optimiser and RNG states are
@@ -30,6 +42,8 @@ import numpy as np
 from calibadv.errors import ConfigError
 from calibadv.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from calibadv.spec import RunSpec, dump_run_spec
+from calibadv.train.local_batch import StepBatch, UpdateStats, micro_batches
+from calibadv.train.local_batch import mean as _mean
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +86,7 @@ def _progress(total: int, desc: str):
 
 
 def _calib_config(method: dict[str, Any]):
-    from calibadv.advantage import CalibConfig
+    from calibadv.methods.advantage import CalibConfig
 
     return CalibConfig.from_dict(method.get("calibration"), where="method.calibration")
 
@@ -88,40 +102,21 @@ def _has_dropout(model: Any) -> bool:
 
 
 class LocalTrainer:
-    """State of one local run; :meth:`train` runs it to the end (resuming if possible)."""
+    """State of one local run; :meth:`train` runs it to the end (resuming if possible).
+
+    :meth:`step` runs the phases of one RL step in verl's order (module docstring), each a
+    method of its own that reads and fills a :class:`~calibadv.train.local_batch.StepBatch`.
+    """
 
     def __init__(self, spec: RunSpec, out_dir: Path, search_fn: Any) -> None:
         import torch
 
-        from calibadv.agent.engines import local_generator
-        from calibadv.agent.runner import agent_config, load_policy, load_questions, method_flags
-        from calibadv.train.policy import actor_config
-
         self.spec, self.out = spec, out_dir
         self.t = spec.training
         self.search_fn = search_fn
-        self.prethink, self.require_search = method_flags(spec.method)
-        self.agent_cfg = agent_config(spec, self.prethink)
-        self.calib_cfg = _calib_config(spec.method)
-        self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
-        from calibadv.parts import method_needs, method_part
-
-        self.filter = method_part(spec.method, "filter")
-        self.estimator = method_part(spec.method, "estimator")
-        self.shape = method_part(spec.method, "rollout")
-        self.reward_part = method_part(spec.method, "reward")
-
-        self.needs = method_needs(spec.method)  # "values": PPO with a value head (gae)
-        loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
-        self.needs_answer_mask = bool(loss_knobs.get("mask_answer"))  # LLDS-MA
-        self.train_q = load_questions(spec.data.train)
-        self.val_q = load_questions(spec.data.val, spec.data.val_size) if spec.data.val else []
-        self.steps = total_steps(spec, len(self.train_q))
-        self.spe = steps_per_epoch(len(self.train_q), self.t.batch_size)
-        from calibadv.rollout_shapes import rollouts_per_prompt
-
-        self.per_prompt = rollouts_per_prompt(*self.shape, self.t.group_size)
-
+        self._read_method(spec)
+        self._read_data(spec)
+        # seeded before the model loads: a resume then overwrites the states from its checkpoint
         torch.manual_seed(spec.seed)
         random.seed(spec.seed)
         np.random.seed(spec.seed)
@@ -129,6 +124,53 @@ class LocalTrainer:
         from calibadv.train import checkpoint as ckpt
 
         resume = ckpt.latest(out_dir)
+        self._load_models(spec, resume)
+        if resume:
+            self._restore(resume)
+        engine = spec.agent.generator  # kv (default) or hf: calibadv.agent.engines
+        from calibadv.agent.engines import local_generator
+
+        self.sampler = local_generator(engine, self.model, self.tok,
+                                       temperature=self.t.temperature, top_p=self.t.top_p)
+        self.greedy = local_generator(engine, self.model, self.tok, greedy=True)
+
+    def _read_method(self, spec: RunSpec) -> None:
+        """The method's registered parts and the flags the phases branch on, read once."""
+        from calibadv.agent.rollouts import agent_config, method_flags
+        from calibadv.methods.catalog import method_needs, method_part
+        from calibadv.train.policy import actor_config
+
+        self.prethink, self.require_search = method_flags(spec.method)
+        self.agent_cfg = agent_config(spec, self.prethink)
+        self.calib_cfg = _calib_config(spec.method)
+        self.actor_cfg = actor_config(self.t.clip_ratio, spec.method.get("loss") or {})
+        self.filter = method_part(spec.method, "filter")
+        self.estimator = method_part(spec.method, "estimator")
+        self.shape = method_part(spec.method, "rollout")
+        self.reward_part = method_part(spec.method, "reward")
+        self.needs = method_needs(spec.method)  # "values": PPO with a value head (gae)
+        loss_knobs = (spec.method.get("loss") or {}).get("knobs") or {}
+        self.needs_answer_mask = bool(loss_knobs.get("mask_answer"))  # LLDS-MA
+
+    def _read_data(self, spec: RunSpec) -> None:
+        """The question sets and the step count they give (a config error before a model loads)."""
+        from calibadv.data.questions import load_questions
+        from calibadv.methods.rollout_shapes import rollouts_per_prompt
+
+        self.train_q = load_questions(spec.data.train)
+        self.val_q = load_questions(spec.data.val, spec.data.val_size) if spec.data.val else []
+        self.steps = total_steps(spec, len(self.train_q))
+        self.spe = steps_per_epoch(len(self.train_q), self.t.batch_size)
+        self.per_prompt = rollouts_per_prompt(*self.shape, self.t.group_size)
+
+    def _load_models(self, spec: RunSpec, resume: Path | None) -> None:
+        """The policy (from the latest checkpoint when resuming) and its optimiser, the value
+        head when the estimator needs values, and the frozen reference policy when a KL term
+        (in the loss or in the reward) needs one."""
+        import torch
+
+        from calibadv.models.policy import load_policy
+
         path = str(resume) if resume else spec.model.path
         self.model, self.tok = load_policy(path, spec.model.dtype)
         if spec.model.chat_template:
@@ -137,7 +179,7 @@ class LocalTrainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay
         )
-        # the first mini-batch's loss forward gives its old log-probs (step()): only when a
+        # the first mini-batch's loss forward gives its old log-probs (_recompute): only when a
         # train-mode forward is the eval-mode one, i.e. the model has no active dropout
         self.reuse_first_forward = not _has_dropout(self.model)
         self.ref_model = None
@@ -152,28 +194,45 @@ class LocalTrainer:
         if self.t.kl_coef > 0 or reward_kl > 0:
             self.ref_model, _ = load_policy(spec.model.path, spec.model.dtype)
             self.ref_model.eval().requires_grad_(False)
-        if resume:
-            state = ckpt.load_trainer_state(resume)
-            self.optimizer.load_state_dict(state["optimizer"])
-            ckpt.set_rng_state(state["rng"])
-            if self.critic is not None:
-                if "critic" not in state:
-                    raise ConfigError(
-                        f"{resume}: this checkpoint holds no value head (it was written by a run "
-                        "without a value model), but the method's estimator needs one; train "
-                        "into a fresh --out directory")
-                self.critic.load_state_dict(state["critic"])
-            self.start_step = int(state["step"])
-            log.info("resuming from %s (step %d)", resume, self.start_step)
-        engine = spec.agent.generator  # kv (default) or hf: calibadv.agent.engines
-        self.sampler = local_generator(engine, self.model, self.tok,
-                                       temperature=self.t.temperature, top_p=self.t.top_p)
-        self.greedy = local_generator(engine, self.model, self.tok, greedy=True)
+
+    def _restore(self, resume: Path) -> None:
+        """Optimiser, RNG and value-head states of checkpoint ``resume``: the steps after it are
+        then those of an uninterrupted run."""
+        from calibadv.train import checkpoint as ckpt
+
+        state = ckpt.load_trainer_state(resume)
+        self.optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"])
+        if self.critic is not None:
+            if "critic" not in state:
+                raise ConfigError(
+                    f"{resume}: this checkpoint holds no value head (it was written by a run "
+                    "without a value model), but the method's estimator needs one; train "
+                    "into a fresh --out directory")
+            self.critic.load_state_dict(state["critic"])
+        self.start_step = int(state["step"])
+        log.info("resuming from %s (step %d)", resume, self.start_step)
 
     # -- one RL step ---------------------------------------------------------------------
-    def rollouts(self, step: int) -> tuple[int, list, list]:
-        from calibadv.agent.runner import prompt_token_ids, score
-        from calibadv.rollout_shapes import grow
+    def step(self, step: int) -> dict[str, Any]:
+        """One RL step, its phases in verl's order (``calibadv.train.verl``): generate, reward,
+        old/ref log-probs and values, advantage (the filter's decision inside it, as in
+        ``compute_calibadv_advantage``), critic then actor update, metrics. Returns the step's
+        line of metrics.jsonl."""
+        t0 = time.time()
+        batch = self._rollout(step)
+        self._score(batch)
+        self._recompute(batch)
+        self._estimate(batch)
+        self._filter(batch)
+        update = self._update(batch)
+        return self._log(batch, update, t0)
+
+    def _rollout(self, step: int) -> StepBatch:
+        """The step's questions (a pure function of seed and step, so a resume redoes them)
+        grown into rollouts by the preset's rollout shape, with the micro-batch layout."""
+        from calibadv.agent.rollouts import prompt_token_ids
+        from calibadv.methods.rollout_shapes import grow
 
         epoch, idx = batch_indices(self.spec.seed, step, len(self.train_q), self.t.batch_size)
         questions = [self.train_q[i] for i in idx]
@@ -184,147 +243,228 @@ class LocalTrainer:
             grown = grow(*self.shape, prompts, self.tok, self.agent_cfg, self.sampler,
                          self.search_fn, self.t.group_size, rng, progress=bar)
         trajs = grown.trajectories
-        owners = [questions[o] for o in grown.owner]
-        self.extras = grown.extra
-        for traj, q in zip(trajs, owners, strict=True):
-            score(traj, q, self.prethink, self.require_search)
-        return epoch, trajs, owners
+        # mini-batches of whole questions, each one optimiser step, cut into micro-batches
+        mb_size = self.t.mini_batch_size * self.per_prompt
+        return StepBatch(step, epoch, trajs, [questions[o] for o in grown.owner], grown.extra,
+                         mb_size, micro_batches(len(trajs), mb_size,
+                                                max(1, self.t.micro_batch_size)))
 
-    def step(self, step: int) -> dict[str, Any]:
+    def _score(self, batch: StepBatch) -> None:
+        """Each rollout's reward (gated F1 under the method's format rules), the response mask
+        the estimator sees (before the filter's), the group ids and, under ``score: judge``,
+        the judge's step scores (verl asks the judge inside its estimator; same inputs)."""
+        from calibadv.agent.rollouts import score
+        from calibadv.train.policy import pad_batch
+
+        for traj, q in zip(batch.trajs, batch.owners, strict=True):
+            score(traj, q, self.prethink, self.require_search)
+        _, _, batch.resp_mask, _ = pad_batch(batch.trajs, self.pad_id)
+        batch.groups = [q.index for q in batch.owners]
+        batch.judge_scores, batch.judge_metrics = self._judge_scores(batch)
+
+    def _recompute(self, batch: StepBatch) -> None:
+        """The no-grad forwards before any update (verl: old log-probs, reference log-probs,
+        values), on exactly the micro-batches the loss uses.
+
+        The first mini-batch's old log-probs are the policy's before any update: exactly what
+        its own loss forward computes, so that forward gives them (detached; ratio 1, as verl's
+        separate recomputation gives up to float noise) and its rows skip this pass: ~7% of a
+        tiny-model step at mini-batch 4 of 8 (docs/training.md). A critic needs every row's
+        hidden states first, so then every row takes the pass."""
         import torch
 
-        from calibadv.estimators import EstimatorBatch, estimate as run_estimator
-        from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD, rollout_ppl
-        from calibadv.filters import decide, filtered_advantage
-        from calibadv.losses import answer_mask_context
-        from calibadv.train.policy import answer_token_mask, pad_batch, policy_loss, response_logprobs
+        from calibadv.train.policy import response_logprobs
 
-        t0 = time.time()
-        epoch, trajs, owners = self.rollouts(step)  # rollouts + reward
-        B = len(trajs)
-        _, _, resp_mask, _ = pad_batch(trajs, self.pad_id)
-        est_mask = resp_mask  # what the estimator sees: before the filter's loss mask
-        groups = [q.index for q in owners]
-        judge_scores, judge_metrics = self._judge_scores(trajs, owners, resp_mask, groups)
-
-        ppo: dict[str, Any] = {}  # values, old/ref log-probs (batch, length) for a critic
-
-        def estimate(rows: list[int]):  # the estimator on the rollouts the filter keeps
-            ppo["rows"] = rows
-            return run_estimator(*self.estimator, EstimatorBatch(
-                torch.tensor([trajs[i].reward for i in rows], dtype=torch.float32),
-                est_mask[rows],
-                [groups[i] for i in rows],
-                [{**trajs[i].to_dict(), "golden_answers": owners[i].golden_answers,
-                  "judge_scores": judge_scores[i] if judge_scores is not None else None,
-                  **owners[i].stepsearch_fields(), **self.extras[i]} for i in rows],
-                self.calib_cfg,
-                **{k: v[rows] for k, v in ppo.items() if k != "rows"},
-                reward=self.reward_part,
-            ))
-
-        decision = decide(*self.filter, trajs, step)
-        trains = torch.tensor(decision.trains, dtype=torch.float32)
-        resp_mask = resp_mask * trains[:, None]  # filtered rollouts leave the loss
-
-        micro = max(1, self.t.micro_batch_size)
-        # mini-batches of whole questions, each one optimiser step, cut into micro-batches; the
-        # old (and reference) log-probs are computed on exactly the micro-batches the loss uses,
-        # so they line up even when micro_batch_size does not divide a mini-batch
-        mb_size = self.t.mini_batch_size * self.per_prompt
-        chunks = [(i, min(m0 + mb_size, B, i + micro)) for m0 in range(0, B, mb_size)
-                  for i in range(m0, min(B, m0 + mb_size), micro)]
-        # The first mini-batch's old log-probs are the policy's log-probs before any update:
-        # exactly what its own loss forward computes, so that forward gives them (detached;
-        # ratio 1, as verl's separate recomputation gives up to float noise) and a no-grad
-        # pass over its rows is skipped: ~7% of a tiny-model step at mini-batch 4 of 8
-        # (docs/training.md). A critic needs every row's hidden states first, so then every
-        # row takes the pass as before.
         first_from_loss = self.critic is None and self.reuse_first_forward
-        old_logp, ref_logp, entropies, hidden = {}, {}, {}, []
+        hidden = []
         with torch.no_grad():
-            for i, j in chunks:
-                chunk = trajs[i:j]
-                if not (first_from_loss and i < mb_size):
+            for i, j in batch.chunks:
+                chunk = batch.trajs[i:j]
+                if not (first_from_loss and i < batch.mb_size):
                     lp, ent, _ = response_logprobs(self.model, chunk, self.pad_id,
                                                    self.t.temperature, with_entropy=True)
-                    old_logp[i] = lp
-                    entropies[i] = ent
+                    batch.old_logp[i] = lp
+                    batch.entropies[i] = ent
                 if self.ref_model is not None:
-                    ref_logp[i] = response_logprobs(self.ref_model, chunk, self.pad_id,
-                                                    self.t.temperature)[0]
+                    batch.ref_logp[i] = response_logprobs(self.ref_model, chunk, self.pad_id,
+                                                          self.t.temperature)[0]
                 if self.critic is not None:
                     from calibadv.train.value import hidden_states
 
                     hidden.append(hidden_states(self.model, chunk, self.pad_id))
-        if self.critic is not None:  # PPO: values and log-probs for the gae estimator
-            hidden_all = _pad_hidden(hidden, resp_mask.shape[1])
-            ppo["values"] = self.critic.values(hidden_all).cpu()
-            ppo["old_logp"] = torch.cat(_pad_list([old_logp[i].cpu() for i, _ in chunks],
-                                                  resp_mask.shape[1]))
-            if ref_logp:
-                ppo["ref_logp"] = torch.cat(_pad_list([ref_logp[i].cpu() for i, _ in chunks],
-                                                      resp_mask.shape[1]))
-        advantages, stats = filtered_advantage(decision, estimate, B, resp_mask.shape[1])
-        critic_metrics = {}
-        if self.critic is not None:  # verl's order: the critic update before the actor's
-            critic_metrics = self._update_critic(hidden_all, stats, ppo, resp_mask, mb_size)
+        if self.critic is not None:
+            self._values(batch, hidden)
 
+    def _values(self, batch: StepBatch, hidden: list[Any]) -> None:
+        """PPO: the value head's values and the (B, L) old and reference log-probs the gae
+        estimator reads (its KL penalty in the reward)."""
+        import torch
+
+        width = batch.resp_mask.shape[1]
+        batch.hidden = _pad_hidden(hidden, width)
+        batch.ppo["values"] = self.critic.values(batch.hidden).cpu()
+        batch.ppo["old_logp"] = torch.cat(_pad_list([batch.old_logp[i].cpu()
+                                                     for i, _ in batch.chunks], width))
+        if batch.ref_logp:
+            batch.ppo["ref_logp"] = torch.cat(_pad_list([batch.ref_logp[i].cpu()
+                                                         for i, _ in batch.chunks], width))
+
+    def _estimate(self, batch: StepBatch) -> None:
+        """The advantages: the preset's filter decides which rollouts enter the group
+        statistics, the estimator runs on those alone and the rest get 0 (as verl's
+        ``compute_calibadv_advantage``)."""
+        from calibadv.methods.filters import decide, filtered_advantage
+
+        batch.decision = decide(*self.filter, batch.trajs, batch.step)
+        batch.advantages, batch.stats = filtered_advantage(
+            batch.decision, lambda rows: self._run_estimator(batch, rows), batch.size,
+            batch.resp_mask.shape[1])
+
+    def _run_estimator(self, batch: StepBatch, rows: list[int]) -> tuple[Any, dict[str, Any]]:
+        """The preset's estimator on rollouts ``rows`` (their rewards, unfiltered response
+        masks, groups, what each rollout carries and, for PPO, values and log-probs)."""
+        import torch
+
+        from calibadv.methods.estimators import EstimatorBatch, estimate
+
+        batch.est_rows = rows  # the critic trains on these rows' returns
+        trajs, owners, judge = batch.trajs, batch.owners, batch.judge_scores
+        return estimate(*self.estimator, EstimatorBatch(
+            torch.tensor([trajs[i].reward for i in rows], dtype=torch.float32),
+            batch.resp_mask[rows],
+            [batch.groups[i] for i in rows],
+            [{**trajs[i].to_dict(), "golden_answers": owners[i].golden_answers,
+              "judge_scores": judge[i] if judge is not None else None,
+              **owners[i].stepsearch_fields(), **batch.extras[i]} for i in rows],
+            self.calib_cfg,
+            **{k: v[rows] for k, v in batch.ppo.items()},
+            reward=self.reward_part,
+        ))
+
+    def _filter(self, batch: StepBatch) -> None:
+        """Rollouts the filter keeps from training leave the loss mask (and so the token-mean
+        denominator; verl's actor keeps its own mask, docs/baselines.md). Their advantages are
+        already 0 (``filtered_advantage``)."""
+        import torch
+
+        batch.trains = torch.tensor(batch.decision.trains, dtype=torch.float32)
+        batch.loss_mask = batch.resp_mask * batch.trains[:, None]
+
+    def _update(self, batch: StepBatch) -> UpdateStats:
+        """verl's order: the critic's update before the actor's."""
+        stats = UpdateStats()
+        if self.critic is not None:
+            stats.critic_metrics = self._update_critic(batch)
+        self._update_actor(batch, stats)
+        return stats
+
+    def _update_critic(self, batch: StepBatch) -> dict[str, float]:
+        """The value head's update on the estimator's returns (rows it did not see: mask 0)."""
+        import torch
+
+        rows = batch.est_rows
+        B, width = batch.loss_mask.shape
+        returns, old_values = torch.zeros(B, width), torch.zeros(B, width)
+        mask = torch.zeros(B, width)
+        if rows:
+            returns[rows] = batch.stats["returns"].cpu()
+            old_values[rows] = batch.stats["values"].cpu()
+            mask[rows] = batch.loss_mask[rows]
+        dev = batch.hidden.device
+        return self.critic.update(batch.hidden, returns.to(dev), old_values.to(dev), mask.to(dev),
+                                  batch.mini_batches())
+
+    def _update_actor(self, batch: StepBatch, stats: UpdateStats) -> None:
+        """One AdamW step per mini-batch: its micro-batches' gradients add up, each loss scaled
+        by the mini-batch's token count, then the gradient is clipped."""
+        import torch
+
+        micro = max(1, self.t.micro_batch_size)
         self.model.train()
-        losses, clipfracs, grad_norms, term_metrics = [], [], [], {}
-        for m0 in range(0, B, mb_size):
-            mb = range(m0, min(B, m0 + mb_size))
-            n_tok = int(resp_mask[mb.start : mb.stop].sum().item())
+        for mb in batch.mini_batches():
+            n_tok = int(batch.loss_mask[mb.start : mb.stop].sum().item())
             self.optimizer.zero_grad(set_to_none=True)
             mb_loss = 0.0
             for i in range(mb.start, mb.stop, micro):
-                j = min(mb.stop, i + micro)
-                chunk = trajs[i:j]
-                fresh = i not in old_logp  # the first mini-batch (first_from_loss)
-                lp, ent, mask = response_logprobs(self.model, chunk, self.pad_id,
-                                                  self.t.temperature,
-                                                  with_entropy=self.t.entropy_coef > 0 or fresh,
-                                                  entropy_grad=self.t.entropy_coef > 0)
-                if fresh:
-                    old_logp[i] = lp.detach()
-                    entropies[i] = ent.detach()
-                width = mask.shape[1]
-                mask = mask * trains[i:j, None].to(mask.device)
-                answers = answer_token_mask(chunk, self.tok, width) if self.needs_answer_mask else None
-                with answer_mask_context(answers):
-                    loss, m = policy_loss(
-                        self.actor_cfg,
-                        old_logp[i][:, :width].to(lp.device),
-                        lp,
-                        advantages[i:j, :width].to(lp.device),
-                        mask,
-                        batch_num_tokens=max(n_tok, 1),
-                        global_batch_size=len(mb),
-                        entropy=ent,
-                        entropy_coef=self.t.entropy_coef,
-                        ref_logp=ref_logp[i][:, :width] if ref_logp else None,
-                        kl_coef=self.t.kl_coef,
-                    )
-                loss.backward()
-                mb_loss += float(loss.detach())
-                clipfracs.append(m["pg_clipfrac"])
-                for key, value in m.items():  # the registered loss' own signals
-                    if key not in ("pg_loss", "pg_clipfrac", "kl_loss"):
-                        term_metrics.setdefault(key, []).append(value)
+                mb_loss += self._actor_micro_batch(batch, i, min(mb.stop, i + micro), mb, n_tok,
+                                                   stats)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
             self.optimizer.step()
-            losses.append(mb_loss)
-            grad_norms.append(float(grad_norm))
+            stats.losses.append(mb_loss)
+            stats.grad_norms.append(float(grad_norm))
         self.model.eval()
 
-        gen_mask = resp_mask.bool()
-        ent_all = torch.cat([e.flatten() for e in _pad_list([entropies[i] for i, _ in chunks],
-                                                            resp_mask.shape[1])])
+    def _actor_micro_batch(self, batch: StepBatch, i: int, j: int, mb: range, n_tok: int,
+                           stats: UpdateStats) -> float:
+        """Forward and backward of the preset's policy loss on rows ``i:j``; its loss value."""
+        from calibadv.methods.losses import answer_mask_context
+        from calibadv.train.policy import answer_token_mask, policy_loss, response_logprobs
+
+        chunk = batch.trajs[i:j]
+        fresh = i not in batch.old_logp  # the first mini-batch (_recompute's first_from_loss)
+        lp, ent, mask = response_logprobs(self.model, chunk, self.pad_id, self.t.temperature,
+                                          with_entropy=self.t.entropy_coef > 0 or fresh,
+                                          entropy_grad=self.t.entropy_coef > 0)
+        if fresh:
+            batch.old_logp[i] = lp.detach()
+            batch.entropies[i] = ent.detach()
+        width = mask.shape[1]
+        mask = mask * batch.trains[i:j, None].to(mask.device)
+        answers = answer_token_mask(chunk, self.tok, width) if self.needs_answer_mask else None
+        with answer_mask_context(answers):
+            loss, m = policy_loss(
+                self.actor_cfg,
+                batch.old_logp[i][:, :width].to(lp.device),
+                lp,
+                batch.advantages[i:j, :width].to(lp.device),
+                mask,
+                batch_num_tokens=max(n_tok, 1),
+                global_batch_size=len(mb),
+                entropy=ent,
+                entropy_coef=self.t.entropy_coef,
+                ref_logp=batch.ref_logp[i][:, :width] if batch.ref_logp else None,
+                kl_coef=self.t.kl_coef,
+            )
+        loss.backward()
+        value = float(loss.detach())
+        stats.clipfracs.append(m["pg_clipfrac"])
+        for key, v in m.items():  # the registered loss' own signals
+            if key not in ("pg_loss", "pg_clipfrac", "kl_loss"):
+                stats.term_metrics.setdefault(key, []).append(v)
+        return value
+
+    def _log(self, batch: StepBatch, update: UpdateStats, t0: float) -> dict[str, Any]:
+        """The step's metrics.jsonl line (rollout, update, estimator and judge signals, in that
+        order) and, at ``dump_rollouts_at``, its rollout dump."""
+        metrics: dict[str, Any] = {
+            "step": batch.step,
+            "epoch": batch.epoch,
+            **self._rollout_metrics(batch),
+            **update.metrics(self.optimizer.param_groups[0]["lr"]),
+        }
+        for key, value in batch.stats.items():
+            if key not in ("per_step_c", "silver_sets", "rollout_advantage", "returns", "values"):
+                metrics[key] = _jsonable(value)
+        metrics.update(batch.judge_metrics)
+        metrics["time_s"] = time.time() - t0
+        if batch.step in self.t.dump_rollouts_at:
+            self.dump(batch)
+        return metrics
+
+    def _rollout_metrics(self, batch: StepBatch) -> dict[str, float]:
+        """What the rollouts looked like: reward, format, entropy and confidence of the
+        generated tokens (entropy over the tokens that trained), lengths and searches."""
+        import torch
+
+        from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD, rollout_ppl
+
+        trajs = batch.trajs
+        gen_mask = batch.loss_mask.bool()
+        ent_all = torch.cat([e.flatten() for e in _pad_list(
+            [batch.entropies[i] for i, _ in batch.chunks], batch.loss_mask.shape[1])])
         gen_lp = [lp for tr in trajs for lp, m in zip(tr.logprobs, tr.loss_mask) if m]
         ppls = [rollout_ppl(tr) for tr in trajs]
-        metrics: dict[str, Any] = {
-            "step": step,
-            "epoch": epoch,
+        return {
             "reward_mean": _mean([tr.reward for tr in trajs]),
             "f1_mean": _mean([tr.f1 for tr in trajs]),
             "em_mean": _mean([tr.em for tr in trajs]),
@@ -335,74 +475,50 @@ class LocalTrainer:
             "high_ppl_ratio": _mean([float(p >= HIGH_PPL_THRESHOLD) for p in ppls]),
             "valid_searches_mean": _mean([float(tr.num_searches) for tr in trajs]),
             "response_len_mean": _mean([float(len(tr.response_ids)) for tr in trajs]),
-            "loss": _mean(losses),
-            "pg_clipfrac": _mean(clipfracs),
-            "grad_norm": _mean(grad_norms),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            **{key: _mean(values) for key, values in term_metrics.items()},
-            **critic_metrics,
         }
-        for key, value in stats.items():
-            if key not in ("per_step_c", "silver_sets", "rollout_advantage", "returns", "values"):
-                metrics[key] = _jsonable(value)
-        metrics.update(judge_metrics)
-        metrics["time_s"] = time.time() - t0
-        if step in self.t.dump_rollouts_at:
-            self.dump(step, trajs, owners, advantages, resp_mask, stats)
-        return metrics
 
-    def _update_critic(self, hidden, stats, ppo, resp_mask, mb_size) -> dict[str, float]:
-        """The value head's update on the estimator's returns (rows it did not see: mask 0)."""
-        import torch
-
-        rows = ppo.get("rows") or []
-        B, width = resp_mask.shape
-        returns, old_values = torch.zeros(B, width), torch.zeros(B, width)
-        mask = torch.zeros(B, width)
-        if rows:
-            returns[rows] = stats["returns"].cpu()
-            old_values[rows] = stats["values"].cpu()
-            mask[rows] = resp_mask[rows]
-        dev = hidden.device
-        return self.critic.update(hidden, returns.to(dev), old_values.to(dev), mask.to(dev),
-                                  [range(m0, min(B, m0 + mb_size)) for m0 in range(0, B, mb_size)])
-
-    def _judge_scores(self, trajs, owners, resp_mask, groups) -> tuple[Any, dict[str, Any]]:
+    def _judge_scores(self, batch: StepBatch) -> tuple[Any, dict[str, Any]]:
         """``score: judge``: the judge's c for the steps of negative rollouts (calibadv.judge)."""
         judge = getattr(self, "step_judge", None)
         if judge is None:
             return None, {}
         import torch
 
+        trajs = batch.trajs
         rows = [{"question": q.question, "golden_answers": q.golden_answers,
                  "queries": tr.queries, "thinks": tr.thinks, "doc_ids": tr.doc_ids,
                  "turn_spans": tr.turn_spans, "response_text": tr.response_text}
-                for tr, q in zip(trajs, owners, strict=True)]
+                for tr, q in zip(trajs, batch.owners, strict=True)]
         return judge.score(rows, torch.tensor([tr.reward for tr in trajs], dtype=torch.float32),
                            torch.tensor([tr.format_ok for tr in trajs], dtype=torch.bool),
-                           resp_mask, groups, self.calib_cfg)
+                           batch.resp_mask, batch.groups, self.calib_cfg)
 
-    def dump(self, step, trajs, owners, advantages, resp_mask, stats) -> None:
-        per_step_c = stats.get("per_step_c") or [None] * len(trajs)
+    def dump(self, batch: StepBatch) -> None:
+        """rollouts/step_NNNNNN.jsonl: each rollout with its question, reward, advantage (the
+        estimator's per-rollout one where it has it, else the mean over trained tokens) and c."""
+        stats = batch.stats
+        per_step_c = stats.get("per_step_c") or [None] * batch.size
         silver = stats.get("silver_sets") or {}
         rollout_adv = stats.get("rollout_advantage")
         rows = []
-        for i, (tr, q) in enumerate(zip(trajs, owners, strict=True)):
-            m = resp_mask[i].bool()
-            adv = float(advantages[i][m].mean()) if m.any() else 0.0
+        for i, (tr, q) in enumerate(zip(batch.trajs, batch.owners, strict=True)):
+            m = batch.loss_mask[i].bool()
+            adv = float(batch.advantages[i][m].mean()) if m.any() else 0.0
             row = tr.to_dict()
-            row.update(step=step, group=q.index, question_id=q.id, question=q.question,
+            row.update(step=batch.step, group=q.index, question_id=q.id, question=q.question,
                        golden_answers=q.golden_answers, supporting_ids=q.supporting_ids,
                        advantage=float(rollout_adv[i]) if rollout_adv else adv,
                        advantage_mean=adv, c=_jsonable(per_step_c[i]),
                        silver_ids=_jsonable(silver.get(q.index, silver.get(str(q.index), []))))
-            row.update(self.extras[i])  # what the rollout shape adds (tree ids)
+            row.update(batch.extras[i])  # what the rollout shape adds (tree ids)
             rows.append(row)
-        atomic_write_jsonl(self.out / "rollouts" / f"step_{step:06d}.jsonl", rows)
+        atomic_write_jsonl(self.out / "rollouts" / f"step_{batch.step:06d}.jsonl", rows)
 
     # -- validation ------------------------------------------------------------------------
     def validate(self, step: int) -> dict[str, Any]:
-        from calibadv.agent.runner import rollout, score
+        """Greedy rollouts on the validation questions: val.jsonl's line, whose F1 curve picks
+        the checkpoint (:meth:`finish`)."""
+        from calibadv.agent.rollouts import rollout, score
         from calibadv.evaluate.metrics import summarise
 
         self.model.eval()
@@ -417,6 +533,7 @@ class LocalTrainer:
 
     # -- the run -----------------------------------------------------------------------------
     def train(self) -> int:
+        """Steps from the resume point to the end, validating and saving on schedule."""
         from calibadv.train import checkpoint as ckpt
 
         out, t = self.out, self.t
@@ -444,6 +561,8 @@ class LocalTrainer:
         return {"critic": self.critic.state_dict()} if self.critic is not None else {}
 
     def finish(self, wall_s: float) -> None:
+        """Select the checkpoint (the newest, or the last before a validation collapse),
+        export it as final/ and mark the run done."""
         from calibadv.evaluate.collapse import collapse_step, select_checkpoint
         from calibadv.train import checkpoint as ckpt
 
@@ -457,9 +576,6 @@ class LocalTrainer:
         atomic_write_json(self.out / "done.json",
                           {"steps": self.steps, "wall_s": wall_s, "backend": "local"})
 
-
-def _mean(xs: list[float]) -> float:
-    return float(sum(xs) / len(xs)) if xs else 0.0
 
 
 def _pad_list(tensors: list, width: int) -> list:
@@ -488,7 +604,8 @@ def _jsonable(value: Any) -> Any:
 
 def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
     """Backend entry point (``calibadv.train.backends``): train ``spec`` into ``out_dir``."""
-    from calibadv.agent.runner import make_search_fn, retrieval_url
+    from calibadv.retrieval.client import make_search_fn
+    from calibadv.retrieval.launch import retrieval_url
 
     out_dir = Path(out_dir)
     if not spec.model.path:
@@ -503,7 +620,7 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         if path and not Path(path).exists():  # before the server start-up, not after it
             raise ConfigError(f"{key}: {path} does not exist (run the workflow's earlier steps, "
                               "or fix the path in the run spec)")
-    from calibadv.stepsearch import check_run_data
+    from calibadv.methods.catalog import check_run_data
 
     check_run_data(spec.method, spec.data.train)  # StepSearch: gold documents in the data
     done = out_dir / "done.json"
@@ -515,7 +632,7 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         done.unlink()  # asked for more steps than before: continue from the latest checkpoint
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.resolved.yaml").write_text(dump_run_spec(spec))
-    from calibadv.judge.training import step_judge_for
+    from calibadv.train.judge_scoring import step_judge_for
 
     with retrieval_url(spec.retrieval) as url, \
             step_judge_for(spec.method, spec.judge, str(out_dir / "judge_server.log")) as judge:

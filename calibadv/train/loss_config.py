@@ -2,7 +2,7 @@
 
 verl builds the actor config from hydra with ``_target_`` instantiation, so pointing
 ``actor_rollout_ref.actor.policy_loss._target_`` here lets ``policy_loss.knobs`` (a plain
-mapping, validated by :mod:`calibadv.parts`) reach the loss function in every actor worker;
+mapping, validated by :mod:`calibadv.methods.registry`) reach the loss function in every actor worker;
 the local backend builds the same class (:func:`calibadv.train.policy.actor_config`).
 """
 

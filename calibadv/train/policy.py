@@ -26,7 +26,7 @@ def actor_config(clip_ratio: float, loss: dict[str, Any]) -> Any:
     from verl.workers.config import FSDPActorConfig
 
     from calibadv.errors import ConfigError
-    from calibadv.losses import register_in_verl
+    from calibadv.methods.losses import register_in_verl
     from calibadv.train.loss_config import KnobbedPolicyLossConfig as PolicyLossConfig
 
     register_in_verl()  # our losses, even where verl's plugin entry point is not installed

@@ -256,7 +256,7 @@ def sft_train(model: Any, demos: Sequence[Demo], pad_id: int, cfg: SFTConfig,
 
 def qa_questions(rows: Sequence[dict[str, Any]]) -> list:
     """QA JSONL rows → agent questions (for the start-point evaluation)."""
-    from calibadv.agent.runner import Question
+    from calibadv.data.questions import Question
     from calibadv.data.prompt import build_messages
 
     return [
@@ -272,7 +272,7 @@ def start_point(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], sear
                 generator: str = "kv") -> dict[str, Any]:
     """Greedy rollouts of ``rows`` in one prompt format: the RL start point's format rate and F1."""
     from calibadv.agent.engines import local_generator
-    from calibadv.agent.runner import rollout, score
+    from calibadv.agent.rollouts import rollout, score
     from calibadv.agent.types import AgentConfig
     from calibadv.evaluate.metrics import summarise
 
@@ -300,7 +300,7 @@ def run_sft(
     """Build demonstrations, fine-tune, save the HF directory, evaluate the start point."""
     import torch
 
-    from calibadv.agent.runner import load_policy
+    from calibadv.models.policy import load_policy
     from calibadv.io import atomic_write_json, read_jsonl
     from calibadv.models.tiny import replace_dir
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from calibadv.filters import RolloutInfo, is_void
+from calibadv.methods.filters import RolloutInfo, is_void
 from calibadv.io import read_jsonl
 
 from .conftest import cli

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from calibadv.advantage import grpo_advantage
-from calibadv.estimators import tree_grpo_advantage
+from calibadv.methods.advantage import grpo_advantage
+from calibadv.methods.estimators import tree_grpo_advantage
 from calibadv.io import read_jsonl
 
 from .conftest import cli

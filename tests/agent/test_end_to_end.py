@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from calibadv.io import read_jsonl
-from calibadv.methods import get_method
+from calibadv.methods.presets import get_method
 
 from .conftest import cli
 

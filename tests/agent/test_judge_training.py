@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from calibadv.io import read_jsonl
-from calibadv.methods import get_method
+from calibadv.methods.presets import get_method
 
 from .conftest import cli
 
@@ -34,7 +34,7 @@ class ScriptedPolicy:
 
     def __init__(self, model, tok, temperature: float = 1.0, top_p: float = 1.0,
                  greedy: bool = False) -> None:
-        from calibadv.agent.runner import load_questions
+        from calibadv.data.questions import load_questions
 
         self.tok = tok
         self.golden = {q.question: q.golden_answers for q in load_questions(_TRAIN[0])}

@@ -23,7 +23,7 @@ STOPS = ("</search>", "</answer>")
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory):
-    from calibadv.agent.runner import load_policy
+    from calibadv.models.policy import load_policy
     from calibadv.models.tiny import TinyConfig, build_tiny_model
     from calibadv.synth import write_world
 

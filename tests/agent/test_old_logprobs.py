@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from calibadv.agent.runner import make_search_fn
+from calibadv.retrieval.client import make_search_fn
 from calibadv.spec import load_run_spec
 from calibadv.train import local, policy
 

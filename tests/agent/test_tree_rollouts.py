@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibadv.agent import AgentConfig, AgentState, Generation, GenerationRequest, run_batch
-from calibadv.rollout_shapes import grow, grow_trees
+from calibadv.methods.rollout_shapes import grow, grow_trees
 
 from .test_protocol import TOK, search
 

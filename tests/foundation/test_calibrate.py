@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibadv.advantage import CalibConfig, calibrate, grpo_advantage, think_similarity
+from calibadv.methods.advantage import CalibConfig, calibrate, grpo_advantage, think_similarity
 from calibadv.errors import ConfigError
 
 seeds = st.integers(0, 2**31 - 1)

@@ -1,4 +1,4 @@
-"""Advantage estimators (calibadv.estimators): the registry, and GiGPO, MT-GRPO and Tree-GRPO
+"""Advantage estimators (calibadv.methods.estimators): the registry, and GiGPO, MT-GRPO and Tree-GRPO
 against by-hand computations from docs/baselines.md."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibadv.advantage import CalibConfig, calibrate, grpo_advantage
+from calibadv.methods.advantage import CalibConfig, calibrate, grpo_advantage
 from calibadv.agent.protocol import INVALID_ACTION_MESSAGE
 from calibadv.errors import ConfigError
-from calibadv.estimators import (
+from calibadv.methods.estimators import (
     EstimatorBatch,
     estimate,
     gigpo_advantage,
@@ -23,8 +23,9 @@ from calibadv.estimators import (
     step_groups,
     tree_grpo_advantage,
 )
-from calibadv.methods import get_method
-from calibadv.parts import ESTIMATORS, names
+from calibadv.methods.presets import get_method
+from calibadv.methods.catalog import names
+from calibadv.methods.registry import ESTIMATORS
 
 R3 = math.sqrt(3.0)
 R2 = math.sqrt(2.0)
@@ -58,7 +59,7 @@ def test_an_unknown_estimator_or_knob_is_an_error_naming_it():
     with pytest.raises(ConfigError, match=r"methods\.x\.estimator\.knobs\.gama"):
         get_method("x", extra_presets={"x": {"base": "gigpo", "estimator": {"knobs": {"gama": 1}}}})
     with pytest.raises(ConfigError, match=r"k = 5: a tree has only"):
-        from calibadv.rollout_shapes import rollouts_per_prompt
+        from calibadv.methods.rollout_shapes import rollouts_per_prompt
 
         rollouts_per_prompt("tree", {"k": 5}, 5)
 

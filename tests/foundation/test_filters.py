@@ -1,4 +1,4 @@
-"""Rollout filters (calibadv.filters): SimpleTIR's void turns, masked or dropped."""
+"""Rollout filters (calibadv.methods.filters): SimpleTIR's void turns, masked or dropped."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from calibadv.advantage import CalibConfig, calibrate
+from calibadv.methods.advantage import CalibConfig, calibrate
 from calibadv.errors import ConfigError
-from calibadv.filters import RolloutInfo, decide, filtered_advantage, is_void
+from calibadv.methods.filters import RolloutInfo, decide, filtered_advantage, is_void
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
-from calibadv.advantage import grpo_advantage
+from calibadv.methods.advantage import grpo_advantage
 
 
 def _verl(scores: torch.Tensor, mask: torch.Tensor, index, norm_by_std: bool) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The loss-level baselines' extra terms (calibadv.losses), rule by rule.
+"""The loss-level baselines' extra terms (calibadv.methods.losses), rule by rule.
 
 SAPO: GRPO + w · masked mean over the loss tokens of rollouts with Â ≥ 0 of −log r · 1[r ≤ t].
 LLDS (official): λ · max(0, Δ) on Â ≥ 0 tokens of turns whose summed Δ > 0, / all loss tokens.
@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibadv.losses import LLDS, LLDS_CALIBADV, SEARCH_SAPO, llds_term, sapo_term, turn_ids
+from calibadv.methods.losses import LLDS, LLDS_CALIBADV, SEARCH_SAPO, llds_term, sapo_term, turn_ids
 from calibadv.train.policy import actor_config, policy_loss
 
 
@@ -268,7 +268,7 @@ def test_llds_ma_answer_tokens_are_the_last_answer_span_of_the_response():
 
 
 def test_llds_ma_runs_through_the_registered_loss_with_the_local_answer_mask():
-    from calibadv.losses import answer_mask_context
+    from calibadv.methods.losses import answer_mask_context
 
     old, new, adv, mask, answer = _ma_case()
     knobs = {"mask_answer": True, "answer_lam": 0.05}

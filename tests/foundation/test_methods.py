@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from calibadv.advantage import CalibConfig
+from calibadv.methods.advantage import CalibConfig
 from calibadv.errors import ConfigError
-from calibadv.methods import ENV_VAR, get_method, list_methods
+from calibadv.methods.presets import ENV_VAR, get_method, list_methods
 
 LADDER = ["search-r1", "prethink", "prethink-softpen", "calibadv", "uniform-neg",
           "calibadv-alpha0.5", "calibadv-alpha0.75", "calibadv-alpha1", "calibadv-alpha1.5", "calibadv-alpha2",

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from calibadv.errors import ConfigError
-from calibadv.methods import get_method
-from calibadv.parts import FILTERS, LOSSES, VERL_BUILTIN_LOSSES, Knob, Registry, names
+from calibadv.methods.presets import get_method
+from calibadv.methods.catalog import names
+from calibadv.methods.registry import FILTERS, LOSSES, VERL_BUILTIN_LOSSES, Knob, Registry
 
 BASELINES = {
     # preset: (loss_mode, knobs, filter)
@@ -102,7 +103,7 @@ def test_every_part_documents_itself():
 
 def test_checking_a_preset_imports_no_torch():
     """The workflow validates presets while Snakemake parses the DAG."""
-    code = ("import sys; import calibadv.parts as p; p._load_parts(); "
+    code = ("import sys; import calibadv.methods.catalog as p; p._load_parts(); "
             "p.loss_knobs('llds', {}, 'x'); p.filter_knobs('void_turns', {}, 'x'); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibadv.errors import ConfigError
-from calibadv.reward import compute_score, exact_match, extract_answer, f1_score, is_valid_format, normalize_answer
+from calibadv.answer_score import compute_score, exact_match, extract_answer, f1_score, is_valid_format, normalize_answer
 
 PROMPT_EXAMPLE = "For example, <answer> Beijing </answer>."
 

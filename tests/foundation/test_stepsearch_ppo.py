@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import compute_gae_advantage_return, compute_value_loss
 
 from calibadv.errors import ConfigError
-from calibadv.estimators import EstimatorBatch, estimate, gae
-from calibadv.methods import get_method
-from calibadv.parts import method_needs
-from calibadv.rewards import token_scores
-from calibadv.stepsearch import check_run_data, final_reward, step_rewards, token_rewards
+from calibadv.methods.estimators import EstimatorBatch, estimate, gae
+from calibadv.methods.presets import get_method
+from calibadv.methods.catalog import method_needs
+from calibadv.methods.token_rewards import token_scores
+from calibadv.methods.catalog import check_run_data
+from calibadv.methods.stepsearch_reward import final_reward, step_rewards, token_rewards
 from calibadv.train.value import value_loss
 
 T = torch.tensor
@@ -174,7 +175,7 @@ def _qa(path, rows):
 
 
 def test_prepare_data_writes_stepsearch_fields_for_the_synthetic_world_only(tmp_path):
-    from calibadv.agent.runner import load_questions
+    from calibadv.data.questions import load_questions
     from calibadv.data.prepare import prepare
 
     corpus = _qa(tmp_path / "corpus.jsonl", [{"id": "7", "contents": "\"A\"\nA wrote B."},

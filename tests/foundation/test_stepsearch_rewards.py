@@ -1,11 +1,11 @@
-"""StepSearch's rewards (calibadv.stepsearch) against by-hand values."""
+"""StepSearch's rewards (calibadv.methods.stepsearch_reward) against by-hand values."""
 
 from __future__ import annotations
 
 import pytest
 
 from calibadv.errors import ConfigError
-from calibadv.stepsearch import (
+from calibadv.methods.stepsearch_reward import (
     check_stepsearch_data,
     final_reward,
     gold_similarities,

@@ -9,8 +9,8 @@ import torch
 from dumps import rollout
 
 from calibadv.cli import main
-from calibadv.judge.training import dry_run_judge_overrides, verl_judge_overrides
-from calibadv.methods import get_method
+from calibadv.train.judge_scoring import dry_run_judge_overrides, verl_judge_overrides
+from calibadv.methods.presets import get_method
 from calibadv.train.verl.estimator import compute_calibadv_advantage, rollout_context
 
 

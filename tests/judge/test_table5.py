@@ -6,7 +6,8 @@ from __future__ import annotations
 from calibadv.report.collect import Results, load_paper
 from calibadv.report.render import render
 from calibadv.report.tables import table5_judge
-from calibadv.workflow_config import REPO_ROOT, load_config
+from calibadv.workflow.layout import REPO_ROOT
+from calibadv.workflow.validation import load_config
 
 TINY = load_config(REPO_ROOT / "config" / "tiny.yaml")
 PAPER_NUMBERS = load_paper(REPO_ROOT / "config" / "paper_results.yaml")

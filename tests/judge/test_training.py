@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from dumps import rollout
 
-from calibadv.advantage import CalibConfig, calibrate
+from calibadv.methods.advantage import CalibConfig, calibrate
 from calibadv.judge.client import JudgeClient, JudgeSettings
-from calibadv.judge.training import StepJudge
+from calibadv.train.judge_scoring import StepJudge
 
 CFG = CalibConfig(score="judge")
 

@@ -9,8 +9,11 @@ import sys
 import pytest
 
 from calibadv.errors import ConfigError
-from calibadv.judge.config import BUNDLED_SMOLLM2, human_labels_for, judge_runs, workflow_judge
-from calibadv.workflow_config import REPO_ROOT, load_config, run_spec_dict, validate_config
+from calibadv.judge.config import BUNDLED_SMOLLM2
+from calibadv.workflow.judge import human_labels_for, judge_runs, workflow_judge
+from calibadv.workflow.layout import REPO_ROOT
+from calibadv.workflow.run_specs import run_spec_dict
+from calibadv.workflow.validation import load_config, validate_config
 
 PAPER = load_config(REPO_ROOT / "config" / "config.yaml")
 TINY = load_config(REPO_ROOT / "config" / "tiny.yaml")

@@ -87,12 +87,15 @@ def test_server_threads_take_a_share_of_the_jobs_cpus(monkeypatch):
 
 def test_a_server_in_a_thread_leaves_the_jobs_thread_count_alone():
     from calibadv.cli import build_parser
-    from calibadv.commands.retrieval import server_parts
     from calibadv.retrieval.encoder import server_threads
+    from calibadv.retrieval.server_config import ServerOptions, server_parts
+
+    def options(argv):
+        return ServerOptions.from_args(build_parser().parse_args(argv))
 
     argv = ["serve", "--corpus", "c", "--index", "i", "--encoder", "e"]
-    own, _ = server_parts(build_parser().parse_args(argv))
-    inside, _ = server_parts(build_parser().parse_args(argv), own_process=False)
-    explicit, _ = server_parts(build_parser().parse_args([*argv, "--threads", "3"]), False)
+    own, _ = server_parts(options(argv))
+    inside, _ = server_parts(options(argv), own_process=False)
+    explicit, _ = server_parts(options([*argv, "--threads", "3"]), False)
     assert own.keywords["threads"] == server_threads()
     assert inside.keywords["threads"] is None and explicit.keywords["threads"] == 3

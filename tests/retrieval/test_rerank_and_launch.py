@@ -178,7 +178,8 @@ def test_paper_config_serves_the_exact_index_from_the_trainers_gpus():
     """config/config.yaml's choice (docs/retrieval.md, "Paper scale") reaches the server."""
     from calibadv.retrieval.launch import spec_server_args
     from calibadv.spec import RetrievalSpec
-    from calibadv.workflow_config import load_config, run_spec_dict
+    from calibadv.workflow.run_specs import run_spec_dict
+    from calibadv.workflow.validation import load_config
 
     config = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
     assert config["index"]["kind"] == "flat" and config["retrieval"]["faiss_gpu"] is True
@@ -243,6 +244,18 @@ def test_thread_server_reports_a_load_failure(corpus_path, tmp_path):
     with (
         pytest.raises(CalibAdvError, match="missing.faiss"),
         serve_in_thread(corpus_path, tmp_path / "missing.faiss", "bundled:minilm"),
+    ):
+        pass
+
+
+def test_thread_server_names_bad_flags(corpus_path, tmp_path):
+    """`retrieval.server: thread` parses the same `serve` flags, and refuses bad ones."""
+    from calibadv.retrieval.launch import serve_in_thread
+
+    with (
+        pytest.raises(CalibAdvError, match="bad retrieval server flags: .*--no-such-flag"),
+        serve_in_thread(corpus_path, tmp_path / "i.faiss", "bundled:minilm",
+                        extra_args=["--no-such-flag"]),
     ):
         pass
 

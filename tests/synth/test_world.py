@@ -9,7 +9,7 @@ import re
 import pytest
 
 from calibadv.cli import main
-from calibadv.reward import normalize_answer
+from calibadv.answer_score import normalize_answer
 from calibadv.synth import BENCHMARKS, SIZES, write_world
 from calibadv.synth.names import NameBook
 

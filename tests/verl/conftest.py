@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from calibadv.methods import get_method
+from calibadv.methods.presets import get_method
 from calibadv.spec import RunSpec, run_spec_from_dict
 
 URL = "http://127.0.0.1:8123"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from calibadv.advantage import CalibConfig
+from calibadv.methods.advantage import CalibConfig
 from calibadv.errors import ConfigError
-from calibadv.estimators import EstimatorBatch, estimate
+from calibadv.methods.estimators import EstimatorBatch, estimate
 from calibadv.train.verl.overrides import build_overrides
 
 RUN = "/runs/x"
@@ -72,24 +72,26 @@ def test_the_paper_workflow_refuses_tree_grpo_on_verl_while_building_the_dag():
     run), with the reason; with backend: local the same run resolves."""
     from pathlib import Path
 
-    from calibadv import workflow_config as wc
+    from calibadv.workflow.run_specs import run_spec_dict
+    from calibadv.workflow.runs import model_methods
+    from calibadv.workflow.validation import load_config
 
-    config = wc.load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / "config.yaml")
     config["models"]["qwen2.5-7b"]["methods"].append("tree-grpo")
     with pytest.raises(ConfigError, match=r"run qwen2\.5-7b/tree-grpo: .*tree rollouts need a custom rollout"):
-        wc.run_spec_dict(config, "qwen2.5-7b", "tree-grpo")
-    assert wc.run_spec_dict({**config, "backend": "local"}, "qwen2.5-7b", "tree-grpo")["method"][
+        run_spec_dict(config, "qwen2.5-7b", "tree-grpo")
+    assert run_spec_dict({**config, "backend": "local"}, "qwen2.5-7b", "tree-grpo")["method"][
         "rollout"]["name"] == "tree"
     for method in ("gigpo", "mt-grpo"):  # listed for Qwen2.5-7B and runnable on verl
-        assert method in wc.model_methods(config, "qwen2.5-7b")
-        assert wc.run_spec_dict(config, "qwen2.5-7b", method)["method"]["estimator"]["name"]
+        assert method in model_methods(config, "qwen2.5-7b")
+        assert run_spec_dict(config, "qwen2.5-7b", method)["method"]["estimator"]["name"]
 
 
 def test_stepsearch_token_rewards_replace_verls_rm_scores_with_the_local_ones():
     """The trainer mode's rewrite of ``rm_scores`` (verl's score on the last token) gives the
     same token rewards as the local backend's ``gae`` estimator reads; padding rows keep
     verl's values."""
-    from calibadv.rewards import token_scores
+    from calibadv.methods.token_rewards import token_scores
     from calibadv.train.verl.estimator import PADDING, token_reward_scores
 
     extras = [dict(e, gold_docs=["Paris is in France"], sub_query_keys=[["paris"]])

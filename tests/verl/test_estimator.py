@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibadv.advantage import CalibConfig, calibrate
+from calibadv.methods.advantage import CalibConfig, calibrate
 from calibadv.train.verl.estimator import (
     compute_calibadv_advantage,
     current_context,
@@ -149,7 +149,7 @@ def test_context_is_restored_after_the_block():
 
 
 def test_registered_in_verls_registry():
-    import calibadv.verl_plugin  # noqa: F401  (entry point; also loaded by `import verl`)
+    import calibadv.train.verl.plugin  # noqa: F401  (entry point; also loaded by `import verl`)
     from verl.trainer.ppo import core_algos
 
     assert core_algos.get_adv_estimator_fn("calibadv") is compute_calibadv_advantage

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from calibadv.errors import ConfigError
-from calibadv.filters import decide, filtered_advantage
-from calibadv.parts import LOSSES, VERL_BUILTIN_LOSSES, names
+from calibadv.methods.filters import decide, filtered_advantage
+from calibadv.methods.catalog import names
+from calibadv.methods.registry import LOSSES, VERL_BUILTIN_LOSSES
 from calibadv.train.verl.overrides import build_overrides
 
 RUN = Path("/runs/x")
@@ -34,7 +35,7 @@ def _actor(compose_config, make_spec, method: str):
 def test_verl_builtin_list_matches_the_installed_verl():
     from verl.trainer.ppo import core_algos
 
-    from calibadv.losses import register_in_verl
+    from calibadv.methods.losses import register_in_verl
 
     register_in_verl()
     assert set(core_algos.POLICY_LOSS_REGISTRY) - set(names(LOSSES)) == set(VERL_BUILTIN_LOSSES)
@@ -43,7 +44,7 @@ def test_verl_builtin_list_matches_the_installed_verl():
 def test_a_fresh_verl_process_has_our_losses_through_the_plugin():
     probe = ("import verl\nfrom verl.trainer.ppo import core_algos\n"
              "print(sorted(k for k in core_algos.POLICY_LOSS_REGISTRY "
-             "if core_algos.POLICY_LOSS_REGISTRY[k].__module__ == 'calibadv.losses'))")
+             "if core_algos.POLICY_LOSS_REGISTRY[k].__module__ == 'calibadv.methods.losses'))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "auto"}, timeout=600)
     assert out.stdout.strip() == str(sorted(names(LOSSES)))
@@ -153,7 +154,7 @@ def _void_batch():
 
 @pytest.mark.parametrize("method", ["simpletir", "simpletir-mask"])
 def test_the_verl_estimator_applies_the_methods_filter(method, compose_config, make_spec):
-    from calibadv.advantage import calibrate
+    from calibadv.methods.advantage import calibrate
     from calibadv.train.verl.estimator import compute_calibadv_advantage, rollout_context
 
     algorithm = compose_config(build_overrides(make_spec(method), RUN, URL)).algorithm

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibadv.errors import ConfigError
-from calibadv.methods import list_methods
+from calibadv.methods.presets import list_methods
 from calibadv.train.verl.overrides import SAVE_CONTENTS, build_overrides, hydra_value
 
 RUN = Path("/runs/q7")
@@ -69,7 +69,7 @@ def test_reward_function_path_loads_with_verls_loader(composed_paper_config):
 
 
 def test_method_switches_reach_the_estimator_config(composed_paper_config, make_spec):
-    from calibadv.advantage import CalibConfig
+    from calibadv.methods.advantage import CalibConfig
     from calibadv.train.verl.estimator import calib_config_from_algorithm
 
     spec = make_spec()
@@ -296,7 +296,8 @@ def test_flash_attn_users_can_switch_back_to_packed_sequences(make_spec, compose
 def test_shipped_paper_config_runs_carry_the_verl_section(compose_config):
     """config/config.yaml → RunSpec.verl → verl's composed config, for a run of the workflow."""
     from calibadv.spec import run_spec_from_dict
-    from calibadv.workflow_config import load_config, run_spec_dict
+    from calibadv.workflow.run_specs import run_spec_dict
+    from calibadv.workflow.validation import load_config
 
     config = load_config(Path(__file__).parents[2] / "config" / "config.yaml")
     config["verl"]["max_ckpt_to_keep"] = 3

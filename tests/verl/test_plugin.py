@@ -27,7 +27,7 @@ print("agent_loop", "calibadv_search" in _agent_loop_registry)
 
 def test_entry_point_is_declared_by_the_installed_package():
     eps = {ep.name: ep.value for ep in entry_points(group="verl.plugins")}
-    assert eps.get("calibadv") == "calibadv.verl_plugin"
+    assert eps.get("calibadv") == "calibadv.train.verl.plugin"
 
 
 def _probe(env_extra: dict[str, str]) -> str:
@@ -47,7 +47,7 @@ def test_launcher_check_fails_loudly_when_a_part_is_missing(monkeypatch):
     from verl.trainer.ppo import core_algos
 
     from calibadv.errors import CalibAdvError
-    from calibadv.verl_plugin import check_registered
+    from calibadv.train.verl.plugin import check_registered
 
     check_registered()  # everything is there
     monkeypatch.delitem(core_algos.ADV_ESTIMATOR_REGISTRY, "calibadv")
@@ -56,7 +56,7 @@ def test_launcher_check_fails_loudly_when_a_part_is_missing(monkeypatch):
 
 
 def test_registration_errors_are_reported_not_swallowed(monkeypatch):
-    from calibadv import verl_plugin
+    from calibadv.train.verl import plugin as verl_plugin
 
     def broken() -> None:
         raise ImportError("no module named vllm_thing")

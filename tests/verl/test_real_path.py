@@ -130,7 +130,7 @@ def queue_rows(tq, batch) -> dict[str, Any]:
 
 def expected_advantages(rows: dict[str, Any], real: list[int], method: dict) -> torch.Tensor:
     """``calibrate`` on the real rollouts of the batch, as the local backend would call it."""
-    from calibadv.advantage import CalibConfig, calibrate
+    from calibadv.methods.advantage import CalibConfig, calibrate
 
     ex = [rows["extras"][i] for i in real]
     adv, _ = calibrate(rows["scores"][real], [e["reward_extra_info"]["format_ok"] for e in ex],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibadv.reward import compute_score as base_score
+from calibadv.answer_score import compute_score as base_score
 from calibadv.train.verl.overrides import build_overrides
 
 URL = "http://127.0.0.1:8123"

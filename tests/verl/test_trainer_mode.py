@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from calibadv.advantage import CalibConfig, calibrate
+from calibadv.methods.advantage import CalibConfig, calibrate
 from calibadv.train.verl.overrides import build_overrides
 from calibadv.train.verl.signals import step_metrics
 from calibadv.train.verl.trainer import dump_rows

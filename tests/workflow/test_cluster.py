@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from wf_helpers import BIN, REPO, load_yaml, snakemake, write_config
 
-from calibadv import workflow_config as wc
+from calibadv.workflow.layout import Layout
+from calibadv.workflow.run_specs import run_spec_dict
+from calibadv.workflow.sources import hub_downloads, localized_config, retrieval_model_dirs
+from calibadv.workflow.validation import validate_config
 from calibadv.data.download import FLASHRAG_REPO
 from calibadv.offline import NO_TELEMETRY_ENV, OFFLINE_ENV
 from calibadv.retrieval.download import CORPUS_REPO, INDEX_REPO
@@ -65,8 +68,8 @@ def strings_of(command: str) -> list[str]:
 
 def test_paper_dry_run_command_lines_hold_no_hub_id_outside_the_download_rules(tmp_path, paper_config):
     jobs = dry_run_jobs("--configfile", str(REPO / "config/config.yaml"), "-d", str(tmp_path))
-    config = wc.validate_config(paper_config)
-    hub_ids = set(wc.hub_downloads(config)) | {INDEX_REPO, CORPUS_REPO, FLASHRAG_REPO}
+    config = validate_config(paper_config)
+    hub_ids = set(hub_downloads(config)) | {INDEX_REPO, CORPUS_REPO, FLASHRAG_REPO}
     assert {"Qwen/Qwen2.5-7B", "intfloat/e5-base-v2", "cross-encoder/ms-marco-MiniLM-L12-v2"} <= hub_ids
 
     commands = [j for j in jobs if j["shell"]]
@@ -189,8 +192,8 @@ def test_an_offline_job_with_a_missing_model_dir_fails_at_once_naming_the_rule(t
     ],
 )
 def test_a_run_spec_pointing_at_a_missing_model_names_its_rule(tmp_path, paper_config, path, rule):
-    config = wc.validate_config(paper_config)
-    spec = wc.run_spec_dict(config, "qwen2.5-7b", "calibadv")
+    config = validate_config(paper_config)
+    spec = run_spec_dict(config, "qwen2.5-7b", "calibadv")
     spec["model"]["path"] = path
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
     proc = offline_cli(["train", "--spec", "spec.yaml", "--out", "run"], tmp_path)
@@ -220,7 +223,7 @@ def test_a_missing_input_file_names_the_rule_that_writes_it(tmp_path, paper_conf
     for name in ("c.jsonl", "i.faiss", "q.jsonl"):
         (tmp_path / name).write_text("")
     (tmp_path / "m").mkdir()
-    spec = wc.run_spec_dict(wc.validate_config(paper_config), "qwen2.5-3b", "calibadv")
+    spec = run_spec_dict(validate_config(paper_config), "qwen2.5-3b", "calibadv")
     spec["model"]["path"] = spec["retrieval"]["encoder"] = "m"
     spec["retrieval"]["reranker"] = None
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
@@ -239,21 +242,21 @@ def test_a_hub_id_in_an_offline_job_is_refused_not_fetched(tmp_path):
 
 
 def test_the_encoder_spec_and_report_config_carry_local_paths(paper_config):
-    config = wc.validate_config(paper_config)
-    spec = wc.run_spec_dict(config, "qwen2.5-3b", "calibadv")
+    config = validate_config(paper_config)
+    spec = run_spec_dict(config, "qwen2.5-3b", "calibadv")
     assert spec["model"]["path"] == "resources/models/Qwen--Qwen2.5-3B"
     assert spec["retrieval"]["encoder"] == "resources/models/intfloat--e5-base-v2"
     assert spec["retrieval"]["reranker"] == "resources/models/cross-encoder--ms-marco-MiniLM-L12-v2"
-    local = wc.validate_config(wc.localized_config(config))
+    local = validate_config(localized_config(config))
     assert {k: local["models"]["qwen2.5-7b"].get(k) for k in ("source", "path", "repo_id")} == {
         "source": "local", "path": "resources/models/Qwen--Qwen2.5-7B", "repo_id": None}
     assert local["retrieval"]["encoder"] == "resources/models/intfloat--e5-base-v2"
-    assert wc.Layout.of(local) == wc.Layout.of(config)
+    assert Layout.of(local) == Layout.of(config)
 
 
 def test_the_tiny_config_keeps_its_bundled_encoder_and_downloads_nothing(tiny_config, tmp_path):
-    config = wc.validate_config(tiny_config)
-    assert wc.hub_downloads(config) == {} and wc.retrieval_model_dirs(config) == {}
+    config = validate_config(tiny_config)
+    assert hub_downloads(config) == {} and retrieval_model_dirs(config) == {}
     jobs = dry_run_jobs("-d", str(tmp_path))
     assert not [j for j in jobs if j["rule"].startswith("download_")]
     encodes = [j["shell"] for j in jobs if j["rule"] == "encode_shard"]
@@ -262,15 +265,15 @@ def test_the_tiny_config_keeps_its_bundled_encoder_and_downloads_nothing(tiny_co
 
 def test_downloads_live_under_resources_dir_and_products_under_results_dir(tmp_path, paper_config):
     paper_config.update(resources_dir="/shared/calibadv-resources", results_dir="exp1")
-    layout = wc.Layout.of(wc.validate_config(paper_config))
+    layout = Layout.of(validate_config(paper_config))
     assert layout.corpus == "/shared/calibadv-resources/corpus/wiki18.jsonl"
     assert layout.index == "/shared/calibadv-resources/index/wiki18-e5-flat.faiss"
     assert layout.qa("nq", "test") == "/shared/calibadv-resources/qa/nq/test.jsonl"
     assert layout.hub_model_dir("Qwen/Qwen2.5-7B") == "/shared/calibadv-resources/models/Qwen--Qwen2.5-7B"
     assert layout.train_data.startswith("exp1/real/") and layout.run_dir("m", "x", 0).startswith("exp1/")
     paper_config["index"]["source"] = "build"  # an index built here is a product
-    assert wc.Layout.of(wc.validate_config(paper_config)).index == "exp1/real/index/index.faiss"
-    tiny = wc.Layout.of(wc.validate_config(load_yaml(REPO / "config/tiny.yaml")))
+    assert Layout.of(validate_config(paper_config)).index == "exp1/real/index/index.faiss"
+    tiny = Layout.of(validate_config(load_yaml(REPO / "config/tiny.yaml")))
     assert tiny.corpus.startswith("results/") and tiny.model_dir("tiny", "base").startswith("results/")
 
 
@@ -278,13 +281,13 @@ def test_a_filled_read_only_resources_dir_serves_a_new_results_dir_without_downl
     """Downloads survive `rm -r results`: another results_dir (or user) finds them and
     schedules no download job, even when the shared folder is read-only."""
     shared = tmp_path / "shared"
-    layout = wc.Layout.of(wc.validate_config({**paper_config, "resources_dir": str(shared)}))
+    layout = Layout.of(validate_config({**paper_config, "resources_dir": str(shared)}))
     files = [layout.corpus, layout.index] + [layout.qa(b, "test") for b in paper_config["benchmarks"]]
     files += [layout.qa(b, s) for b in paper_config["train_benchmarks"] for s in ("train", "dev")]
     for path in files:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("{}\n")
-    for repo in wc.hub_downloads(wc.validate_config(paper_config)):
+    for repo in hub_downloads(validate_config(paper_config)):
         Path(layout.hub_model_dir(repo)).mkdir(parents=True)
         Path(layout.hub_model_dir(repo), "config.json").write_text("{}")
     for path in sorted(shared.rglob("*"), reverse=True) + [shared]:

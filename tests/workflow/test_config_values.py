@@ -1,6 +1,6 @@
 """Every config value is checked before any job runs: a bad value fails `snakemake -n` with
 the dotted key, the value and the allowed range (issue 20). One row per rule of the schema or
-of the cross-field checks in calibadv.workflow_config."""
+of the cross-field checks in calibadv.workflow.validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import yaml
 from wf_helpers import REPO, load_yaml, snakemake
 
-from calibadv import workflow_config as wc
+from calibadv.workflow.schema import allowed_values
+from calibadv.workflow.validation import group_relative, validate_config
 from calibadv.errors import ConfigError
 
 
@@ -91,7 +92,7 @@ def test_a_bad_value_is_rejected_by_the_validation_naming_key_value_and_range(ke
     config = load_yaml(REPO / "config/tiny.yaml")
     setting(config, key, value)
     with pytest.raises(ConfigError, match=message):
-        wc.validate_config(config)
+        validate_config(config)
 
 
 @pytest.mark.slow  # ~1.4 s of CPU per row: one Snakemake start each
@@ -112,25 +113,25 @@ def test_a_method_preset_with_a_probability_out_of_range_fails_validation(tiny_c
     tiny_config["methods"] = {"calibadv-tau15": {"base": "calibadv", "calibration": {"tau": 1.5}}}
     tiny_config["models"]["tiny"]["methods"] = ["calibadv-tau15"]
     with pytest.raises(ConfigError, match=r"models\.tiny\.methods: 'calibadv-tau15'.*tau"):
-        wc.validate_config(tiny_config)
+        validate_config(tiny_config)
 
 
 def test_only_group_relative_estimators_need_groups_of_two():
     """The group-size rule follows the method's estimator, not a list of method names."""
-    assert wc.group_relative({"name": "calibadv"})
-    assert not wc.group_relative({"estimator": "gae"})
-    assert wc.group_relative({"estimator": {"name": "grpo"}})
+    assert group_relative({"name": "calibadv"})
+    assert not group_relative({"estimator": "gae"})
+    assert group_relative({"estimator": {"name": "grpo"}})
 
 
 def test_allowed_values_reads_every_kind_of_bound():
-    assert wc.allowed_values({"type": "number", "exclusiveMinimum": 0}) == "a number > 0"
-    assert wc.allowed_values({"type": "number", "minimum": 0, "maximum": 1}) == "a number in [0, 1]"
-    assert wc.allowed_values({"type": "number", "exclusiveMinimum": 0, "maximum": 1}) == "a number in (0, 1]"
-    assert wc.allowed_values({"type": ["integer", "null"], "minimum": 1}) == "an integer >= 1 (or null)"
-    assert wc.allowed_values({"enum": ["flat", "hnsw"]}) == "one of 'flat', 'hnsw'"
-    assert wc.allowed_values({"type": "number", "exclusiveMaximum": 2.5}) == "a number < 2.5"
+    assert allowed_values({"type": "number", "exclusiveMinimum": 0}) == "a number > 0"
+    assert allowed_values({"type": "number", "minimum": 0, "maximum": 1}) == "a number in [0, 1]"
+    assert allowed_values({"type": "number", "exclusiveMinimum": 0, "maximum": 1}) == "a number in (0, 1]"
+    assert allowed_values({"type": ["integer", "null"], "minimum": 1}) == "an integer >= 1 (or null)"
+    assert allowed_values({"enum": ["flat", "hnsw"]}) == "one of 'flat', 'hnsw'"
+    assert allowed_values({"type": "number", "exclusiveMaximum": 2.5}) == "a number < 2.5"
 
 
 def test_the_shipped_configs_pass_every_check(tiny_config, paper_config):
-    wc.validate_config(tiny_config)
-    wc.validate_config(paper_config)
+    validate_config(tiny_config)
+    validate_config(paper_config)

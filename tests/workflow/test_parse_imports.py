@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 
-def test_parsing_the_workflow_config_and_method_presets_does_not_import_torch():
+def test_parsing_the_workflow_and_method_presets_does_not_import_torch():
     code = (
         "import sys\n"
-        "from calibadv import methods, workflow_config\n"
-        "cfg = workflow_config.load_config('config/tiny.yaml')\n"
-        "for model, method in workflow_config.runs(cfg):\n"
-        "    workflow_config.run_spec_dict(cfg, model, method)\n"
+        "from calibadv import methods\n"
+        "from calibadv.workflow import job_inputs, judge, layout, resources, run_specs, runs\n"
+        "from calibadv.workflow import schema, sources, validation\n"
+        "cfg = validation.load_config('config/tiny.yaml')\n"
+        "for model, method in runs.runs(cfg):\n"
+        "    run_specs.run_spec_dict(cfg, model, method)\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

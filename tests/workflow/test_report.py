@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from wf_helpers import REPO, dump, load_yaml
 
-from calibadv import workflow_config as wc
+from calibadv.workflow.layout import Layout
+from calibadv.workflow.validation import load_config, validate_config
 from calibadv.cli import main
 from calibadv.io import atomic_write_jsonl
 from calibadv.report.collect import collect, load_paper
@@ -34,7 +35,7 @@ def config(tmp_path, tiny_config, world):
     tiny_config["report"]["alpha_sweep"] = {"calibadv": 1.0}
     tiny_config["seeds"] = [0, 1]
     tiny_config["world"] = world
-    return wc.validate_config(tiny_config)
+    return validate_config(tiny_config)
 
 
 #: F1 per (method, seed): CalibAdv 60/70 and Search-R1 50/40 -> means 65 and 45, paired
@@ -46,7 +47,7 @@ SCORES = {("search-r1", 0): 0.5, ("search-r1", 1): 0.4, ("calibadv", 0): 0.6, ("
 def results(config):
     """search-r1 (seed 0 collapsed at step 4) and calibadv evaluated everywhere with two seeds;
     prethink only on nq, seed 0; proxy statistics for calibadv; Parquet tables for Table 7."""
-    layout = wc.Layout.of(config)
+    layout = Layout.of(config)
     for (method, seed), f1 in SCORES.items():
         for bench in BENCHES:
             dump(f"{layout.eval_dir('tiny', method, seed, bench)}/metrics.json",
@@ -151,7 +152,7 @@ def test_table1_opens_each_model_with_its_start_point_when_it_was_evaluated(conf
     paper = load_paper(REPO / "config/paper_results.yaml")
     table1 = {t.key: t for t in build_tables(config, results, paper)}["table1_main"]
     assert not any(r[1] == "start point (no RL)" for r in table1.rows)  # not evaluated: no row
-    layout = wc.Layout.of(config)
+    layout = Layout.of(config)
     for i, bench in enumerate(BENCHES):  # 30, 31, …, 36: average 33
         dump(f"{layout.start_eval_dir('tiny', bench)}/metrics.json", {"f1": 0.30 + i / 100, "em": 0.1})
     table1 = {t.key: t for t in build_tables(config, collect(config), paper)}["table1_main"]
@@ -294,7 +295,7 @@ def test_figures_render_when_nothing_has_run_yet(tmp_path, config):
 
 def test_shipped_paper_config_labels_match_the_papers_rows():
     paper = load_yaml(REPO / "config/paper_results.yaml")
-    config = wc.load_config(REPO / "config/config.yaml")
+    config = load_config(REPO / "config/config.yaml")
     methods = {r["method"] for r in paper["table1_main"]}
     models = {r["model"] for r in paper["table1_main"]}
     ours_only = {"LLDS (official code)", "SAPO (ours)"}  # rows of ours: "not in paper"

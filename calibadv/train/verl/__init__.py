@@ -1,7 +1,7 @@
 """The verl backend: hydra overrides from a RunSpec, the launcher, and what the plugin registers.
 
 Modules importing verl (``estimator``, ``trainer``, ``agent_loop``, ``checkpoints``) are
-imported lazily (by :mod:`calibadv.verl_plugin`, or by verl when it loads the checkpoint
+imported lazily (by :mod:`calibadv.train.verl.plugin`, or by verl when it loads the checkpoint
 callback), so ``import verl`` stays as cheap as verl itself; ``overrides``, ``settings``,
 ``signals``, ``search_rollout`` and ``smoke`` do not import verl.
 """

@@ -78,7 +78,7 @@ def _section(config: Any, key: str) -> Mapping[str, Any]:
 
 def calib_config_from_algorithm(config: Any):
     """``CalibConfig`` from ``algorithm.calibadv.calibration`` (verl passes config.algorithm)."""
-    from calibadv.advantage import CalibConfig
+    from calibadv.methods.advantage import CalibConfig
 
     calib = dict(_section(_section(config, "calibadv"), "calibration"))
     return CalibConfig.from_dict(calib, where="algorithm.calibadv.calibration")
@@ -125,7 +125,7 @@ def compute_calibadv_advantage(
     **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """verl estimator signature → the method's registered estimator (``algorithm.calibadv.
-    estimator.name``, default ``calibadv`` = :func:`calibadv.advantage.calibrate`) on the batch.
+    estimator.name``, default ``calibadv`` = :func:`calibadv.methods.advantage.calibrate`) on the batch.
 
     Returns ``(advantages, returns)``, both the calibrated token advantages (verl's GRPO
     returns the advantages as returns too). Padding rows verl appends to even out a batch
@@ -133,8 +133,8 @@ def compute_calibadv_advantage(
     zero advantage, so neither the real rows' advantages nor the step's statistics see them;
     ``ctx.stats`` then describes the real rows, in batch order.
     """
-    from calibadv.estimators import EstimatorBatch
-    from calibadv.estimators import estimate as run_estimator
+    from calibadv.methods.estimators import EstimatorBatch
+    from calibadv.methods.estimators import estimate as run_estimator
 
     ctx = current_context()
     n = token_level_rewards.shape[0]
@@ -150,7 +150,7 @@ def compute_calibadv_advantage(
             f"rollout extra_fields lack {missing}: use the calibadv agent loop "
             "(actor_rollout_ref.rollout.agent.default_agent_loop=calibadv_search)"
         )
-    from calibadv.filters import decide, filtered_advantage
+    from calibadv.methods.filters import decide, filtered_advantage
 
     rows = torch.tensor(real, dtype=torch.long)
     groups = _group_ids(index, n)
@@ -160,8 +160,8 @@ def compute_calibadv_advantage(
     calib = calib_config_from_algorithm(config)
     real_groups = [groups[i] for i in real]
     judge_scores, judge_metrics = None, {}
-    if calib.score == "judge" and real:  # calibadv.judge.training: c of negative rollouts' steps
-        from calibadv.judge.training import verl_step_judge
+    if calib.score == "judge" and real:  # calibadv.train.judge_scoring: c of negative rollouts' steps
+        from calibadv.train.judge_scoring import verl_step_judge
 
         judge = verl_step_judge(_section(_section(config, "calibadv"), "judge"))
         judge_scores, judge_metrics = judge.score(extras, scores, format_ok, mask, real_groups, calib)
@@ -205,7 +205,7 @@ def token_reward_scores(rm_scores: torch.Tensor, extras: Sequence[Mapping[str, A
     token) rewritten by the method's token reward (``algorithm.calibadv.reward``, e.g.
     StepSearch's step rewards on each ``</search>``), from the agent loop's extras. Padding rows
     keep verl's values. Stats are prefixed like the estimator's."""
-    from calibadv.rewards import token_scores
+    from calibadv.methods.token_rewards import token_scores
 
     out = rm_scores.clone().float()
     real = [i for i, e in enumerate(extras) if not e.get(PADDING)]

@@ -87,7 +87,7 @@ def _attempt(paths: RunPaths) -> int:
 def describe(spec: RunSpec, out_dir: Path, url: str) -> str:
     """What ``--dry-run`` prints: the exact command line (or multi-node script)."""
     overrides = build_overrides(spec, out_dir, url, attempt=_attempt_peek(RunPaths(out_dir)))
-    from calibadv.judge.training import dry_run_judge_overrides
+    from calibadv.train.judge_scoring import dry_run_judge_overrides
 
     overrides += dry_run_judge_overrides(spec.method, spec.judge)
     r = spec.resources
@@ -191,7 +191,7 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
         print(describe(spec, out_dir, spec.retrieval.url or DRY_RUN_URL), end="")
         return 0
     build_overrides(spec, out_dir, spec.retrieval.url or DRY_RUN_URL)  # validate before work
-    from calibadv.stepsearch import check_run_data
+    from calibadv.methods.catalog import check_run_data
 
     check_run_data(spec.method, spec.data.train)  # StepSearch: gold documents in the data
     done = out_dir / "done.json"
@@ -210,11 +210,11 @@ def run(spec: RunSpec, out_dir: Path, dry_run: bool = False) -> int:
             f"resources.nodes={r.nodes}: multi-node runs start inside one SLURM allocation "
             "(sbatch/salloc with --nodes); SLURM_JOB_NODELIST is not set"
         )
-    from calibadv.verl_plugin import check_registered
+    from calibadv.train.verl.plugin import check_registered
 
     check_registered()
     wall0 = time.time()
-    from calibadv.judge.training import verl_judge_overrides
+    from calibadv.train.judge_scoring import verl_judge_overrides
 
     with retrieval_server(spec, out_dir) as url, verl_judge_overrides(
         spec.method, spec.judge, str(out_dir / "judge_server.log")

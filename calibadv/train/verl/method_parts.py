@@ -11,7 +11,7 @@ calibadv-registered part needs beyond it:
 - a filter: ``+algorithm.calibadv.filter.name`` and ``.knobs.<k>``, read by the ``calibadv``
   advantage estimator (:mod:`calibadv.train.verl.estimator`);
 - an estimator other than ``calibadv``: ``+algorithm.calibadv.estimator.name`` and
-  ``.knobs.<k>``, dispatched by the same verl estimator through :data:`calibadv.parts.ESTIMATORS`;
+  ``.knobs.<k>``, dispatched by the same verl estimator through :data:`calibadv.methods.registry.ESTIMATORS`;
 - an estimator verl runs with its own machinery (:data:`NATIVE_ESTIMATORS`: ``gae``, PPO with
   verl's critic): ``algorithm.adv_estimator`` is verl's, its knobs become verl's
   ``algorithm.*`` keys (γ, λ, the KL penalty in the reward) and the critic's settings
@@ -53,7 +53,7 @@ NATIVE_ESTIMATORS = {"gae": ("gae", _gae_overrides)}
 def verl_estimator(method: dict[str, Any]) -> tuple[str | None, bool]:
     """(verl's ``adv_estimator`` when verl computes the method's estimator itself, else None;
     whether the KL penalty goes into the reward)."""
-    from calibadv.parts import method_part
+    from calibadv.methods.catalog import method_part
 
     name, knobs = method_part(method, "estimator")
     if name not in NATIVE_ESTIMATORS:
@@ -63,7 +63,8 @@ def verl_estimator(method: dict[str, Any]) -> tuple[str | None, bool]:
 
 def part_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """``(key, value, new)`` per override; ``new`` keys are added with hydra's ``+``."""
-    from calibadv.parts import DEFAULT_FILTER, loss_knobs, method_part
+    from calibadv.methods.catalog import loss_knobs, method_part
+    from calibadv.methods.registry import DEFAULT_FILTER
 
     loss = dict(method.get("loss") or {})
     knobs = loss_knobs(loss.get("loss_mode", "vanilla"), loss.get("knobs"), "method.loss")
@@ -92,7 +93,8 @@ def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """The estimator name and knobs for the ``calibadv`` verl estimator; a rollout shape other
     than ``chains`` is refused here, at config validation (and so in a dry run), because
     verl's agent loop grows independent rollouts only."""
-    from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT, estimator_knobs, rollout_knobs
+    from calibadv.methods.catalog import estimator_knobs, rollout_knobs
+    from calibadv.methods.registry import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT
 
     shape = method.get("rollout") or {}
     sname = shape.get("name", DEFAULT_ROLLOUT)
@@ -119,7 +121,8 @@ def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
 def _reward_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """A token reward other than ``task`` for the trainer mode; it only means something to an
     estimator that reads token rewards, so any other pairing is refused."""
-    from calibadv.parts import DEFAULT_REWARD, ESTIMATORS, method_part
+    from calibadv.methods.catalog import method_part
+    from calibadv.methods.registry import DEFAULT_REWARD, ESTIMATORS
 
     name, knobs = method_part(method, "reward")
     if name == DEFAULT_REWARD:

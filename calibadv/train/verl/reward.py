@@ -1,10 +1,10 @@
-"""verl's custom reward for our runs: :func:`calibadv.reward.compute_score` plus two signals.
+"""verl's custom reward for our runs: :func:`calibadv.answer_score.compute_score` plus two signals.
 
 verl merges the agent loop's ``extra_fields`` into ``extra_info`` before calling the reward,
 and logs every key of the returned dict as a validation metric. Passing the rollout's
 perplexity verdict and search count through here is what gives the verl backend the
 ``high_ppl_ratio`` and ``mean_searches`` columns of ``val.jsonl`` (and ``gated_em``, the EM
-column); the score itself is exactly ``calibadv.reward.compute_score``'s.
+column); the score itself is exactly ``calibadv.answer_score.compute_score``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from calibadv.reward import compute_score as _score
+from calibadv.answer_score import compute_score as _score
 from calibadv.train.verl.signals import HIGH_PPL_THRESHOLD
 
 

@@ -70,7 +70,7 @@ def rollout_extra_fields(traj: Trajectory, settings: LoopSettings, sample: dict[
                          ) -> dict[str, Any]:
     """What the trainer mode, the estimator, the reward and the dumps read from one rollout."""
     from calibadv.evaluate.metrics import rollout_ppl
-    from calibadv.reward import is_valid_format
+    from calibadv.answer_score import is_valid_format
 
     gen_lps = [lp for lp, m in zip(traj.logprobs, traj.loss_mask) if m]
     extra_info = dict(plain(sample.get("extra_info")) or {})

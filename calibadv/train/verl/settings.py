@@ -4,7 +4,7 @@ verl hands ``config.algorithm`` to advantage estimators, and agent loops see the
 config, so every part of the plugin reads the same subtree::
 
     algorithm.calibadv.prethink / require_search       method switches (agent, reward, format)
-    algorithm.calibadv.calibration.*                    fields of calibadv.advantage.CalibConfig
+    algorithm.calibadv.calibration.*                    fields of calibadv.methods.advantage.CalibConfig
     algorithm.calibadv.agent.*                          Search-R1 loop limits + retrieval server
                                                         (url, topk, retrieval_retries)
     algorithm.calibadv.run_dir / dump_rollouts_at       where the trainer mode writes rollouts

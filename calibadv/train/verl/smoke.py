@@ -17,7 +17,7 @@ from typing import Any
 
 from calibadv.errors import CalibAdvError
 from calibadv.io import atomic_write_text, read_jsonl
-from calibadv.methods import get_method
+from calibadv.methods.presets import get_method
 from calibadv.spec import dump_run_spec, run_spec_from_dict
 from calibadv.train.verl.overrides import RunPaths, min_ray_cpus
 

@@ -3,7 +3,7 @@ docs/baselines.md): a per-search step reward from the retrieved documents' TF-ID
 the gold documents, and the final answer reward with its search-key bonus.
 
 These are the reward half of the StepSearch baseline; :func:`token_rewards` places them on a
-rollout's tokens for the ``stepsearch`` token reward (:mod:`calibadv.rewards`), which the
+rollout's tokens for the ``stepsearch`` token reward (:mod:`calibadv.methods.token_rewards`), which the
 ``gae`` estimator (PPO with a value model) reads: the ``stepsearch`` preset. Pure functions
 (scikit-learn's TF-IDF, as the official code uses), so both backends call the same ones.
 """
@@ -92,7 +92,7 @@ def step_rewards(steps: Sequence[Sequence[tuple[str, str]]], golds: Sequence[str
 def search_key_score(queries: Sequence[str], key_groups: Sequence[Sequence[str]]) -> float:
     """Mean over the gold sub-query key groups of the best word-F1 of any query with any key
     of the group (0 without key groups)."""
-    from calibadv.reward import f1_score
+    from calibadv.answer_score import f1_score
 
     if not key_groups:
         return 0.0
@@ -104,7 +104,7 @@ def final_reward(response_text: str, golds: Sequence[str], queries: Sequence[str
                  key_groups: Sequence[Sequence[str]]) -> float | None:
     """Answer F1 (+ 0.618 · search-key score where key groups exist), or None when the response
     does not end with a final ``<answer>…</answer>`` (the caller gives −1 and no step rewards)."""
-    from calibadv.reward import f1_score
+    from calibadv.answer_score import f1_score
 
     match = _FINAL_ANSWER.search(response_text or "")
     if match is None:
@@ -132,19 +132,6 @@ def check_stepsearch_data(rows: Sequence[Mapping[str, Any]], source: str) -> Non
                 "question. Train it on StepSearch's own released training set (or on the "
                 "synthetic world, which has both), not on a plain QA set"
             )
-
-
-def check_run_data(method: Mapping[str, Any], train: str) -> None:
-    """For a method whose parts need gold documents (the ``stepsearch`` reward), the training
-    Parquet ``train`` must carry them (:func:`check_stepsearch_data`); called by both backends
-    before anything starts."""
-    from calibadv.parts import method_needs
-
-    if "gold_docs" not in method_needs(method):
-        return
-    from calibadv.agent.runner import load_questions
-
-    check_stepsearch_data([q.stepsearch_fields() for q in load_questions(train)], str(train))
 
 
 def step_documents(rollout: Mapping[str, Any]) -> list[list[tuple[str, str]]]:

@@ -1,9 +1,9 @@
-"""Token rewards, registered in :data:`calibadv.parts.REWARDS`: where a rollout's reward sits
+"""Token rewards, registered in :data:`calibadv.methods.registry.REWARDS`: where a rollout's reward sits
 on its response tokens.
 
 GRPO-style estimators read one scalar per rollout; PPO's GAE (the ``gae`` estimator,
 StepSearch) reads a reward per token. A reward entry maps one rollout (the mapping every
-estimator sees, :class:`calibadv.estimators.EstimatorBatch`) and the run's own score of it to a
+estimator sees, :class:`calibadv.methods.estimators.EstimatorBatch`) and the run's own score of it to a
 list of ``(response position, reward)`` pairs; :func:`token_scores` paints them into a
 (batch, length) tensor. Both backends call the same entry: the local trainer through the
 ``gae`` estimator, verl's trainer mode to rewrite ``rm_scores`` before verl's GAE.
@@ -13,7 +13,7 @@ Registered here:
 - ``task`` (default): the run's score (gated F1) on the last generated token, as verl's reward
   loop places an outcome reward;
 - ``stepsearch``: StepSearch's step rewards on the last token of each ``</search>`` and its
-  final reward on the last generated token (:func:`calibadv.stepsearch.token_rewards`).
+  final reward on the last generated token (:func:`calibadv.methods.stepsearch_reward.token_rewards`).
 
 torch is imported inside the functions: the workflow validates presets without it.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from calibadv.parts import REWARDS
+from calibadv.methods.registry import REWARDS
 
 __all__ = ["last_generated", "token_scores"]
 
@@ -51,7 +51,7 @@ def _task(rollout: Mapping[str, Any], score: float) -> list[tuple[int, float]]:
     needs=("gold_docs",),
 )
 def _stepsearch(rollout: Mapping[str, Any], score: float) -> list[tuple[int, float]]:
-    from calibadv.stepsearch import token_rewards
+    from calibadv.methods.stepsearch_reward import token_rewards
 
     return token_rewards(rollout)
 

@@ -1,5 +1,5 @@
 """Rollout filters: which rollouts enter the group statistics and which train, registered in
-:data:`calibadv.parts.FILTERS`.
+:data:`calibadv.methods.registry.FILTERS`.
 
 A filter sees one :class:`RolloutInfo` per rollout (what both backends know about a rollout:
 its stop reason and its per-step queries) and returns a :class:`FilterDecision`.
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from calibadv.parts import FILTERS, Knob
+from calibadv.methods.registry import FILTERS, Knob
 
 __all__ = ["RolloutInfo", "FilterDecision", "is_void", "decide", "filtered_advantage"]
 

@@ -2,7 +2,7 @@
 
 A method is a bundle of switches (PreThink, format rule, calibration, policy loss, rollout
 filter), never a code path: both training backends read the resolved dict. The policy loss and
-the filter name registered parts whose knobs are checked here (:mod:`calibadv.parts`). Presets
+the filter name registered parts whose knobs are checked here (:mod:`calibadv.methods.registry`). Presets
 may inherit with ``base: other`` and the workflow config may add or override presets
 (``extra_presets``).
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from calibadv.advantage import CalibConfig
+from calibadv.methods.advantage import CalibConfig
 from calibadv.errors import ConfigError
-from calibadv.parts import DEFAULT_ESTIMATOR, DEFAULT_REWARD, DEFAULT_ROLLOUT
+from calibadv.methods.registry import DEFAULT_ESTIMATOR, DEFAULT_REWARD, DEFAULT_ROLLOUT
 
 __all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods"]
 
@@ -42,7 +42,7 @@ def default_methods_path() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "config" / "methods.yaml"
+    return Path(__file__).resolve().parents[2] / "config" / "methods.yaml"
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
@@ -143,7 +143,7 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
 
     ``knobs`` / ``filter`` appear only for parts that have them, so presets that use neither
     (the CalibAdv ladder) resolve exactly as before the registries existed."""
-    from calibadv.parts import filter_knobs, loss_knobs
+    from calibadv.methods.catalog import filter_knobs, loss_knobs
 
     loss = {**_LOSS_DEFAULTS, **merged.get("loss", {})}
     knobs = loss_knobs(loss["loss_mode"], loss.pop("knobs", None), f"methods.{name}.loss")
@@ -164,7 +164,7 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
 def _resolve_named(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
     """``estimator``, ``rollout`` and ``reward`` with knobs checked; only when not the default
     entry, so presets that name none resolve exactly as before these registries existed."""
-    from calibadv.parts import estimator_knobs, reward_knobs, rollout_knobs
+    from calibadv.methods.catalog import estimator_knobs, reward_knobs, rollout_knobs
 
     out: dict[str, Any] = {}
     for key, check in (("estimator", estimator_knobs), ("rollout", rollout_knobs),

@@ -7,12 +7,12 @@ A method preset (config/methods.yaml) names one entry per part and sets that ent
   same function through ``verl.trainer.ppo.core_algos.get_policy_loss_fn``;
 - ``filter``: what happens to rollouts around the advantage (e.g. SimpleTIR's void turns);
 - ``estimator``: how a batch of scored rollouts becomes token advantages (``calibadv`` by
-  default; GiGPO, MT-GRPO, Tree-GRPO; :mod:`calibadv.estimators`);
+  default; GiGPO, MT-GRPO, Tree-GRPO; :mod:`calibadv.methods.estimators`);
 - ``rollout``: the shape of a prompt's rollouts (``chains``: independent rollouts, the default;
-  ``tree``: Tree-GRPO's trees; :mod:`calibadv.rollout_shapes`);
+  ``tree``: Tree-GRPO's trees; :mod:`calibadv.methods.rollout_shapes`);
 - ``reward``: where a rollout's reward sits on its tokens (``task``: the run's score on the last
   generated token, the default; ``stepsearch``: StepSearch's step and final rewards;
-  :mod:`calibadv.rewards`). Only estimators that read token rewards (``gae``) use it.
+  :mod:`calibadv.methods.token_rewards`). Only estimators that read token rewards (``gae``) use it.
 
 An entry may declare what it ``needs`` beyond the rollouts (``values``: a value model and the
 old/reference log-probs, for PPO's GAE; ``gold_docs``: gold paragraphs and sub-query keys in
@@ -33,7 +33,8 @@ from typing import Any
 from calibadv.errors import ConfigError
 
 __all__ = ["Knob", "Part", "Registry", "LOSSES", "FILTERS", "ESTIMATORS", "ROLLOUTS", "REWARDS",
-           "VERL_BUILTIN_LOSSES", "check_knobs"]
+           "VERL_BUILTIN_LOSSES", "check_knobs", "DEFAULT_ESTIMATOR", "DEFAULT_ROLLOUT",
+           "DEFAULT_REWARD", "DEFAULT_FILTER"]
 
 
 @dataclass(frozen=True)
@@ -146,69 +147,3 @@ DEFAULT_ESTIMATOR = "calibadv"
 DEFAULT_ROLLOUT = "chains"
 DEFAULT_REWARD = "task"
 DEFAULT_FILTER = "none"
-
-
-def _load_parts() -> None:
-    """Import the modules whose decorators fill the registries (torch-free at import)."""
-    import calibadv.estimators  # noqa: F401
-    import calibadv.filters  # noqa: F401
-    import calibadv.losses  # noqa: F401
-    import calibadv.rewards  # noqa: F401
-    import calibadv.rollout_shapes  # noqa: F401
-
-
-def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    """Validated knobs of a policy loss: ours declare theirs, verl's built-ins take none."""
-    _load_parts()
-    if loss_mode in LOSSES:
-        return LOSSES.resolve(loss_mode, knobs, where)
-    if loss_mode in VERL_BUILTIN_LOSSES:
-        return check_knobs({}, knobs, f"{where}.knobs")
-    raise ConfigError(
-        f"{where}.loss_mode = {loss_mode!r} is not a policy loss; ours: {', '.join(LOSSES.names())}; "
-        f"verl's: {', '.join(VERL_BUILTIN_LOSSES)}"
-    )
-
-
-def filter_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return FILTERS.resolve(name, knobs, where)
-
-
-def estimator_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return ESTIMATORS.resolve(name, knobs, where)
-
-
-def rollout_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return ROLLOUTS.resolve(name, knobs, where)
-
-
-def reward_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return REWARDS.resolve(name, knobs, where)
-
-
-def method_part(method: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
-    """(name, checked knobs) of a method's ``estimator``, ``rollout``, ``reward`` or ``filter``
-    (the registry's default entry when the preset names none)."""
-    default, check = {"estimator": (DEFAULT_ESTIMATOR, estimator_knobs),
-                      "rollout": (DEFAULT_ROLLOUT, rollout_knobs),
-                      "reward": (DEFAULT_REWARD, reward_knobs),
-                      "filter": (DEFAULT_FILTER, filter_knobs)}[key]
-    part = method.get(key) or {}
-    name = part.get("name", default)
-    return name, check(name, part.get("knobs"), f"method.{key}")
-
-
-def method_needs(method: Mapping[str, Any]) -> set[str]:
-    """What the method's estimator and reward need beyond the rollouts (:attr:`Part.needs`)."""
-    _load_parts()
-    return {*ESTIMATORS.get(method_part(method, "estimator")[0]).needs,
-            *REWARDS.get(method_part(method, "reward")[0]).needs}
-
-
-def names(registry: Registry) -> Sequence[str]:
-    _load_parts()
-    return registry.names()

@@ -1,7 +1,7 @@
 """Judge-scored training (``calibration.score: judge``, paper Table 3), for both backends.
 
 Per training step, :meth:`StepJudge.score` returns the ``judge_scores`` that
-:func:`calibadv.advantage.calibrate` feeds to the ``judge`` step scorer:
+:func:`calibadv.methods.advantage.calibrate` feeds to the ``judge`` step scorer:
 
 * Which steps: the intermediate steps of **negative** rollouts (A_i < 0) in **every** group.
   c only changes a negative rollout's step advantages (soft penalty A·(1 − c)); positive and
@@ -62,7 +62,7 @@ class StepJudge:
         ``rollouts[i]`` needs ``question``, ``golden_answers``, ``queries``, ``thinks``,
         ``doc_ids``, ``turn_spans`` and ``response_text`` (a Trajectory's fields).
         """
-        from calibadv.advantage import calibrate
+        from calibadv.methods.advantage import calibrate
 
         silver_cfg = dataclasses.replace(config, score=self.fallback_score)
         _, silver = calibrate(

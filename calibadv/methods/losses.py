@@ -1,4 +1,4 @@
-"""Policy losses of the loss-level baselines, registered in verl and in :data:`calibadv.parts.LOSSES`.
+"""Policy losses of the loss-level baselines, registered in verl and in :data:`calibadv.methods.registry.LOSSES`.
 
 Every function has verl 0.9.1's ``PolicyLossFn`` signature, so verl's actor
 (``verl/workers/utils/losses.py:ppo_loss``) and the local backend
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from calibadv.parts import LOSSES, Knob
+from calibadv.methods.registry import LOSSES, Knob
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,4 @@
-"""Rollout shapes, registered in :data:`calibadv.parts.ROLLOUTS`: how the rollouts of one
+"""Rollout shapes, registered in :data:`calibadv.methods.registry.ROLLOUTS`: how the rollouts of one
 prompt are grown.
 
 - ``chains`` (default): ``group_size`` independent rollouts per prompt (GRPO);
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calibadv.agent.protocol import AgentState, run_batch
-from calibadv.parts import ROLLOUTS, Knob
+from calibadv.methods.registry import ROLLOUTS, Knob
 
 __all__ = ["Grown", "grow", "grow_trees", "rollouts_per_prompt"]
 

@@ -9,7 +9,7 @@ builds a trainer never imports one:
 verl module imported                           we register
 =============================================  =============================================
 ``verl.trainer.ppo.core_algos``                advantage estimator ``calibadv``
-``verl.trainer.ppo.core_algos``                policy losses of :mod:`calibadv.losses`
+``verl.trainer.ppo.core_algos``                policy losses of :mod:`calibadv.methods.losses`
 ``verl.trainer.ppo.v1``                        trainer mode ``calibadv``
 ``verl.experimental.agent_loop.agent_loop``    agent loop ``calibadv_search``
 =============================================  =============================================
@@ -48,7 +48,7 @@ def _register_estimator() -> None:
 
 
 def _register_losses() -> None:
-    from calibadv.losses import register_in_verl
+    from calibadv.methods.losses import register_in_verl
 
     register_in_verl()
 
@@ -93,7 +93,8 @@ def registered() -> dict[str, bool]:
 
 
 def _losses_registered(registry: dict[str, object]) -> bool:
-    from calibadv.parts import LOSSES, names
+    from calibadv.methods.catalog import names
+    from calibadv.methods.registry import LOSSES
 
     return all(registry.get(name) is LOSSES.get(name).fn for name in names(LOSSES))
 

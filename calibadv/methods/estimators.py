@@ -1,4 +1,4 @@
-"""Advantage estimators, registered in :data:`calibadv.parts.ESTIMATORS`.
+"""Advantage estimators, registered in :data:`calibadv.methods.registry.ESTIMATORS`.
 
 An estimator turns one batch of scored rollouts into token advantages (batch, length). Both
 training backends build the same :class:`EstimatorBatch` (the local backend from its
@@ -7,14 +7,14 @@ preset's ``estimator.name`` and knobs, so one name means one function everywhere
 
 Registered here:
 
-- ``calibadv`` (default): :func:`calibadv.advantage.calibrate`, exactly as before the registry
+- ``calibadv`` (default): :func:`calibadv.methods.advantage.calibrate`, exactly as before the registry
   (GRPO when the calibration switches are off, as in ``search-r1``);
-- ``grpo``: plain :func:`calibadv.advantage.grpo_advantage`;
+- ``grpo``: plain :func:`calibadv.methods.advantage.grpo_advantage`;
 - ``gigpo``: GiGPO (episode + step-group advantages, :func:`gigpo_advantage`);
 - ``mt_grpo``: MT-GRPO as in its official code (:func:`mt_grpo_advantage`);
 - ``tree_grpo``: Tree-GRPO (prompt + tree z-scores, :func:`tree_grpo_advantage`), for rollouts
   of the ``tree`` rollout shape;
-- ``gae``: PPO's GAE on token rewards (the preset's ``reward`` part, :mod:`calibadv.rewards`)
+- ``gae``: PPO's GAE on token rewards (the preset's ``reward`` part, :mod:`calibadv.methods.token_rewards`)
   minus a KL penalty, with a value model's values (:func:`gae`); it ``needs`` values, which
   the backend provides (a value head locally, :mod:`calibadv.train.value`; verl's critic).
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calibadv.agent.protocol import INVALID_ACTION_MESSAGE
-from calibadv.parts import ESTIMATORS, Knob
+from calibadv.methods.registry import ESTIMATORS, Knob
 
 __all__ = [
     "EstimatorBatch",
@@ -60,7 +60,7 @@ class EstimatorBatch:
     response_mask: Any  # (batch, length)
     groups: list[Any]  # one prompt id per rollout
     rollouts: Sequence[Mapping[str, Any]]
-    calib: Any  # calibadv.advantage.CalibConfig
+    calib: Any  # calibadv.methods.advantage.CalibConfig
     # what an estimator that ``needs`` values reads (None otherwise): the value model's values,
     # the old and reference log-probs (batch, length), and the preset's token reward part
     values: Any = None
@@ -81,7 +81,7 @@ def estimate(name: str, knobs: Mapping[str, Any] | None, batch: EstimatorBatch) 
 def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
     import torch
 
-    from calibadv.advantage import calibrate
+    from calibadv.methods.advantage import calibrate
 
     rs = batch.rollouts
     return calibrate(
@@ -100,7 +100,7 @@ def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
 
 @ESTIMATORS.register("grpo", description="GRPO: the group z-score of the rollout reward")
 def _grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
-    from calibadv.advantage import _rollout_advantage
+    from calibadv.methods.advantage import _rollout_advantage
 
     adv, _, _ = _rollout_advantage(batch.scores, batch.groups, batch.calib.norm_by_std, batch.calib.eps)
     return adv.unsqueeze(-1) * batch.response_mask, {"rollout_advantage": adv.tolist()}
@@ -186,7 +186,7 @@ def gigpo_advantage(
     alone in its group gets A^S = 0."""
     import torch
 
-    from calibadv.advantage import _rollout_advantage
+    from calibadv.methods.advantage import _rollout_advantage
 
     norm = mode == "mean_std_norm"
     adv_e, _, _ = _rollout_advantage(scores, group_index, norm, eps)
@@ -290,7 +290,7 @@ def mt_grpo_advantage(
     turn) and A^O after; a rollout without one gets z(R^T + R^O) on every token."""
     import torch
 
-    from calibadv.advantage import _rollout_advantage
+    from calibadv.methods.advantage import _rollout_advantage
 
     rt = torch.tensor([float(x) for x in turn_rewards], dtype=torch.float32)
     ro = torch.tensor([float(x) for x in outcome_rewards], dtype=torch.float32)
@@ -315,7 +315,7 @@ def mt_grpo_advantage(
 
 
 def _contains_gold(text: str, golds: Sequence[str]) -> bool:
-    from calibadv.reward import normalize_answer
+    from calibadv.answer_score import normalize_answer
 
     norm = normalize_answer(text or "")
     return any(normalize_answer(g) and normalize_answer(g) in norm for g in golds)
@@ -338,7 +338,7 @@ def _contains_gold(text: str, golds: Sequence[str]) -> bool:
 )
 def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_weight: float,
              outcome: str, eps: float) -> tuple[Any, dict[str, Any]]:
-    from calibadv.reward import exact_match
+    from calibadv.answer_score import exact_match
 
     scores = batch.scores.tolist()
     r_turn, r_out, has_tool, first_end = [], [], [], []
@@ -366,7 +366,7 @@ def tree_grpo_advantage(scores: Any, response_mask: Any, group_index: Sequence[A
                         tree_index: Sequence[Any], eps: float = 1e-6) -> tuple[Any, dict[str, Any]]:
     """Tree-GRPO: A = z(R over the prompt's leaves) + z(R over the leaves of its tree); each
     z-score is (R − mean)/(std + eps), a group of one has mean 0 and std 1."""
-    from calibadv.advantage import _rollout_advantage
+    from calibadv.methods.advantage import _rollout_advantage
 
     a_prompt = _rollout_advantage(scores, group_index, True, eps)[0]
     trees = [(g, t) for g, t in zip(group_index, tree_index)]
@@ -439,7 +439,7 @@ def _gae(batch: EstimatorBatch, gamma: float, lam: float, kl_coef: float, kl_pen
     batch whitening of the advantages. ``critic_lr`` and ``cliprange_value`` are the value
     model's, read by the backend. Stats carry ``returns`` (the value targets) and ``values``."""
     from calibadv.errors import ConfigError
-    from calibadv.rewards import token_scores
+    from calibadv.methods.token_rewards import token_scores
 
     if batch.values is None:
         raise ConfigError("estimator.name = 'gae' needs a value model's values: this backend did "

@@ -1,0 +1,113 @@
+"""The filled registries: what a preset's part names and knobs resolve to.
+
+:mod:`calibadv.methods.registry` defines the registries and knobs; the part modules
+(:mod:`~calibadv.methods.estimators`, :mod:`~calibadv.methods.filters`,
+:mod:`~calibadv.methods.losses`, :mod:`~calibadv.methods.token_rewards`,
+:mod:`~calibadv.methods.rollout_shapes`) fill them with their decorators. This module imports
+those part modules and answers questions about a method's parts, so that the registry itself
+never imports the modules that register into it (no import circle). Torch-free at import: the
+workflow validates presets while Snakemake parses the DAG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from calibadv.errors import ConfigError
+from calibadv.methods.registry import (
+    DEFAULT_ESTIMATOR,
+    DEFAULT_FILTER,
+    DEFAULT_REWARD,
+    DEFAULT_ROLLOUT,
+    ESTIMATORS,
+    FILTERS,
+    LOSSES,
+    REWARDS,
+    ROLLOUTS,
+    VERL_BUILTIN_LOSSES,
+    Registry,
+    check_knobs,
+)
+
+__all__ = ["loss_knobs", "filter_knobs", "estimator_knobs", "rollout_knobs", "reward_knobs",
+           "method_part", "method_needs", "names", "check_run_data"]
+
+
+def _load_parts() -> None:
+    """Import the modules whose decorators fill the registries (torch-free at import)."""
+    import calibadv.methods.estimators  # noqa: F401
+    import calibadv.methods.filters  # noqa: F401
+    import calibadv.methods.losses  # noqa: F401
+    import calibadv.methods.rollout_shapes  # noqa: F401
+    import calibadv.methods.token_rewards  # noqa: F401
+
+
+def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """Validated knobs of a policy loss: ours declare theirs, verl's built-ins take none."""
+    _load_parts()
+    if loss_mode in LOSSES:
+        return LOSSES.resolve(loss_mode, knobs, where)
+    if loss_mode in VERL_BUILTIN_LOSSES:
+        return check_knobs({}, knobs, f"{where}.knobs")
+    raise ConfigError(
+        f"{where}.loss_mode = {loss_mode!r} is not a policy loss; ours: {', '.join(LOSSES.names())}; "
+        f"verl's: {', '.join(VERL_BUILTIN_LOSSES)}"
+    )
+
+
+def filter_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return FILTERS.resolve(name, knobs, where)
+
+
+def estimator_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return ESTIMATORS.resolve(name, knobs, where)
+
+
+def rollout_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return ROLLOUTS.resolve(name, knobs, where)
+
+
+def reward_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    _load_parts()
+    return REWARDS.resolve(name, knobs, where)
+
+
+def method_part(method: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
+    """(name, checked knobs) of a method's ``estimator``, ``rollout``, ``reward`` or ``filter``
+    (the registry's default entry when the preset names none)."""
+    default, check = {"estimator": (DEFAULT_ESTIMATOR, estimator_knobs),
+                      "rollout": (DEFAULT_ROLLOUT, rollout_knobs),
+                      "reward": (DEFAULT_REWARD, reward_knobs),
+                      "filter": (DEFAULT_FILTER, filter_knobs)}[key]
+    part = method.get(key) or {}
+    name = part.get("name", default)
+    return name, check(name, part.get("knobs"), f"method.{key}")
+
+
+def method_needs(method: Mapping[str, Any]) -> set[str]:
+    """What the method's estimator and reward need beyond the rollouts (:attr:`Part.needs`)."""
+    _load_parts()
+    return {*ESTIMATORS.get(method_part(method, "estimator")[0]).needs,
+            *REWARDS.get(method_part(method, "reward")[0]).needs}
+
+
+def names(registry: Registry) -> Sequence[str]:
+    _load_parts()
+    return registry.names()
+
+
+def check_run_data(method: Mapping[str, Any], train: str) -> None:
+    """For a method whose parts need gold documents (the ``stepsearch`` reward), the training
+    Parquet ``train`` must carry them
+    (:func:`calibadv.methods.stepsearch_reward.check_stepsearch_data`); called by both backends
+    before anything starts."""
+    if "gold_docs" not in method_needs(method):
+        return
+    from calibadv.data.questions import load_questions
+    from calibadv.methods.stepsearch_reward import check_stepsearch_data
+
+    check_stepsearch_data([q.stepsearch_fields() for q in load_questions(train)], str(train))
