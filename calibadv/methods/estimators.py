@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +165,42 @@ def _paint(adv_rows: Any, spans: Sequence[Sequence[Sequence[int]]], values: Sequ
 
 
 # --------------------------------------------------------------------------- GiGPO
+def _discounted(rewards: Sequence[float], gamma: float) -> list[float]:
+    """G_t = Σ_k γ^k r_{t+k}, going backwards (verl-agent ``compute_step_discounted_returns``)."""
+    g, out = 0.0, []
+    for r in reversed(list(rewards)):
+        g = float(r) + gamma * g
+        out.append(g)
+    return out[::-1]
+
+
+def _norm_rows(values: Sequence[float], labels: Sequence[Any], norm: bool, eps: float,
+               single_mean: bool) -> list[float]:
+    """Each value centred on its label group's mean (÷ (unbiased std + eps) when ``norm``).
+
+    A group of one has std 1 and mean 0 (``single_mean`` False: verl-agent's
+    ``episode_norm_reward``) or its own value (True: ``step_norm_reward``, so A^S = 0)."""
+    import torch
+
+    by: dict[Any, list[int]] = {}
+    for k, lab in enumerate(labels):
+        by.setdefault(lab, []).append(k)
+    out = [0.0] * len(values)
+    for rows in by.values():
+        vals = torch.tensor([float(values[k]) for k in rows], dtype=torch.float32)
+        if len(rows) == 1:
+            mean = vals.mean() if single_mean else torch.tensor(0.0)
+            std = torch.tensor(1.0)
+        else:
+            mean, std = vals.mean(), vals.std()
+        centred = vals - mean
+        if norm:
+            centred = centred / (std + eps)
+        for k, v in zip(rows, centred.tolist()):
+            out[k] = v
+    return out
+
+
 def gigpo_advantage(
     scores: Any,
     response_mask: Any,
@@ -176,58 +213,61 @@ def gigpo_advantage(
     similarity: float | None = 0.9,
     mode: str = "mean_std_norm",
     eps: float = 1e-6,
+    invalid: Sequence[Sequence[bool]] | None = None,
+    invalid_penalty: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
-    """GiGPO: tokens of turn t of rollout i get A^E_i + ω·A^S_{i,t}.
+    """GiGPO as verl-agent computes it: tokens of turn t of rollout i get A^E_{i,t} + ω·A^S_{i,t}.
 
-    A^E: the episode reward normalised over the prompt's group (``mean_std_norm``: z-score with
-    verl's GRPO arithmetic; ``mean_norm``: mean only). A^S: the discounted return
-    G_t = Σ_k γ^k r_{t+k} of the step, normalised the same way within its step group (steps of
-    the same prompt whose anchors match: equal, or difflib ratio >= ``similarity``); a step
-    alone in its group gets A^S = 0."""
+    verl-agent trains one row per step, so both terms are computed over step rows
+    (``gigpo/core_gigpo.py``):
+
+    - the episode score of row (i, t) is R_i − p·[turn t invalid] (the reward manager writes
+      R_i on every step row; ``apply_invalid_action_penalty`` then subtracts p from that row);
+      A^E normalises it over *every step row* of the prompt's group
+      (``episode_norm_reward`` with ``compute_mean_std_cross_steps=True``), so a rollout with
+      more steps weighs more in the mean and std; a prompt with one row gets mean 0, std 1;
+    - A^S: the discounted return G_{i,t} = Σ_k γ^k r_{i,t+k} of the environment's step rewards
+      ``step_rewards`` (R_i on the last step), minus p for an invalid turn *after* discounting
+      (the penalty is applied to ``step_rewards`` = the returns), normalised within its step
+      group (same prompt, anchors equal or difflib ratio ≥ ``similarity``); a step alone in its
+      group gets A^S = 0.
+
+    ``mean_std_norm`` divides by (unbiased std + eps); ``mean_norm`` only centres."""
     import torch
 
-    from calibadv.methods.advantage import _rollout_advantage
-
     norm = mode == "mean_std_norm"
-    adv_e, _, _ = _rollout_advantage(scores, group_index, norm, eps)
-    returns: list[list[float]] = []
-    for rewards in step_rewards:
-        g, out = 0.0, []
-        for r in reversed(list(rewards)):
-            g = float(r) + gamma * g
-            out.append(g)
-        returns.append(out[::-1])
-    # step groups: per prompt, over every step of its rollouts
-    by_prompt: dict[Any, list[tuple[int, int]]] = {}
-    for i, g in enumerate(group_index):
-        by_prompt.setdefault(g, []).extend((i, t) for t in range(len(returns[i])))
-    a_step = [[0.0] * len(r) for r in returns]
-    n_steps = n_single = n_groups = 0
-    for steps in by_prompt.values():
-        labels = step_groups([anchors[i][t] for i, t in steps], similarity)
-        members: dict[int, list[tuple[int, int]]] = {}
-        for (i, t), c in zip(steps, labels):
-            members.setdefault(c, []).append((i, t))
-        for group in members.values():
-            n_steps += len(group)
-            n_groups += 1
-            if len(group) < 2:
-                n_single += 1
-                continue
-            vals = torch.tensor([returns[i][t] for i, t in group], dtype=torch.float32)
-            centred = vals - vals.mean()
-            if norm:
-                centred = centred / (vals.std() + eps)
-            for (i, t), v in zip(group, centred.tolist()):
-                a_step[i][t] = v
-    e = adv_e.tolist()
+    score_list = [float(x) for x in torch.as_tensor(scores).reshape(-1).tolist()]
+    flags = invalid or [[False] * len(r) for r in step_rewards]
+    pen = [[invalid_penalty * float(bool(f)) for f in row] for row in flags]
+    rows = [(i, t) for i in range(len(step_rewards)) for t in range(len(step_rewards[i]))]
+    returns = [_discounted(r, gamma) for r in step_rewards]
+    ep_vals = [score_list[i] - pen[i][t] for i, t in rows]
+    ep_adv = _norm_rows(ep_vals, [group_index[i] for i, _ in rows], norm, eps, single_mean=False)
+    # step groups: per prompt, greedy clustering of its rows' anchors
+    by_prompt: dict[Any, list[int]] = {}
+    for k, (i, _) in enumerate(rows):
+        by_prompt.setdefault(group_index[i], []).append(k)
+    labels: list[Any] = [None] * len(rows)
+    for g, ks in by_prompt.items():
+        for k, c in zip(ks, step_groups([anchors[rows[k][0]][rows[k][1]] for k in ks], similarity)):
+            labels[k] = (g, c)
+    step_vals = [returns[i][t] - pen[i][t] for i, t in rows]
+    st_adv = _norm_rows(step_vals, labels, norm, eps, single_mean=True)
+    values = [[0.0] * len(r) for r in step_rewards]
+    a_e = [[0.0] * len(r) for r in step_rewards]
+    for k, (i, t) in enumerate(rows):
+        values[i][t] = ep_adv[k] + omega * st_adv[k]
+        a_e[i][t] = ep_adv[k]
     adv = torch.zeros(response_mask.shape, dtype=torch.float32)
-    _paint(adv, turn_spans, [[e[i] + omega * s for s in a_step[i]] for i in range(len(e))])
+    _paint(adv, turn_spans, values)
+    sizes = list(Counter(labels).values())
+    n_groups = len(sizes)
     stats = {
-        "rollout_advantage": e,
+        # per rollout: its last step's A^E (the row that carries the final reward)
+        "rollout_advantage": [row[-1] if row else 0.0 for row in a_e],
         "gigpo_step_groups": float(n_groups),
-        "gigpo_singleton_frac": n_single / n_groups if n_groups else 0.0,
-        "gigpo_steps_per_group": n_steps / n_groups if n_groups else 0.0,
+        "gigpo_singleton_frac": sum(s == 1 for s in sizes) / n_groups if n_groups else 0.0,
+        "gigpo_steps_per_group": len(rows) / n_groups if n_groups else 0.0,
     }
     return adv.to(response_mask.device) * response_mask, stats
 
@@ -251,27 +291,31 @@ def _is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
                      "mean only (verl-agent's config default)", choices=("mean_std_norm", "mean_norm")),
         "similarity": Knob(float, 0.9, "difflib ratio at which two anchor observations match "
                            "(search script 0.9); 1.0 = exact match only", min=0.0, max=1.0),
-        "invalid_penalty": Knob(float, 0.01, "reward subtracted at a void step (search script 0.01)",
-                                min=0.0),
+        "invalid_penalty": Knob(float, 0.01, "subtracted from a void step's return and episode "
+                                "score, after discounting (search script 0.01)", min=0.0),
     },
     description="GiGPO: episode advantage + step-group advantage of discounted returns",
 )
 def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similarity: float,
            invalid_penalty: float) -> tuple[Any, dict[str, Any]]:
+    """The environment's step rewards are 0 except R_i on the last step (verl-agent's search
+    env); void turns are the invalid actions penalised after discounting."""
     rs = batch.rollouts
     scores = batch.scores.tolist()
-    spans, rewards, anchors = [], [], []
+    spans, rewards, anchors, invalid = [], [], [], []
     for i, r in enumerate(rs):
         n = len(r["turn_spans"])
-        step_r = [-invalid_penalty if _is_void_step(r, t) else 0.0 for t in range(n)]
+        step_r = [0.0] * n
         if n:
-            step_r[-1] += float(scores[i])
+            step_r[-1] = float(scores[i])
         spans.append(r["turn_spans"])
         rewards.append(step_r)
         anchors.append(step_anchors(r))
+        invalid.append([_is_void_step(r, t) for t in range(n)])
     return gigpo_advantage(batch.scores, batch.response_mask, batch.groups, spans, rewards, anchors,
                            gamma=gamma, omega=omega, similarity=None if similarity >= 1.0 else similarity,
-                           mode=mode, eps=batch.calib.eps)
+                           mode=mode, eps=batch.calib.eps, invalid=invalid,
+                           invalid_penalty=invalid_penalty)
 
 
 # --------------------------------------------------------------------------- MT-GRPO
