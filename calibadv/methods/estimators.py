@@ -40,6 +40,7 @@ __all__ = [
     "observations",
     "step_anchors",
     "step_groups",
+    "is_void_step",
     "gigpo_advantage",
     "mt_grpo_advantage",
     "tree_grpo_advantage",
@@ -272,7 +273,7 @@ def gigpo_advantage(
     return adv.to(response_mask.device) * response_mask, stats
 
 
-def _is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
+def is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
     """A non-final turn with no valid search, or a final turn with neither search nor answer."""
     queries = rollout.get("queries") or []
     n = len(rollout.get("turn_spans") or [])
@@ -311,7 +312,7 @@ def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similar
         spans.append(r["turn_spans"])
         rewards.append(step_r)
         anchors.append(step_anchors(r))
-        invalid.append([_is_void_step(r, t) for t in range(n)])
+        invalid.append([is_void_step(r, t) for t in range(n)])
     return gigpo_advantage(batch.scores, batch.response_mask, batch.groups, spans, rewards, anchors,
                            gamma=gamma, omega=omega, similarity=None if similarity >= 1.0 else similarity,
                            mode=mode, eps=batch.calib.eps, invalid=invalid,
