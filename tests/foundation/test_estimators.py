@@ -248,6 +248,39 @@ def test_mt_grpo_rewards_from_rollouts():
     assert stats["mt_turn_reward_mean"] == pytest.approx(0.3)
 
 
+def test_mt_grpo_matches_answers_as_the_official_rubric():
+    """Official: SiliangZeng/Multi-Turn-RL-Agent@7dbdd08bdb27 verifiers/rubrics/triviaqa_rubric.py
+    L23-61 (0.5 when a gold, lower-cased, is a substring of the lower-cased answer), L63-85
+    (EM: lower + strip equality), L114-148 (0.5 when a gold is a substring of the first search
+    result). Gold "The Beatles"; every rollout searched (turn reward 0.2 + 0.5·[gold in it]):
+
+    | first result              | answer          | R_T | in answer | EM | format | R_O |
+    | "Members of Beatles: ..." | "Beatles"       | 0.2 | 0         | 0  | 1      | 1.0 |
+    | "The Beatles were a band" | "the beatles."  | 0.7 | 0.5       | 0  | 1      | 1.5 |
+    | "nothing"                 | " THE BEATLES " | 0.2 | 0.5       | 1  | 1      | 2.5 |
+
+    SQuAD normalisation (``matching: squad``) would give R_T [0.7, 0.7, 0.2], R_O 2.5 each."""
+    gold = ["The Beatles"]
+
+    def searched(result, answer):
+        return _rollout([[0, 2], [5, 7]], ["q"], [["d"]], golds=gold, answer=answer,
+                        text=f"<search>q</search><information>{result}</information><answer>{answer}</answer>")
+
+    rollouts = [searched("Members of Beatles: John", "Beatles"),
+                searched("The Beatles were a band", "the beatles."),
+                searched("nothing", " THE BEATLES ")]
+    mask = torch.ones(3, 7)
+    batch = EstimatorBatch(torch.zeros(3), mask, [0, 0, 0], rollouts, CalibConfig())
+    adv, _ = estimate("mt_grpo", {}, batch)
+    want, _ = mt_grpo_advantage([0.2, 0.7, 0.2], [1.0, 1.5, 2.5], [True] * 3, [2] * 3, mask,
+                                [0, 0, 0], eps=1e-4)
+    assert torch.allclose(adv, want)
+    squad, _ = estimate("mt_grpo", {"matching": "squad"}, batch)
+    want_squad, _ = mt_grpo_advantage([0.7, 0.7, 0.2], [2.5, 2.5, 2.5], [True] * 3, [2] * 3,
+                                      mask, [0, 0, 0], eps=1e-4)
+    assert torch.allclose(squad, want_squad)
+
+
 # --------------------------------------------------------------------------- Tree-GRPO
 def test_tree_grpo_by_hand():
     """One prompt, two trees of three leaves, R = [1, 0, 0 | 1, 1, 0]:
