@@ -43,6 +43,8 @@ __all__ = [
     "is_void_step",
     "gigpo_advantage",
     "mt_grpo_advantage",
+    "contains_gold",
+    "answer_matches",
     "tree_grpo_advantage",
     "gae",
 ]
@@ -359,11 +361,32 @@ def mt_grpo_advantage(
     return adv.to(response_mask.device) * response_mask, stats
 
 
-def _contains_gold(text: str, golds: Sequence[str]) -> bool:
+def contains_gold(text: str | None, golds: Sequence[str], matching: str = "official") -> bool:
+    """A gold answer inside ``text``. ``official``: the raw lower-cased substring test of
+    MT-GRPO's ``triviaqa_rubric.py`` (L50-57 for the answer, L137-144 for the search result: no
+    stripping of articles or punctuation); ``squad``: both SQuAD-normalised first."""
+    if text is None:
+        return False
+    if matching == "official":
+        low = str(text).lower()
+        return any(str(g).lower() in low for g in golds)
     from calibadv.answer_score import normalize_answer
 
-    norm = normalize_answer(text or "")
+    norm = normalize_answer(text)
     return any(normalize_answer(g) and normalize_answer(g) in norm for g in golds)
+
+
+def answer_matches(answer: str | None, golds: Sequence[str], matching: str = "official") -> float:
+    """1.0 when the answer equals a gold answer. ``official``: lower-case and strip, then string
+    equality (``triviaqa_rubric.py`` L63-85: "The Beatles" ≠ "Beatles"); ``squad``: SQuAD EM."""
+    if answer is None:
+        return 0.0
+    if matching == "official":
+        low = str(answer).lower().strip()
+        return float(any(str(g).lower().strip() == low for g in golds))
+    from calibadv.answer_score import exact_match
+
+    return exact_match(answer, golds)
 
 
 @ESTIMATORS.register(
@@ -377,14 +400,15 @@ def _contains_gold(text: str, golds: Sequence[str]) -> bool:
                                  "observation (official 0.5)", min=0.0),
         "outcome": Knob(str, "official", "official: 0.5·[gold in answer] + EM + format; task: "
                         "the run's own reward (gated F1)", choices=("official", "task")),
+        "matching": Knob(str, "official", "official: triviaqa_rubric's lower-case substring and "
+                         "lower/strip equality; squad: SQuAD-normalised (articles, punctuation "
+                         "dropped)", choices=("official", "squad")),
         "eps": Knob(float, 1e-4, "added to the group std (official 1e-4)", min=0.0),
     },
     description="MT-GRPO: first-turn tokens get the outcome + turn advantage",
 )
 def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_weight: float,
-             outcome: str, eps: float) -> tuple[Any, dict[str, Any]]:
-    from calibadv.answer_score import exact_match
-
+             outcome: str, matching: str, eps: float) -> tuple[Any, dict[str, Any]]:
     scores = batch.scores.tolist()
     r_turn, r_out, has_tool, first_end = [], [], [], []
     for i, r in enumerate(batch.rollouts):
@@ -392,13 +416,14 @@ def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_we
         queries = r.get("queries") or []
         tool = bool(queries) and bool(queries[0]) and bool(r["doc_ids"][0]) and bool(obs[0])
         golds = r.get("golden_answers") or []
-        r_turn.append(tool_weight * float(tool) + retrieval_weight * float(tool and _contains_gold(obs[0], golds)))
+        r_turn.append(tool_weight * float(tool)
+                      + retrieval_weight * float(tool and contains_gold(obs[0], golds, matching)))
         if outcome == "task":
             r_out.append(float(scores[i]))
         else:
-            answer = r.get("answer") or ""
-            r_out.append(0.5 * float(bool(answer) and _contains_gold(answer, golds))
-                         + exact_match(answer or None, golds) + float(bool(r["format_ok"])))
+            answer = r.get("answer") or None  # no answer: the rubric's None → 0
+            r_out.append(0.5 * float(contains_gold(answer, golds, matching))
+                         + answer_matches(answer, golds, matching) + float(bool(r["format_ok"])))
         has_tool.append(tool)
         spans = r["turn_spans"]
         first_end.append(int(spans[0][1]) if spans else 0)
