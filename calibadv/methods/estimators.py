@@ -81,7 +81,8 @@ def estimate(name: str, knobs: Mapping[str, Any] | None, batch: EstimatorBatch) 
 
 
 # --------------------------------------------------------------------------- GRPO / CalibAdv
-@ESTIMATORS.register("calibadv", description="CalibAdv calibration of GRPO (calibration switches)")
+@ESTIMATORS.register("calibadv", description="CalibAdv calibration of GRPO (calibration switches)",
+                     reads_calibration=True)
 def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
     import torch
 
@@ -296,11 +297,12 @@ def is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
                            "(search script 0.9); 1.0 = exact match only", min=0.0, max=1.0),
         "invalid_penalty": Knob(float, 0.01, "subtracted from a void step's return and episode "
                                 "score, after discounting (search script 0.01)", min=0.0),
+        "eps": Knob(float, 1e-6, "added to the std (core_gigpo.py epsilon, 1e-6)", min=0.0),
     },
     description="GiGPO: episode advantage + step-group advantage of discounted returns",
 )
 def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similarity: float,
-           invalid_penalty: float) -> tuple[Any, dict[str, Any]]:
+           invalid_penalty: float, eps: float) -> tuple[Any, dict[str, Any]]:
     """The environment's step rewards are 0 except R_i on the last step (verl-agent's search
     env); void turns are the invalid actions penalised after discounting."""
     rs = batch.rollouts
@@ -317,7 +319,7 @@ def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similar
         invalid.append([is_void_step(r, t) for t in range(n)])
     return gigpo_advantage(batch.scores, batch.response_mask, batch.groups, spans, rewards, anchors,
                            gamma=gamma, omega=omega, similarity=None if similarity >= 1.0 else similarity,
-                           mode=mode, eps=batch.calib.eps, invalid=invalid,
+                           mode=mode, eps=eps, invalid=invalid,
                            invalid_penalty=invalid_penalty)
 
 
@@ -445,8 +447,13 @@ def tree_grpo_advantage(scores: Any, response_mask: Any, group_index: Sequence[A
     return adv.unsqueeze(-1) * response_mask, {"rollout_advantage": adv.tolist()}
 
 
-@ESTIMATORS.register("tree_grpo", description="Tree-GRPO: prompt-level + tree-level z-scores of leaves")
-def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+@ESTIMATORS.register(
+    "tree_grpo",
+    knobs={"eps": Knob(float, 1e-6, "added to each std (Tree-GRPO's 1e-6)", min=0.0)},
+    description="Tree-GRPO: prompt-level + tree-level z-scores of leaves",
+    works_with={"rollout": ("tree",)},
+)
+def _tree_grpo(batch: EstimatorBatch, eps: float) -> tuple[Any, dict[str, Any]]:
     missing = [i for i, r in enumerate(batch.rollouts) if r.get("tree") is None]
     if missing:
         from calibadv.errors import ConfigError
@@ -456,7 +463,7 @@ def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
             f"{len(missing)} rollouts carry no tree id"
         )
     return tree_grpo_advantage(batch.scores, batch.response_mask, batch.groups,
-                               [r["tree"] for r in batch.rollouts], batch.calib.eps)
+                               [r["tree"] for r in batch.rollouts], eps)
 
 
 # --------------------------------------------------------------------------- PPO (GAE)

@@ -52,6 +52,7 @@ def _task(rollout: Mapping[str, Any], score: float) -> list[tuple[int, float]]:
     description="StepSearch: step_scale·(gain − redundancy) on each </search>, F1 + 0.618·key "
                 "score (or −1) on the last generated token",
     needs=("gold_docs",),
+    works_with={"estimator": ("gae",)},  # only GAE reads token rewards; GRPO-style: one scalar
 )
 def _stepsearch(rollout: Mapping[str, Any], score: float, step_scale: float) -> list[tuple[int, float]]:
     from calibadv.methods.stepsearch_reward import token_rewards
