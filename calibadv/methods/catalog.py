@@ -31,7 +31,10 @@ from calibadv.methods.registry import (
 )
 
 __all__ = ["loss_knobs", "filter_knobs", "estimator_knobs", "rollout_knobs", "reward_knobs",
-           "method_part", "method_needs", "names", "check_run_data"]
+           "method_part", "method_needs", "names", "check_run_data", "check_composition"]
+
+#: Calibration switches that act only through the ``calibadv`` estimator, and their "off" values.
+_CALIBRATION_SWITCHES = {"soft_penalty": "none", "rebalance": False}
 
 
 def _load_parts() -> None:
@@ -111,3 +114,34 @@ def check_run_data(method: Mapping[str, Any], train: str) -> None:
     from calibadv.methods.stepsearch_reward import check_stepsearch_data
 
     check_stepsearch_data([q.stepsearch_fields() for q in load_questions(train)], str(train))
+
+
+def check_composition(method: Mapping[str, Any], where: str) -> None:
+    """ConfigError naming both parts when a resolved method combines entries that do not work
+    together: an entry's ``works_with`` (e.g. the ``stepsearch`` reward only with the ``gae``
+    estimator, ``tree_grpo`` only with ``tree`` rollouts), and calibration switches turned on
+    under an estimator that does not read them (``reads_calibration``)."""
+    _load_parts()
+    registries = {"estimator": ESTIMATORS, "rollout": ROLLOUTS, "reward": REWARDS, "filter": FILTERS}
+    chosen = {kind: method_part(method, kind)[0] for kind in registries}
+    for kind, registry in registries.items():
+        part = registry.get(chosen[kind])
+        for other, allowed in part.works_with.items():
+            if chosen.get(other) not in allowed:
+                raise ConfigError(
+                    f"{where}: {kind} {chosen[kind]!r} works only with {other} "
+                    f"{' or '.join(repr(a) for a in allowed)}, but this preset's {other} is "
+                    f"{chosen.get(other)!r}; set {other}.name: {allowed[0]} or choose another {kind}"
+                )
+    estimator = ESTIMATORS.get(chosen["estimator"])
+    if not estimator.reads_calibration:
+        calib = method.get("calibration") or {}
+        readers = [n for n in ESTIMATORS.names() if ESTIMATORS.get(n).reads_calibration]
+        for key, off in _CALIBRATION_SWITCHES.items():
+            if key in calib and calib[key] != off:
+                raise ConfigError(
+                    f"{where}: calibration.{key} = {calib[key]!r} acts only through estimator "
+                    f"{' or '.join(repr(r) for r in readers)}, but this preset's estimator is "
+                    f"{chosen['estimator']!r}, which ignores it; set calibration.{key}: "
+                    f"{str(off).lower() if isinstance(off, bool) else off} or estimator.name: {readers[0]}"
+                )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +40,11 @@ __all__ = [
     "observations",
     "step_anchors",
     "step_groups",
+    "is_void_step",
     "gigpo_advantage",
     "mt_grpo_advantage",
+    "contains_gold",
+    "answer_matches",
     "tree_grpo_advantage",
     "gae",
 ]
@@ -77,7 +81,8 @@ def estimate(name: str, knobs: Mapping[str, Any] | None, batch: EstimatorBatch) 
 
 
 # --------------------------------------------------------------------------- GRPO / CalibAdv
-@ESTIMATORS.register("calibadv", description="CalibAdv calibration of GRPO (calibration switches)")
+@ESTIMATORS.register("calibadv", description="CalibAdv calibration of GRPO (calibration switches)",
+                     reads_calibration=True)
 def _calibadv(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
     import torch
 
@@ -164,6 +169,42 @@ def _paint(adv_rows: Any, spans: Sequence[Sequence[Sequence[int]]], values: Sequ
 
 
 # --------------------------------------------------------------------------- GiGPO
+def _discounted(rewards: Sequence[float], gamma: float) -> list[float]:
+    """G_t = Σ_k γ^k r_{t+k}, going backwards (verl-agent ``compute_step_discounted_returns``)."""
+    g, out = 0.0, []
+    for r in reversed(list(rewards)):
+        g = float(r) + gamma * g
+        out.append(g)
+    return out[::-1]
+
+
+def _norm_rows(values: Sequence[float], labels: Sequence[Any], norm: bool, eps: float,
+               single_mean: bool) -> list[float]:
+    """Each value centred on its label group's mean (÷ (unbiased std + eps) when ``norm``).
+
+    A group of one has std 1 and mean 0 (``single_mean`` False: verl-agent's
+    ``episode_norm_reward``) or its own value (True: ``step_norm_reward``, so A^S = 0)."""
+    import torch
+
+    by: dict[Any, list[int]] = {}
+    for k, lab in enumerate(labels):
+        by.setdefault(lab, []).append(k)
+    out = [0.0] * len(values)
+    for rows in by.values():
+        vals = torch.tensor([float(values[k]) for k in rows], dtype=torch.float32)
+        if len(rows) == 1:
+            mean = vals.mean() if single_mean else torch.tensor(0.0)
+            std = torch.tensor(1.0)
+        else:
+            mean, std = vals.mean(), vals.std()
+        centred = vals - mean
+        if norm:
+            centred = centred / (std + eps)
+        for k, v in zip(rows, centred.tolist()):
+            out[k] = v
+    return out
+
+
 def gigpo_advantage(
     scores: Any,
     response_mask: Any,
@@ -176,63 +217,66 @@ def gigpo_advantage(
     similarity: float | None = 0.9,
     mode: str = "mean_std_norm",
     eps: float = 1e-6,
+    invalid: Sequence[Sequence[bool]] | None = None,
+    invalid_penalty: float = 0.0,
 ) -> tuple[Any, dict[str, Any]]:
-    """GiGPO: tokens of turn t of rollout i get A^E_i + ω·A^S_{i,t}.
+    """GiGPO as verl-agent computes it: tokens of turn t of rollout i get A^E_{i,t} + ω·A^S_{i,t}.
 
-    A^E: the episode reward normalised over the prompt's group (``mean_std_norm``: z-score with
-    verl's GRPO arithmetic; ``mean_norm``: mean only). A^S: the discounted return
-    G_t = Σ_k γ^k r_{t+k} of the step, normalised the same way within its step group (steps of
-    the same prompt whose anchors match: equal, or difflib ratio >= ``similarity``); a step
-    alone in its group gets A^S = 0."""
+    verl-agent trains one row per step, so both terms are computed over step rows
+    (``gigpo/core_gigpo.py``):
+
+    - the episode score of row (i, t) is R_i − p·[turn t invalid] (the reward manager writes
+      R_i on every step row; ``apply_invalid_action_penalty`` then subtracts p from that row);
+      A^E normalises it over *every step row* of the prompt's group
+      (``episode_norm_reward`` with ``compute_mean_std_cross_steps=True``), so a rollout with
+      more steps weighs more in the mean and std; a prompt with one row gets mean 0, std 1;
+    - A^S: the discounted return G_{i,t} = Σ_k γ^k r_{i,t+k} of the environment's step rewards
+      ``step_rewards`` (R_i on the last step), minus p for an invalid turn *after* discounting
+      (the penalty is applied to ``step_rewards`` = the returns), normalised within its step
+      group (same prompt, anchors equal or difflib ratio ≥ ``similarity``); a step alone in its
+      group gets A^S = 0.
+
+    ``mean_std_norm`` divides by (unbiased std + eps); ``mean_norm`` only centres."""
     import torch
 
-    from calibadv.methods.advantage import _rollout_advantage
-
     norm = mode == "mean_std_norm"
-    adv_e, _, _ = _rollout_advantage(scores, group_index, norm, eps)
-    returns: list[list[float]] = []
-    for rewards in step_rewards:
-        g, out = 0.0, []
-        for r in reversed(list(rewards)):
-            g = float(r) + gamma * g
-            out.append(g)
-        returns.append(out[::-1])
-    # step groups: per prompt, over every step of its rollouts
-    by_prompt: dict[Any, list[tuple[int, int]]] = {}
-    for i, g in enumerate(group_index):
-        by_prompt.setdefault(g, []).extend((i, t) for t in range(len(returns[i])))
-    a_step = [[0.0] * len(r) for r in returns]
-    n_steps = n_single = n_groups = 0
-    for steps in by_prompt.values():
-        labels = step_groups([anchors[i][t] for i, t in steps], similarity)
-        members: dict[int, list[tuple[int, int]]] = {}
-        for (i, t), c in zip(steps, labels):
-            members.setdefault(c, []).append((i, t))
-        for group in members.values():
-            n_steps += len(group)
-            n_groups += 1
-            if len(group) < 2:
-                n_single += 1
-                continue
-            vals = torch.tensor([returns[i][t] for i, t in group], dtype=torch.float32)
-            centred = vals - vals.mean()
-            if norm:
-                centred = centred / (vals.std() + eps)
-            for (i, t), v in zip(group, centred.tolist()):
-                a_step[i][t] = v
-    e = adv_e.tolist()
+    score_list = [float(x) for x in torch.as_tensor(scores).reshape(-1).tolist()]
+    flags = invalid or [[False] * len(r) for r in step_rewards]
+    pen = [[invalid_penalty * float(bool(f)) for f in row] for row in flags]
+    rows = [(i, t) for i in range(len(step_rewards)) for t in range(len(step_rewards[i]))]
+    returns = [_discounted(r, gamma) for r in step_rewards]
+    ep_vals = [score_list[i] - pen[i][t] for i, t in rows]
+    ep_adv = _norm_rows(ep_vals, [group_index[i] for i, _ in rows], norm, eps, single_mean=False)
+    # step groups: per prompt, greedy clustering of its rows' anchors
+    by_prompt: dict[Any, list[int]] = {}
+    for k, (i, _) in enumerate(rows):
+        by_prompt.setdefault(group_index[i], []).append(k)
+    labels: list[Any] = [None] * len(rows)
+    for g, ks in by_prompt.items():
+        for k, c in zip(ks, step_groups([anchors[rows[k][0]][rows[k][1]] for k in ks], similarity)):
+            labels[k] = (g, c)
+    step_vals = [returns[i][t] - pen[i][t] for i, t in rows]
+    st_adv = _norm_rows(step_vals, labels, norm, eps, single_mean=True)
+    values = [[0.0] * len(r) for r in step_rewards]
+    a_e = [[0.0] * len(r) for r in step_rewards]
+    for k, (i, t) in enumerate(rows):
+        values[i][t] = ep_adv[k] + omega * st_adv[k]
+        a_e[i][t] = ep_adv[k]
     adv = torch.zeros(response_mask.shape, dtype=torch.float32)
-    _paint(adv, turn_spans, [[e[i] + omega * s for s in a_step[i]] for i in range(len(e))])
+    _paint(adv, turn_spans, values)
+    sizes = list(Counter(labels).values())
+    n_groups = len(sizes)
     stats = {
-        "rollout_advantage": e,
+        # per rollout: its last step's A^E (the row that carries the final reward)
+        "rollout_advantage": [row[-1] if row else 0.0 for row in a_e],
         "gigpo_step_groups": float(n_groups),
-        "gigpo_singleton_frac": n_single / n_groups if n_groups else 0.0,
-        "gigpo_steps_per_group": n_steps / n_groups if n_groups else 0.0,
+        "gigpo_singleton_frac": sum(s == 1 for s in sizes) / n_groups if n_groups else 0.0,
+        "gigpo_steps_per_group": len(rows) / n_groups if n_groups else 0.0,
     }
     return adv.to(response_mask.device) * response_mask, stats
 
 
-def _is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
+def is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
     """A non-final turn with no valid search, or a final turn with neither search nor answer."""
     queries = rollout.get("queries") or []
     n = len(rollout.get("turn_spans") or [])
@@ -251,27 +295,32 @@ def _is_void_step(rollout: Mapping[str, Any], t: int) -> bool:
                      "mean only (verl-agent's config default)", choices=("mean_std_norm", "mean_norm")),
         "similarity": Knob(float, 0.9, "difflib ratio at which two anchor observations match "
                            "(search script 0.9); 1.0 = exact match only", min=0.0, max=1.0),
-        "invalid_penalty": Knob(float, 0.01, "reward subtracted at a void step (search script 0.01)",
-                                min=0.0),
+        "invalid_penalty": Knob(float, 0.01, "subtracted from a void step's return and episode "
+                                "score, after discounting (search script 0.01)", min=0.0),
+        "eps": Knob(float, 1e-6, "added to the std (core_gigpo.py epsilon, 1e-6)", min=0.0),
     },
     description="GiGPO: episode advantage + step-group advantage of discounted returns",
 )
 def _gigpo(batch: EstimatorBatch, gamma: float, omega: float, mode: str, similarity: float,
-           invalid_penalty: float) -> tuple[Any, dict[str, Any]]:
+           invalid_penalty: float, eps: float) -> tuple[Any, dict[str, Any]]:
+    """The environment's step rewards are 0 except R_i on the last step (verl-agent's search
+    env); void turns are the invalid actions penalised after discounting."""
     rs = batch.rollouts
     scores = batch.scores.tolist()
-    spans, rewards, anchors = [], [], []
+    spans, rewards, anchors, invalid = [], [], [], []
     for i, r in enumerate(rs):
         n = len(r["turn_spans"])
-        step_r = [-invalid_penalty if _is_void_step(r, t) else 0.0 for t in range(n)]
+        step_r = [0.0] * n
         if n:
-            step_r[-1] += float(scores[i])
+            step_r[-1] = float(scores[i])
         spans.append(r["turn_spans"])
         rewards.append(step_r)
         anchors.append(step_anchors(r))
+        invalid.append([is_void_step(r, t) for t in range(n)])
     return gigpo_advantage(batch.scores, batch.response_mask, batch.groups, spans, rewards, anchors,
                            gamma=gamma, omega=omega, similarity=None if similarity >= 1.0 else similarity,
-                           mode=mode, eps=batch.calib.eps)
+                           mode=mode, eps=eps, invalid=invalid,
+                           invalid_penalty=invalid_penalty)
 
 
 # --------------------------------------------------------------------------- MT-GRPO
@@ -314,11 +363,32 @@ def mt_grpo_advantage(
     return adv.to(response_mask.device) * response_mask, stats
 
 
-def _contains_gold(text: str, golds: Sequence[str]) -> bool:
+def contains_gold(text: str | None, golds: Sequence[str], matching: str = "official") -> bool:
+    """A gold answer inside ``text``. ``official``: the raw lower-cased substring test of
+    MT-GRPO's ``triviaqa_rubric.py`` (L50-57 for the answer, L137-144 for the search result: no
+    stripping of articles or punctuation); ``squad``: both SQuAD-normalised first."""
+    if text is None:
+        return False
+    if matching == "official":
+        low = str(text).lower()
+        return any(str(g).lower() in low for g in golds)
     from calibadv.answer_score import normalize_answer
 
-    norm = normalize_answer(text or "")
+    norm = normalize_answer(text)
     return any(normalize_answer(g) and normalize_answer(g) in norm for g in golds)
+
+
+def answer_matches(answer: str | None, golds: Sequence[str], matching: str = "official") -> float:
+    """1.0 when the answer equals a gold answer. ``official``: lower-case and strip, then string
+    equality (``triviaqa_rubric.py`` L63-85: "The Beatles" ≠ "Beatles"); ``squad``: SQuAD EM."""
+    if answer is None:
+        return 0.0
+    if matching == "official":
+        low = str(answer).lower().strip()
+        return float(any(str(g).lower().strip() == low for g in golds))
+    from calibadv.answer_score import exact_match
+
+    return exact_match(answer, golds)
 
 
 @ESTIMATORS.register(
@@ -332,14 +402,15 @@ def _contains_gold(text: str, golds: Sequence[str]) -> bool:
                                  "observation (official 0.5)", min=0.0),
         "outcome": Knob(str, "official", "official: 0.5·[gold in answer] + EM + format; task: "
                         "the run's own reward (gated F1)", choices=("official", "task")),
+        "matching": Knob(str, "official", "official: triviaqa_rubric's lower-case substring and "
+                         "lower/strip equality; squad: SQuAD-normalised (articles, punctuation "
+                         "dropped)", choices=("official", "squad")),
         "eps": Knob(float, 1e-4, "added to the group std (official 1e-4)", min=0.0),
     },
     description="MT-GRPO: first-turn tokens get the outcome + turn advantage",
 )
 def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_weight: float,
-             outcome: str, eps: float) -> tuple[Any, dict[str, Any]]:
-    from calibadv.answer_score import exact_match
-
+             outcome: str, matching: str, eps: float) -> tuple[Any, dict[str, Any]]:
     scores = batch.scores.tolist()
     r_turn, r_out, has_tool, first_end = [], [], [], []
     for i, r in enumerate(batch.rollouts):
@@ -347,13 +418,14 @@ def _mt_grpo(batch: EstimatorBatch, lam: float, tool_weight: float, retrieval_we
         queries = r.get("queries") or []
         tool = bool(queries) and bool(queries[0]) and bool(r["doc_ids"][0]) and bool(obs[0])
         golds = r.get("golden_answers") or []
-        r_turn.append(tool_weight * float(tool) + retrieval_weight * float(tool and _contains_gold(obs[0], golds)))
+        r_turn.append(tool_weight * float(tool)
+                      + retrieval_weight * float(tool and contains_gold(obs[0], golds, matching)))
         if outcome == "task":
             r_out.append(float(scores[i]))
         else:
-            answer = r.get("answer") or ""
-            r_out.append(0.5 * float(bool(answer) and _contains_gold(answer, golds))
-                         + exact_match(answer or None, golds) + float(bool(r["format_ok"])))
+            answer = r.get("answer") or None  # no answer: the rubric's None → 0
+            r_out.append(0.5 * float(contains_gold(answer, golds, matching))
+                         + answer_matches(answer, golds, matching) + float(bool(r["format_ok"])))
         has_tool.append(tool)
         spans = r["turn_spans"]
         first_end.append(int(spans[0][1]) if spans else 0)
@@ -375,8 +447,13 @@ def tree_grpo_advantage(scores: Any, response_mask: Any, group_index: Sequence[A
     return adv.unsqueeze(-1) * response_mask, {"rollout_advantage": adv.tolist()}
 
 
-@ESTIMATORS.register("tree_grpo", description="Tree-GRPO: prompt-level + tree-level z-scores of leaves")
-def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
+@ESTIMATORS.register(
+    "tree_grpo",
+    knobs={"eps": Knob(float, 1e-6, "added to each std (Tree-GRPO's 1e-6)", min=0.0)},
+    description="Tree-GRPO: prompt-level + tree-level z-scores of leaves",
+    works_with={"rollout": ("tree",)},
+)
+def _tree_grpo(batch: EstimatorBatch, eps: float) -> tuple[Any, dict[str, Any]]:
     missing = [i for i, r in enumerate(batch.rollouts) if r.get("tree") is None]
     if missing:
         from calibadv.errors import ConfigError
@@ -386,7 +463,7 @@ def _tree_grpo(batch: EstimatorBatch) -> tuple[Any, dict[str, Any]]:
             f"{len(missing)} rollouts carry no tree id"
         )
     return tree_grpo_advantage(batch.scores, batch.response_mask, batch.groups,
-                               [r["tree"] for r in batch.rollouts], batch.calib.eps)
+                               [r["tree"] for r in batch.rollouts], eps)
 
 
 # --------------------------------------------------------------------------- PPO (GAE)

@@ -21,13 +21,16 @@ from calibadv.methods.advantage import CalibConfig
 from calibadv.errors import ConfigError
 from calibadv.methods.registry import DEFAULT_ESTIMATOR, DEFAULT_REWARD, DEFAULT_ROLLOUT
 
-__all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods"]
+__all__ = ["ENV_VAR", "default_methods_path", "load_presets", "get_method", "list_methods",
+           "base_chain"]
 
 ENV_VAR = "CALIBADV_METHODS"
 _TOP_KEYS = {"description", "base", "prethink", "require_search", "calibration", "loss", "filter",
              "estimator", "rollout", "reward"}
 _LOSS_DEFAULTS = {"loss_mode": "vanilla", "loss_agg_mode": "token-mean"}
-_LOSS_KEYS = {*_LOSS_DEFAULTS, "knobs"}
+# ``loss: {name, knobs}`` as every part; ``loss_mode`` (verl's key, the resolved form) is an alias
+# of ``name``; ``loss_agg_mode`` is verl's aggregation of the loss, not an entry's knob
+_LOSS_KEYS = {"name", *_LOSS_DEFAULTS, "knobs"}
 _FILTER_KEYS = {"name", "knobs"}
 _NO_FILTER = "none"
 # registered parts named by ``name`` with ``knobs``, and the entry a preset gets when it names none
@@ -90,8 +93,14 @@ def _check_preset(name: str, preset: Any) -> None:
             )
         if "knobs" in part and not isinstance(part["knobs"], Mapping):
             raise ConfigError(f"{where}.{key}.knobs must be a mapping, got {part['knobs']!r}")
-    if "loss_mode" in loss and not isinstance(loss["loss_mode"], str):
-        raise ConfigError(f"{where}.loss.loss_mode must be a string, got {loss['loss_mode']!r}")
+    for key in ("name", "loss_mode"):
+        if key in loss and not isinstance(loss[key], str):
+            raise ConfigError(f"{where}.loss.{key} must be a string, got {loss[key]!r}")
+    if "name" in loss and "loss_mode" in loss and loss["name"] != loss["loss_mode"]:
+        raise ConfigError(
+            f"{where}.loss names two losses: name = {loss['name']!r} and its alias loss_mode = "
+            f"{loss['loss_mode']!r}; keep only loss.name"
+        )
     if "loss_agg_mode" in loss and loss["loss_agg_mode"] not in _AGG_MODES:
         raise ConfigError(
             f"{where}.loss.loss_agg_mode = {loss['loss_agg_mode']!r} is not one of {list(_AGG_MODES)}"
@@ -103,7 +112,19 @@ def _all_presets(extra_presets: Mapping[str, Any] | None, path: str | Path | Non
     presets.update({str(k): v for k, v in (extra_presets or {}).items()})
     for name, preset in presets.items():
         _check_preset(name, preset)
-    return presets
+    return {name: _loss_named(preset) for name, preset in presets.items()}
+
+
+def _loss_named(preset: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The preset with ``loss.name`` written as ``loss.loss_mode``, the key verl and the
+    resolved method use (the two are one key: ``_check_preset`` refused a preset giving both
+    different values)."""
+    loss = preset.get("loss")
+    if not loss or "name" not in loss:
+        return preset
+    out = dict(preset)
+    out["loss"] = {("loss_mode" if k == "name" else k): v for k, v in loss.items()}
+    return out
 
 
 def _resolve(name: str, presets: Mapping[str, Any], chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -188,10 +209,12 @@ def get_method(
     ``calibration`` (every CalibConfig field), ``loss`` (every loss field; ``knobs`` for a loss
     that has them) and, for a method with a rollout filter, ``filter`` (``name``, ``knobs``);
     likewise ``estimator``, ``rollout`` and ``reward`` for a method that names a non-default one."""
+    from calibadv.methods.catalog import check_composition
+
     presets = _all_presets(extra_presets, path)
     merged = _resolve(name, presets)
     calib = CalibConfig.from_dict(merged.get("calibration"), where=f"methods.{name}.calibration")
-    return {
+    method = {
         "name": name,
         "description": merged.get("description", ""),
         "prethink": merged.get("prethink", False),
@@ -199,6 +222,21 @@ def get_method(
         "calibration": calib.to_dict(),
         **_resolve_parts(name, merged),
     }
+    check_composition(method, f"methods.{name}")
+    return method
+
+
+def base_chain(name: str, extra_presets: Mapping[str, Any] | None = None,
+               path: str | Path | None = None) -> list[str]:
+    """``name`` and the presets it inherits from through ``base:``, nearest first (what
+    ``calibadv methods show`` prints, so inherited knobs are never silent)."""
+    presets = _all_presets(extra_presets, path)
+    chain = [name]
+    while "base" in presets.get(chain[-1], {}):
+        if presets[chain[-1]]["base"] in chain:
+            break  # get_method reports the loop
+        chain.append(presets[chain[-1]]["base"])
+    return chain
 
 
 def list_methods(extra_presets: Mapping[str, Any] | None = None, path: str | Path | None = None) -> list[str]:

@@ -14,6 +14,12 @@ A method preset (config/methods.yaml) names one entry per part and sets that ent
   generated token, the default; ``stepsearch``: StepSearch's step and final rewards;
   :mod:`calibadv.methods.token_rewards`). Only estimators that read token rewards (``gae``) use it.
 
+An entry may declare the entries of other parts it ``works_with`` (the ``stepsearch`` reward
+only with the ``gae`` estimator, which reads token rewards; ``tree_grpo`` only with ``tree``
+rollouts) and, for an estimator, whether it ``reads_calibration`` (only ``calibadv``: a preset
+that switches on a calibration part under another estimator is refused, naming both). A
+preset that breaks either fails when it resolves (:func:`calibadv.methods.catalog.check_composition`).
+
 An entry may declare what it ``needs`` beyond the rollouts (``values``: a value model and the
 old/reference log-probs, for PPO's GAE; ``gold_docs``: gold paragraphs and sub-query keys in
 the training data): a backend provides what an entry needs, or refuses the preset.
@@ -87,6 +93,10 @@ class Part:
     knobs: Mapping[str, Knob] = field(default_factory=dict)
     description: str = ""
     needs: tuple[str, ...] = ()  # what a backend must provide beyond the rollouts (see module doc)
+    # the entries of other part kinds it can be combined with (kind → names; a kind not listed:
+    # any), checked when a preset resolves (catalog.check_composition)
+    works_with: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reads_calibration: bool = False  # an estimator that reads the calibration switches
 
 
 class Registry:
@@ -98,14 +108,18 @@ class Registry:
         self._parts: dict[str, Part] = {}
 
     def register(self, name: str, knobs: Mapping[str, Knob] | None = None,
-                 description: str = "", needs: tuple[str, ...] = ()
+                 description: str = "", needs: tuple[str, ...] = (),
+                 works_with: Mapping[str, tuple[str, ...]] | None = None,
+                 reads_calibration: bool = False,
                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             old = self._parts.get(name)
             if old is not None and old.fn.__qualname__ != fn.__qualname__:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {old.fn.__module__}")
             doc = description or (fn.__doc__ or "").split("\n")[0]
-            self._parts[name] = Part(name, fn, dict(knobs or {}), doc, tuple(needs))
+            self._parts[name] = Part(name, fn, dict(knobs or {}), doc, tuple(needs),
+                                     {k: tuple(v) for k, v in (works_with or {}).items()},
+                                     reads_calibration)
             return fn
 
         return decorator

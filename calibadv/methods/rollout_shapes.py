@@ -136,6 +136,7 @@ _PER_PROMPT = {"chains": lambda group_size: group_size, "tree": _tree_per_prompt
         "k": Knob(int, 3, "leaves kept per tree (script: 3); at most 1 + n·l", min=1),
     },
     description="Tree-GRPO: m trees per prompt grown by re-generating from sampled nodes",
+    works_with={"estimator": ("tree_grpo",)},  # leaves of one tree share a prefix: tree z-scores
 )
 def tree(prompts, tokenizer, config, generate_fn, search_fn, group_size, rng, progress,
          m: int = 2, n: int = 2, l: int = 1, k: int = 3) -> Grown:  # noqa: E741

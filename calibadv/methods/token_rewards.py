@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from calibadv.methods.registry import REWARDS
+from calibadv.methods.registry import REWARDS, Knob
 
 __all__ = ["last_generated", "token_scores"]
 
@@ -46,14 +46,18 @@ def _task(rollout: Mapping[str, Any], score: float) -> list[tuple[int, float]]:
 
 @REWARDS.register(
     "stepsearch",
-    description="StepSearch: 0.6·(gain − redundancy) on each </search>, F1 + 0.618·key score "
-                "(or −1) on the last generated token",
+    knobs={"step_scale": Knob(float, 1.6, "weight of (gain − redundancy) on each </search>: 1.6 "
+                              "is what the released code applies (main_ppo.py L94 adds 0.6 × a "
+                              "row already holding the score); 0.6 is the paper's", min=0.0)},
+    description="StepSearch: step_scale·(gain − redundancy) on each </search>, F1 + 0.618·key "
+                "score (or −1) on the last generated token",
     needs=("gold_docs",),
+    works_with={"estimator": ("gae",)},  # only GAE reads token rewards; GRPO-style: one scalar
 )
-def _stepsearch(rollout: Mapping[str, Any], score: float) -> list[tuple[int, float]]:
+def _stepsearch(rollout: Mapping[str, Any], score: float, step_scale: float) -> list[tuple[int, float]]:
     from calibadv.methods.stepsearch_reward import token_rewards
 
-    return token_rewards(rollout)
+    return token_rewards(rollout, step_scale=step_scale)
 
 
 def token_scores(name: str, knobs: Mapping[str, Any] | None, scores: Sequence[float],

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from calibadv.methods.advantage import grpo_advantage
-from calibadv.methods.estimators import tree_grpo_advantage
+from calibadv.methods.estimators import is_void_step, tree_grpo_advantage
 from calibadv.io import read_jsonl
 
 from .conftest import cli
@@ -34,10 +34,19 @@ def test_step_level_baselines_train_locally(world, server, tmp_path, method):
     metrics, dump = _run(world, server, tmp_path, method)
     assert all(SIGNALS[method] in m for m in metrics)
     assert len(dump) == 6  # batch 2 × group 3: independent chains
-    if method == "gigpo":  # the dumped rollout advantage is A^E, the episode GRPO z-score
-        rewards = torch.tensor([d["reward"] for d in dump])
-        want = grpo_advantage(rewards, torch.ones(6, 1), [d["group"] for d in dump])[:, 0]
-        assert [d["advantage"] for d in dump] == pytest.approx(want.tolist(), abs=1e-6)
+    if method == "gigpo":
+        # the dumped rollout advantage is A^E of its last step row: the GRPO z-score of the
+        # episode score over every step row of the group (verl-agent's cross-step statistics;
+        # a void step's row carries R - 0.01)
+        rows, groups, last = [], [], []
+        for d in dump:
+            n = len(d["turn_spans"])
+            rows += [d["reward"] - 0.01 * float(is_void_step(d, t)) for t in range(n)]
+            groups += [d["group"]] * n
+            last.append(len(rows) - 1)
+        per_row = grpo_advantage(torch.tensor(rows), torch.ones(len(rows), 1), groups)[:, 0]
+        want = [per_row[k].item() for k in last]
+        assert [d["advantage"] for d in dump] == pytest.approx(want, abs=1e-5)
 
 
 def test_tree_grpo_trains_locally_on_trees(world, server, tmp_path):

@@ -91,13 +91,26 @@ def test_grpo_through_the_registry_is_grpo_advantage():
 
 
 # --------------------------------------------------------------------------- GiGPO
-def test_gigpo_by_hand():
+# Official: verl-agent (langfengQ/verl-agent through vanzll/verl-agent@d0b97244c50f):
+# gigpo/core_gigpo.py L174-240 episode_norm_reward (compute_mean_std_cross_steps=True, L214-222:
+# every step row of the prompt enters the mean/std), L334-376 step_norm_reward,
+# agent_system/reward_manager/episode.py L72-79 (R on every step row),
+# verl/trainer/ppo/ray_trainer.py L200-220 apply_invalid_action_penalty (subtracts p from the
+# row's score and from step_rewards), L1112-1116 (step_rewards = discounted returns) before
+# L1203-1205 (the penalty): the penalty comes after discounting.
+S3 = math.sqrt(0.3)
+
+
+def test_gigpo_unequal_rollout_lengths_by_hand():
     """One prompt, three rollouts, γ = 0.5, ω = 1 (tokens 2-3 are an observation: masked).
 
-    | rollout | R | A^E   | steps: return G, anchor   | step groups                       |
-    | 0       | 1 | 2/√3  | (0.5, ""), (1, "obsA")    | "": G = [0.5, 0, 0] → [2/√3, -1/√3, -1/√3] |
-    | 1       | 0 | -1/√3 | (0, ""),   (0, "obsA")    | "obsA": G = [1, 0] → [1/√2, -1/√2]          |
-    | 2       | 0 | -1/√3 | (0, "")                   |                                   |
+    Episode scores per step row: [1, 1 | 0, 0 | 0] → mean 2/5, unbiased std √0.3:
+    A^E = 0.6/√0.3 for R = 1, −0.4/√0.3 for R = 0 (over rollouts it would be 2/√3, −1/√3).
+
+    | rollout | R | steps: return G, anchor   | step groups                                 |
+    | 0       | 1 | (0.5, ""), (1, "obsA")    | "": G = [0.5, 0, 0] → [2/√3, -1/√3, -1/√3]  |
+    | 1       | 0 | (0, ""),   (0, "obsA")    | "obsA": G = [1, 0] → [1/√2, -1/√2]          |
+    | 2       | 0 | (0, "")                   |                                             |
     """
     mask = torch.tensor([[1, 1, 0, 0, 1, 1, 0], [1, 1, 0, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]],
                         dtype=torch.float32)
@@ -107,12 +120,32 @@ def test_gigpo_by_hand():
         step_rewards=[[0.0, 1.0], [0.0, 0.0], [0.0]],
         anchors=[["", "obsA"], ["", "obsA"], [""]],
         gamma=0.5, omega=1.0, similarity=None, eps=0.0)
-    a, b = 4 / R3, 2 / R3 + 1 / R2
+    pos, neg = 0.6 / S3, -0.4 / S3
+    a, b = pos + 2 / R3, pos + 1 / R2
+    c, d = neg - 1 / R3, neg - 1 / R2
     want = torch.tensor([[a, a, 0, 0, b, b, 0],
-                         [-2 / R3, -2 / R3, 0, 0, -1 / R3 - 1 / R2, -1 / R3 - 1 / R2, 0],
-                         [-2 / R3, -2 / R3, -2 / R3, 0, 0, 0, 0]])
+                         [c, c, 0, 0, d, d, 0],
+                         [c, c, c, 0, 0, 0, 0]])
     assert torch.allclose(adv, want, atol=1e-5)
     assert stats["gigpo_step_groups"] == 2 and stats["gigpo_singleton_frac"] == 0.0
+    assert stats["rollout_advantage"] == pytest.approx([pos, neg, neg], abs=1e-5)
+
+
+def test_gigpo_invalid_step_penalised_after_discounting_by_hand():
+    """Two rollouts with R = 1 and two steps, γ = 0.5, p = 0.5; rollout 0's step 1 is invalid.
+
+    Official (penalty after discounting): returns r0 = [0.5, 1 − 0.5], r1 = [0.5, 1]; the
+    step-0 group ("") holds [0.5, 0.5] → A^S = 0 (a penalty before discounting would flow back:
+    [0.25, 0.5] → ∓1/√2). Episode rows [1, 0.5 | 1, 1] → mean 0.875, std 0.25 →
+    A^E = [0.5, −1.5 | 0.5, 0.5]. Step 1 anchors differ: singletons, A^S = 0."""
+    mask = torch.ones(2, 4)
+    adv, _ = gigpo_advantage(
+        torch.tensor([1.0, 1.0]), mask, [0, 0], turn_spans=[[[0, 2], [2, 4]]] * 2,
+        step_rewards=[[0.0, 1.0], [0.0, 1.0]], anchors=[["", "obsA"], ["", "obsB"]],
+        gamma=0.5, omega=1.0, similarity=None, eps=1e-6,
+        invalid=[[False, True], [False, False]], invalid_penalty=0.5)
+    want = torch.tensor([[0.5, 0.5, -1.5, -1.5], [0.5, 0.5, 0.5, 0.5]])
+    assert torch.allclose(adv, want, atol=1e-4)
 
 
 def test_gigpo_singleton_step_groups_get_no_step_advantage_and_omega_scales_it():
@@ -120,10 +153,11 @@ def test_gigpo_singleton_step_groups_get_no_step_advantage_and_omega_scales_it()
     common = dict(turn_spans=[[[0, 2], [2, 4]]] * 2, step_rewards=[[0.0, 1.0], [0.0, 0.0]],
                   anchors=[["", "obsA"], ["", "obsB"]], gamma=1.0, similarity=None, eps=0.0)
     adv, stats = gigpo_advantage(torch.tensor([1.0, 0.0]), mask, [0, 0], omega=0.5, **common)
-    # A^E = ±1/√2; step 0 group: G = [1, 0] → ±1/√2; later steps are singletons → 0
-    e = 1 / R2
-    assert torch.allclose(adv, torch.tensor([[e + 0.5 * e] * 2 + [e] * 2,
-                                             [-e - 0.5 * e] * 2 + [-e] * 2]), atol=1e-6)
+    # episode rows [1, 1, 0, 0]: A^E = ±0.5/√(1/3) = ±√3/2; step 0 group: G = [1, 0] → ±1/√2;
+    # later steps are singletons → 0
+    e, s = R3 / 2, 1 / R2
+    assert torch.allclose(adv, torch.tensor([[e + 0.5 * s] * 2 + [e] * 2,
+                                             [-e - 0.5 * s] * 2 + [-e] * 2]), atol=1e-6)
     assert stats["gigpo_singleton_frac"] == pytest.approx(2 / 3)
 
 
@@ -137,20 +171,29 @@ def test_step_groups_match_equal_or_difflib_similar_anchors():
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.floats(-1, 1, width=32), st.integers(1, 3)),
                 min_size=1, max_size=8))
-def test_gigpo_with_all_singleton_step_groups_is_grpo(rows):
-    """Every step its own anchor → A^S = 0 everywhere → GiGPO's tokens are GRPO's."""
+def test_gigpo_with_all_singleton_step_groups_is_grpo_over_step_rows(rows):
+    """Every step its own anchor → A^S = 0 everywhere → each turn gets GRPO's z-score of R
+    computed over the prompt's step rows (a rollout of n steps counts n times)."""
     groups = [g for g, _, _ in rows]
     scores = torch.tensor([r for _, r, _ in rows], dtype=torch.float32)
     width = 2 * max(n for _, _, n in rows)
     mask = torch.zeros(len(rows), width)
     spans, rewards, anchors = [], [], []
-    for i, (_, r, n) in enumerate(rows):
+    row_scores, row_groups, owner = [], [], []
+    for i, (g, r, n) in enumerate(rows):
         mask[i, : 2 * n] = 1
         spans.append([[2 * t, 2 * t + 2] for t in range(n)])
         rewards.append([0.0] * (n - 1) + [r])
         anchors.append([f"{i}/{t}" for t in range(n)])
+        row_scores += [r] * n
+        row_groups += [g] * n
+        owner += [(i, t) for t in range(n)]
     adv, _ = gigpo_advantage(scores, mask, groups, spans, rewards, anchors, similarity=None)
-    assert torch.equal(adv, grpo_advantage(scores, mask, groups))
+    per_row = grpo_advantage(torch.tensor(row_scores), torch.ones(len(owner), 1), row_groups)[:, 0]
+    want = torch.zeros_like(mask)
+    for (i, t), v in zip(owner, per_row.tolist()):
+        want[i, 2 * t: 2 * t + 2] = v
+    assert torch.allclose(adv, want, atol=1e-5)
 
 
 def test_gigpo_reads_anchors_and_void_penalties_from_rollouts():
@@ -164,10 +207,11 @@ def test_gigpo_reads_anchors_and_void_penalties_from_rollouts():
     mask = torch.ones(2, 6)
     batch = EstimatorBatch(torch.tensor([1.0, 1.0]), mask, [0, 0], [r0, r1], CalibConfig())
     adv, _ = estimate("gigpo", {"gamma": 1.0, "invalid_penalty": 0.5}, batch)
-    # A^E = 0 (equal rewards); step 0: G = [1, 0.5] → ±1/√2; step 1 anchors differ → 0
-    assert adv[0, 0].item() == pytest.approx(1 / R2, abs=1e-5)
-    assert adv[1, 0].item() == pytest.approx(-1 / R2, abs=1e-5)
-    assert adv[:, 4:].abs().max().item() == 0.0
+    # episode rows [1, 1 | 1 − 0.5, 1] → mean 0.875, std 0.25 → A^E = [0.5, 0.5 | −1.5, 0.5];
+    # step 0 (anchor ""): G = [1, 1 − 0.5] → ±1/√2; step 1 anchors differ → A^S = 0
+    assert adv[0, 0].item() == pytest.approx(0.5 + 1 / R2, abs=1e-4)
+    assert adv[1, 0].item() == pytest.approx(-1.5 - 1 / R2, abs=1e-4)
+    assert torch.allclose(adv[:, 4:], torch.full((2, 2), 0.5), atol=1e-4)
 
 
 # --------------------------------------------------------------------------- MT-GRPO
@@ -202,6 +246,39 @@ def test_mt_grpo_rewards_from_rollouts():
                                 mask, [0, 0, 0], eps=0.0)
     assert torch.allclose(adv, want)
     assert stats["mt_turn_reward_mean"] == pytest.approx(0.3)
+
+
+def test_mt_grpo_matches_answers_as_the_official_rubric():
+    """Official: SiliangZeng/Multi-Turn-RL-Agent@7dbdd08bdb27 verifiers/rubrics/triviaqa_rubric.py
+    L23-61 (0.5 when a gold, lower-cased, is a substring of the lower-cased answer), L63-85
+    (EM: lower + strip equality), L114-148 (0.5 when a gold is a substring of the first search
+    result). Gold "The Beatles"; every rollout searched (turn reward 0.2 + 0.5·[gold in it]):
+
+    | first result              | answer          | R_T | in answer | EM | format | R_O |
+    | "Members of Beatles: ..." | "Beatles"       | 0.2 | 0         | 0  | 1      | 1.0 |
+    | "The Beatles were a band" | "the beatles."  | 0.7 | 0.5       | 0  | 1      | 1.5 |
+    | "nothing"                 | " THE BEATLES " | 0.2 | 0.5       | 1  | 1      | 2.5 |
+
+    SQuAD normalisation (``matching: squad``) would give R_T [0.7, 0.7, 0.2], R_O 2.5 each."""
+    gold = ["The Beatles"]
+
+    def searched(result, answer):
+        return _rollout([[0, 2], [5, 7]], ["q"], [["d"]], golds=gold, answer=answer,
+                        text=f"<search>q</search><information>{result}</information><answer>{answer}</answer>")
+
+    rollouts = [searched("Members of Beatles: John", "Beatles"),
+                searched("The Beatles were a band", "the beatles."),
+                searched("nothing", " THE BEATLES ")]
+    mask = torch.ones(3, 7)
+    batch = EstimatorBatch(torch.zeros(3), mask, [0, 0, 0], rollouts, CalibConfig())
+    adv, _ = estimate("mt_grpo", {}, batch)
+    want, _ = mt_grpo_advantage([0.2, 0.7, 0.2], [1.0, 1.5, 2.5], [True] * 3, [2] * 3, mask,
+                                [0, 0, 0], eps=1e-4)
+    assert torch.allclose(adv, want)
+    squad, _ = estimate("mt_grpo", {"matching": "squad"}, batch)
+    want_squad, _ = mt_grpo_advantage([0.7, 0.7, 0.2], [2.5, 2.5, 2.5], [True] * 3, [2] * 3,
+                                      mask, [0, 0, 0], eps=1e-4)
+    assert torch.allclose(squad, want_squad)
 
 
 # --------------------------------------------------------------------------- Tree-GRPO

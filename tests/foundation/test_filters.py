@@ -52,6 +52,17 @@ def test_the_filter_waits_for_its_start_step():
     assert at.trains == [False, True]
 
 
+def test_simpletir_mask_masks_a_void_rollout_at_step_0():
+    """Official SimpleTIR (ltzheng/SimpleTIR@e7b5b4430fe2 recipe/simpletir/simpletir_ray_trainer.py
+    ~L1146-1166, mask_void_turns True in config/simpletir_trainer.yaml) multiplies the loss mask
+    of a void rollout from the first training step: the preset's filter acts at step 0."""
+    from calibadv.methods.presets import get_method
+
+    filt = get_method("simpletir-mask")["filter"]
+    first = decide(filt["name"], filt["knobs"], _infos([True, False]), 0)
+    assert first.trains == [False, True] and first.in_stats == [True, True]
+
+
 @pytest.mark.parametrize(
     ("name", "knobs", "message"),
     [

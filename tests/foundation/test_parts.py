@@ -21,8 +21,10 @@ BASELINES = {
     "llds-calibadv": ("llds_calibadv", {"lam": 0.1}, None),
     "simpletir": ("vanilla", None, {"name": "void_turns",
                                     "knobs": {"void_mode": "drop", "void_start_step": 50}}),
+    # official SimpleTIR masks void turns from the first step (simpletir_ray_trainer.py
+    # ~L1146-1166 has no start step); CalibAdv's own variant waits for step 50
     "simpletir-mask": ("vanilla", None, {"name": "void_turns",
-                                         "knobs": {"void_mode": "mask", "void_start_step": 50}}),
+                                         "knobs": {"void_mode": "mask", "void_start_step": 0}}),
 }
 
 

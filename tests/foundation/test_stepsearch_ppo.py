@@ -96,19 +96,22 @@ def _rollout(answer_tail: str = "<answer>Oslo</answer>") -> dict:
 
 
 def test_step_rewards_sit_on_the_last_token_of_each_search_and_the_final_on_the_last():
+    """Official: main_ppo.py L94 + L119-131 (StepSearch@43215bab9118): the step score lands on
+    the token that ends ``</search>`` and is then scaled by 1 + step_reward_scale (1 + 0.6)."""
     r = _rollout()
     got = token_rewards(r)
-    steps = step_rewards([[("1", "Doc 1(Title: Oslo) Oslo is the capital of Norway."),
-                           ("2", "Doc 2(Title: Bergen) Bergen rain.")],
-                          [("1", "Doc 1(Title: Oslo) Oslo is the capital of Norway."),
-                           ("3", "Doc 2(Title: Fjord) A fjord.")]], r["gold_docs"])
+    steps = step_rewards([[("1", "Oslo is the capital of Norway."), ("2", "Bergen rain.")],
+                          [("1", "Oslo is the capital of Norway."), ("3", "A fjord.")]],
+                         r["gold_docs"])
     final = final_reward(r["response_text"], ["Oslo"], r["queries"][:2], r["sub_query_keys"])
     # turn 0 ends at token 4, turn 1 at token 13 (each with </search>), the answer at 21
     assert [p for p, _ in got] == [4, 13, 21]
-    assert [v for _, v in got] == pytest.approx([steps[0].reward, steps[1].reward, final])
+    assert [v for _, v in got] == pytest.approx([1.6 * steps[0].score, 1.6 * steps[1].score, final])
     assert steps[1].redundancy == 0.5 and steps[1].gain == 0.0  # doc 1 seen before, nothing new
     scores, _ = token_scores("stepsearch", None, [0.0], [r], 24)
     assert scores[0].nonzero().flatten().tolist() == [4, 13, 21]
+    paper, _ = token_scores("stepsearch", {"step_scale": 0.6}, [0.0], [r], 24)
+    assert float(paper[0, 4]) == pytest.approx(0.6 * steps[0].score)
 
 
 def test_malformed_rollout_gets_minus_one_on_its_last_token_and_no_step_rewards():
@@ -143,7 +146,7 @@ def test_the_preset_is_gae_on_stepsearch_rewards_with_official_defaults():
     assert m["estimator"] == {"name": "gae", "knobs": {
         "gamma": 1.0, "lam": 1.0, "kl_coef": 0.001, "kl_penalty": "kl", "critic_lr": 5e-7,
         "cliprange_value": 0.5}}
-    assert m["reward"] == {"name": "stepsearch", "knobs": {}}
+    assert m["reward"] == {"name": "stepsearch", "knobs": {"step_scale": 1.6}}
     assert m["loss"]["loss_mode"] == "vanilla"
     assert method_needs(m) == {"values", "gold_docs"}
     assert method_needs(get_method("search-r1")) == set()

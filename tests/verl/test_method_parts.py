@@ -159,9 +159,11 @@ def test_the_verl_estimator_applies_the_methods_filter(method, compose_config, m
 
     algorithm = compose_config(build_overrides(make_spec(method), RUN, URL)).algorithm
     knobs = dict(algorithm.calibadv.filter.knobs)
-    assert knobs["void_start_step"] == 50
+    # CalibAdv's simpletir from step 50; SimpleTIR's official mask from step 0 (issue 27)
+    start = {"simpletir": 50, "simpletir-mask": 0}[method]
+    assert knobs["void_start_step"] == start
     rewards, mask, uid, extras, void = _void_batch()
-    for step, acts in ((49, False), (50, True)):
+    for step, acts in ((start - 1, False), (start, True)) if start else ((0, True), (1, True)):
         with rollout_context(extras, step=step) as ctx:
             adv, _ = compute_calibadv_advantage(rewards, mask, uid, algorithm)
         from calibadv.train.verl.estimator import calib_config_from_algorithm
