@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "judge's answers, the human label), sheet.csv + sheet.html (the human annotation "
             "sheet), summary.json (per checkpoint: share judged helpful by the LLM and humans; "
             "on the synthetic world also gold truth and agreement with it) and accounting.json "
-            "(requests, retries, tokens, cost). Reruns cost no calls (the verdict cache)."
+            "(requests, retries, tokens, cost). Reruns cost no calls (the verdict cache). Exit "
+            "1 when any verdict failed (no summary.json; the answered ones stay cached). A "
+            "sheet.csv with labels in it is never overwritten (the new one is sheet.new.csv)."
         ),
     )
     v.add_argument("--rollouts", required=True, help="folder of step_{N:06d}.jsonl dumps")

