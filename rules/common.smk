@@ -8,9 +8,10 @@ import shlex
 
 from calibadv import offline
 from calibadv.workflow.judge import (
-    human_labels_for,
     judge_runs,
+    labels_path,
     run_judge_section,
+    validate_on_submit_host,
     workflow_judge,
 )
 from calibadv.workflow.layout import Layout, repo_path
@@ -319,6 +320,16 @@ def caption_of(path):
 JUDGE = workflow_judge(CFG)
 JUDGE_RUNS = judge_runs(CFG)
 JUDGE_SAMPLE = CFG["judge"]["sample"]
+# judge.where: local = proxy validation with an external judge runs on the host running
+# Snakemake (online, like downloads; the one writer of the verdict cache); cluster = a job
+JUDGE_LOCAL = validate_on_submit_host(CFG)
+# the sample and threshold as one plain string param: Snakemake's params trigger compares
+# only params that do not read input/output, so a changed judge.sample re-runs judge_validate
+JUDGE_SAMPLE_FLAGS = (
+    f"--per-checkpoint {JUDGE_SAMPLE['per_checkpoint']} --seed {JUDGE_SAMPLE['seed']} "
+    f"--min-c {JUDGE_SAMPLE['min_c']} --steps {JUDGE_SAMPLE['steps']} "
+    f"--helpful-min {CFG['judge']['helpful_min']}"
+)
 
 
 def judge_model_inputs():
@@ -350,20 +361,16 @@ def judge_validate_inputs(wildcards):
     }
     if WORLD == "synthetic":
         inputs["qa"] = L.qa(CFG["train_benchmarks"][0], "train")
-    labels = human_labels_for(CFG, wildcards.method)
-    if labels:
+    # a person's labels (judge.labels_dir): an input when the file exists, never an output
+    labels = labels_path(CFG, wildcards.model, wildcards.method, wildcards.seed)
+    if labels and os.path.exists(labels):
         inputs["labels"] = labels
     return inputs
 
 
 def judge_validate_flags(wildcards, input):
-    flags = [
-        f"--per-checkpoint {JUDGE_SAMPLE['per_checkpoint']}",
-        f"--seed {JUDGE_SAMPLE['seed']}",
-        f"--min-c {JUDGE_SAMPLE['min_c']}",
-        f"--steps {JUDGE_SAMPLE['steps']}",
-        f"--helpful-min {CFG['judge']['helpful_min']}",
-    ]
+    """The input-derived flags (the sample's are JUDGE_SAMPLE_FLAGS, a tracked param)."""
+    flags = []
     if "qa" in input.keys():
         flags.append(f"--qa {input.qa}")
     if "labels" in input.keys():

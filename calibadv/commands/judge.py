@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "judge's answers, the human label), sheet.csv + sheet.html (the human annotation "
             "sheet), summary.json (per checkpoint: share judged helpful by the LLM and humans; "
             "on the synthetic world also gold truth and agreement with it) and accounting.json "
-            "(requests, retries, tokens, cost). Reruns cost no calls (the verdict cache)."
+            "(requests, retries, tokens, cost). Reruns cost no calls (the verdict cache). Exit "
+            "1 when any verdict failed (no summary.json; the answered ones stay cached). A "
+            "sheet.csv with labels in it is never overwritten (the new one is sheet.new.csv)."
         ),
     )
     v.add_argument("--rollouts", required=True, help="folder of step_{N:06d}.jsonl dumps")
@@ -62,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a verdict/label >= this counts as helpful (1; 0.5 adds 'partially')")
     v.add_argument("--qa", default=None,
                    help="QA JSONL with metadata.hops (synthetic world): gold 'advanced a hop'")
-    v.add_argument("--human-labels", default=None, help="a filled sheet.csv to merge")
+    v.add_argument("--human-labels", default=None,
+                   help="a labels file (case_id, label columns; a filled copy of sheet.csv) "
+                        "to merge by case_id; never inside --out-dir")
     v.add_argument("--title", default="", help="heading of the annotation sheet")
     v.add_argument("--server-log", default=None, help="log file of a local judge server")
     v.set_defaults(func=run_validate)
@@ -101,51 +105,89 @@ def _judge_config(text: str):
     return JudgeConfig.from_dict(data)
 
 
+def _labels_outside(labels: str | None, out_dir: str) -> None:
+    """Refuse a labels file inside the output folder: a job's outputs are deleted and rewritten
+    (Snakemake removes them before a rerun), a person's labels must never be."""
+    from pathlib import Path
+
+    from calibadv.errors import ConfigError
+
+    if labels and Path(out_dir).resolve() in Path(labels).resolve().parents:
+        raise ConfigError(
+            f"--human-labels {labels} lies inside the output folder {out_dir}, whose files a "
+            "rerun deletes and rewrites: keep labels in their own file (judge.labels_dir, e.g. "
+            "labels/judge/<model>/<method>/seed_<N>.csv) and copy the filled sheet there"
+        )
+
+
+def _judge_cases(cfg, cases, server_log):
+    """``({case_id: Verdict}, Accounting | None)`` of the sampled cases (the cache first)."""
+    from calibadv.judge.config import endpoint_for, open_client
+    from calibadv.judge.prompt import render
+    from calibadv.progress import progress
+
+    if not cases:
+        return {}, None
+    prompts = [render(c.view()) for c in cases]
+    with endpoint_for(cfg, prompts, server_log) as (url, model):
+        client = open_client(cfg, url, model)
+        try:
+            with progress(total=len(cases), desc="judge") as bar:
+                found, acct = client.judge(prompts, progress=bar.update)
+        finally:
+            if client.cache is not None:
+                client.cache.close()
+    return {c.case_id: v for c, v in zip(cases, found, strict=True)}, acct
+
+
 def run_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from calibadv.io import atomic_write_json, atomic_write_jsonl, read_jsonl
-    from calibadv.judge.config import endpoint_for, open_client
-    from calibadv.judge.prompt import TEMPLATE_VERSION, render
+    from calibadv.judge.prompt import TEMPLATE_VERSION
     from calibadv.judge.sheets import read_labels, write_sheet
     from calibadv.judge.steps import hops_from_qa, sample_cases
     from calibadv.judge.validate import summarise, verdict_rows
-    from calibadv.progress import progress
     from calibadv.proxy import read_dumps
 
     cfg = _judge_config(args.judge_json)
+    _labels_outside(args.human_labels, args.out_dir)
     out = Path(args.out_dir)
     hops = hops_from_qa(read_jsonl(args.qa)) if args.qa else None
     cases = sample_cases(read_dumps(args.rollouts), args.per_checkpoint, args.seed,
                          args.min_c, hops, pool=args.steps)
+    # the labels are read before anything is written: no write can touch them first
+    human, unmatched = read_labels(args.human_labels, cases) if args.human_labels else ({}, 0)
     atomic_write_jsonl(out / "cases.jsonl", [c.to_dict() for c in cases])
-    write_sheet(cases, out / "sheet.csv", out / "sheet.html",
-                args.title or f"Step annotation sheet ({len(cases)} steps)")
-    human = read_labels(args.human_labels, cases) if args.human_labels else {}
-    verdicts = {}
-    acct = None
-    if cases:
-        prompts = [render(c.view()) for c in cases]
-        with endpoint_for(cfg, prompts, args.server_log) as (url, model):
-            client = open_client(cfg, url, model)
-            with progress(total=len(cases), desc="judge") as bar:
-                found, acct = client.judge(prompts, progress=bar.update)
-            if client.cache is not None:
-                client.cache.close()
-        verdicts = {c.case_id: v for c, v in zip(cases, found, strict=True)}
+    sheet = write_sheet(cases, out / "sheet.csv", out / "sheet.html",
+                        args.title or f"Step annotation sheet ({len(cases)} steps)")
+    if sheet.name != "sheet.csv":
+        print(f"{out / 'sheet.csv'} holds labels: left as it is, the new blank sheet is {sheet} "
+              "(move the labels to judge.labels_dir, the file the workflow reads)")
+    verdicts, acct = _judge_cases(cfg, cases, args.server_log)
     summary = summarise(cases, verdicts, human, args.helpful_min, args.min_c)
     summary.update(judge_label=cfg.label, stand_in=cfg.stand_in, judge_model=cfg.model,
                    template_version=TEMPLATE_VERSION, per_checkpoint=args.per_checkpoint,
                    seed=args.seed, min_c=args.min_c, sample_steps=args.steps,
-                   human_labels=str(args.human_labels) if args.human_labels else None)
+                   human_labels=str(args.human_labels) if args.human_labels else None,
+                   human_labels_unmatched=unmatched)
     atomic_write_jsonl(out / "verdicts.jsonl", verdict_rows(cases, verdicts, human))
     atomic_write_json(out / "accounting.json", acct.to_dict() if acct else {})
-    atomic_write_json(out / "summary.json", summary)
     o = summary["overall"]
     print(f"{o['n']} sampled steps over {len(summary['steps'])} checkpoints; judged {o['llm_judged']} "
           f"(unparsable {o['llm_unparsable']}, failed {o['llm_failed']}); LLM helpful "
           f"{o['llm_helpful']}; requests {acct.requests if acct else 0}, cache hits "
           f"{acct.cache_hits if acct else 0}")
+    if o["llm_failed"]:
+        # no summary: Table 5 must not show a half-judged sample, and the job must fail so
+        # Snakemake asks again; the answered verdicts are in the cache, the rerun skips them
+        (out / "summary.json").unlink(missing_ok=True)
+        errors = sorted({v.error for v in verdicts.values() if v.status == "failed" and v.error})
+        print(f"error: {o['llm_failed']} of {o['n']} verdicts failed (first error: "
+              f"{errors[0] if errors else '?'}); the {o['llm_judged'] + o['llm_unparsable']} "
+              f"answered are cached (judge.cache), a rerun asks only for the rest")
+        return 1
+    atomic_write_json(out / "summary.json", summary)
     return 0
 
 

@@ -1,8 +1,15 @@
 """SQLite cache of judge verdicts, keyed by (model, template version, exact rendered prompt).
 
 Why SQLite: every answered call is committed the moment it returns (a crash loses nothing
-answered), several jobs can share one file (WAL mode and a busy timeout serialise writers;
-readers never block), and a rerun finds every earlier answer without any request. Only final
+answered), several jobs can share one file (a busy timeout serialises writers), and a rerun
+finds every earlier answer without any request.
+
+Why the rollback journal, not WAL: WAL keeps its index in shared memory (``-shm``), which only
+works for processes on one host; a cache on a network file system shared by jobs on several
+nodes can be corrupted under WAL. The rollback journal (``journal_mode=DELETE``) relies on file
+locks alone. Its cost, readers waiting while a write commits, is nothing next to a judge call.
+Network file systems with broken locks (some NFS setups) remain unsafe for any SQLite file:
+keep the cache on a local disk there, or let one writer own it (``judge.where: local``). Only final
 outcomes are stored: a verdict, or "unparsable" after the re-ask. Transport failures are not
 cached, so a rerun retries them.
 """
@@ -42,7 +49,8 @@ def cache_key(model: str, template_version: str, messages: Sequence[dict[str, st
 
 
 def _set_up(db: sqlite3.Connection, deadline: float) -> None:
-    """Switch to WAL and create the table, retrying while another process does the same.
+    """Switch to the rollback journal and create the table, retrying while another process does
+    the same.
 
     Why a loop: SQLite answers "database is locked" at once, without calling the busy handler
     that ``timeout=`` installs, when two connections change the journal mode of one new file
@@ -53,8 +61,9 @@ def _set_up(db: sqlite3.Connection, deadline: float) -> None:
     delay = 0.01
     while True:
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            # DELETE also turns a cache an older version left in WAL back to the rollback journal
+            db.execute("PRAGMA journal_mode=DELETE")
+            db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
             return
         except sqlite3.OperationalError as err:

@@ -58,6 +58,7 @@ class JudgeSettings:
     retry_after_max_s: float = 600.0
     price_input_per_mtok: float = 0.0  # USD per million prompt tokens
     price_output_per_mtok: float = 0.0  # USD per million completion tokens
+    logit_bias: dict[str, float] | None = None  # verdict tokens: answer with one of them
 
     def __post_init__(self) -> None:
         if not self.base_url:
@@ -299,10 +300,11 @@ class JudgeClient:
             try:
                 async with sem:
                     acct.requests += 1
+                    extra: dict[str, Any] = (
+                        {"logit_bias": s.logit_bias, "max_tokens": 1} if s.logit_bias
+                        else {"max_tokens": s.max_tokens})
                     resp = await client.chat.completions.create(
-                        model=s.model, messages=messages, temperature=s.temperature,
-                        max_tokens=s.max_tokens,
-                    )
+                        model=s.model, messages=messages, temperature=s.temperature, **extra)
                 text = resp.choices[0].message.content
                 if not isinstance(text, str):
                     raise ValueError("the response has no message content")
@@ -330,8 +332,10 @@ class JudgeClient:
                 last = f"{code} server error: {_short(err)}"
             except openai.APITimeoutError:
                 last = f"timed out after {s.timeout_s:g} s"
+                _stop_if_server_died(s.base_url)
             except openai.APIConnectionError as err:
                 last = f"connection error: {_short(err)}"
+                _stop_if_server_died(s.base_url)
             except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError,
                     IndexError, KeyError) as err:
                 last = f"malformed response: {type(err).__name__}: {_short(err)}"
@@ -344,6 +348,16 @@ class JudgeClient:
                      s.max_retries, wait)
             await asyncio.sleep(wait)
         raise _RequestFailed(f"gave up after {s.max_retries + 1} attempts; last: {last}")
+
+
+def _stop_if_server_died(base_url: str) -> None:
+    """Raise :class:`JudgeAbort` naming the log when the local server behind ``base_url`` has
+    exited: no retry can reach a dead process, and each would wait out its backoff."""
+    from calibadv.judge.server import dead_server
+
+    message = dead_server(base_url)
+    if message is not None:
+        raise JudgeAbort(message)
 
 
 def _short(err: BaseException, limit: int = 200) -> str:

@@ -42,6 +42,8 @@ class JudgeConfig:
     startup_timeout_s: float = 900.0
     price: Mapping[str, float] = field(default_factory=dict)  # input_per_mtok, output_per_mtok
     cache: str | None = None  # SQLite file shared by every job
+    max_fallback_frac: float = 0.05  # score: judge: a step with more silver fallbacks fails
+    verdict_tokens: bool = False  # answer with one verdict token (logit_bias; model_path's vocab)
 
     def __post_init__(self) -> None:
         if self.server not in ("external", "local"):
@@ -49,10 +51,35 @@ class JudgeConfig:
         if self.server == "external" and not self.base_url:
             raise ConfigError("judge.base_url: required when judge.server is 'external' "
                               "(e.g. https://api.deepseek.com/v1), or set judge.server: local")
+        if not 0.0 <= self.max_fallback_frac <= 1.0:
+            raise ConfigError(f"judge.max_fallback_frac: {self.max_fallback_frac} is not in [0, 1]")
+        if self.verdict_tokens and not self.model_path:
+            raise ConfigError("judge.verdict_tokens: true needs judge.model_path, the local "
+                              "model directory whose tokenizer names the verdict tokens")
+        if self.server == "local" and self.engine == "vllm":
+            self._check_local_vllm()
         unknown = set(self.price) - {"input_per_mtok", "output_per_mtok"}
         if unknown:
             raise ConfigError(f"judge.price: unknown key(s) {sorted(unknown)} "
                               "(allowed: input_per_mtok, output_per_mtok)")
+
+    def _check_local_vllm(self) -> None:
+        """A vLLM judge the job starts needs GPUs and a model directory it can load offline
+        (compute nodes have no hub access: a hub id would fail minutes into the job)."""
+        if self.gpus < 1:
+            raise ConfigError(
+                f"judge.gpus: {self.gpus} with judge.server: local, engine: vllm; vLLM serves "
+                "on GPUs: give resources.judge.gpus (or judge.gpus) >= 1, or engine: transformers"
+            )
+        from pathlib import Path
+
+        path = self.model_path
+        if not path or not (Path(path).is_dir() or path.startswith(("/", "./", "../"))):
+            raise ConfigError(
+                f"judge.model_path: {path!r} with judge.server: local, engine: vllm; give the "
+                "local directory of the judge model (jobs run offline: a hub id cannot be "
+                "downloaded there)"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "judge") -> JudgeConfig:
@@ -70,15 +97,31 @@ class JudgeConfig:
         out["price"] = dict(self.price)
         return out
 
+    @property
+    def template_version(self) -> str:
+        """The cache's version of a request: the prompt template's, marked when constrained
+        (a one-token constrained answer is another question than a free one)."""
+        from calibadv.judge.prompt import TEMPLATE_VERSION
+
+        return TEMPLATE_VERSION + ("+verdict-tokens" if self.verdict_tokens else "")
+
     def settings(self, base_url: str, model: str):
         from calibadv.judge.client import JudgeSettings
 
+        bias = None
+        if self.verdict_tokens:
+            from calibadv.judge.standin import verdict_logit_bias
+
+            bias = verdict_logit_bias(str(self.model_path))
+        # a server the job starts needs no key: judge.api_key_env is the external endpoint's
         return JudgeSettings(
-            base_url=base_url, model=model, api_key_env=self.api_key_env,
+            base_url=base_url, model=model,
+            api_key_env=self.api_key_env if self.server == "external" else None,
             temperature=self.temperature, max_tokens=self.max_tokens,
             concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
             price_input_per_mtok=float(self.price.get("input_per_mtok", 0.0)),
             price_output_per_mtok=float(self.price.get("output_per_mtok", 0.0)),
+            logit_bias=bias,
         )
 
 
@@ -118,11 +161,10 @@ def endpoint_for(config: JudgeConfig, prompts: list, log_path: str | None = None
     a final answer for every prompt (a rerun then costs neither calls nor a server start)."""
     if config.server == "local" and config.cache and prompts:
         from calibadv.judge.cache import VerdictCache, cache_key
-        from calibadv.judge.prompt import TEMPLATE_VERSION
 
         model = request_model(config)
         with VerdictCache(config.cache) as cache:
-            if all(cache.get(cache_key(model, TEMPLATE_VERSION, p)) for p in prompts):
+            if all(cache.get(cache_key(model, config.template_version, p)) for p in prompts):
                 yield "http://127.0.0.1:9/v1", model  # never contacted: every answer is cached
                 return
     with endpoint(config, log_path) as found:
@@ -135,5 +177,5 @@ def open_client(config: JudgeConfig, base_url: str, model: str):
     from calibadv.judge.client import JudgeClient
 
     cache = VerdictCache(config.cache) if config.cache else None
-    return JudgeClient(config.settings(base_url, model), cache)
+    return JudgeClient(config.settings(base_url, model), cache, config.template_version)
 

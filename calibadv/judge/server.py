@@ -35,6 +35,27 @@ from calibadv.errors import ConfigError
 
 ENGINES = ("transformers", "vllm")
 
+#: Servers this process runs, by base URL: what :func:`dead_server` checks when a request fails.
+_RUNNING: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+
+
+def dead_server(base_url: str) -> str | None:
+    """If ``base_url`` belongs to a local server this process started and that server has
+    exited, the message saying so (exit code, log path and tail); else ``None``.
+
+    Why: a request to a dead server fails with a connection error the client would retry for
+    minutes; the job must stop at once and say where to look.
+    """
+    found = _RUNNING.get(base_url)
+    if found is None:
+        return None
+    proc, log_file = found
+    code = proc.poll()
+    if code is None:
+        return None
+    return (f"the local judge server at {base_url} died (exit code {code}); its log "
+            f"{log_file}:\n{server_process.tail(log_file, 30)}")
+
 
 @dataclass(frozen=True)
 class LocalServer:
@@ -155,4 +176,8 @@ def serve_judge(server: LocalServer, log_path: str | os.PathLike | None = None) 
             server_command(server, port), log_file, env=env, grace=20.0, group=True
         ) as proc:
             wait_healthy(base_url, proc, log_file, server.startup_timeout_s)
-            yield base_url
+            _RUNNING[base_url] = (proc, log_file)
+            try:
+                yield base_url
+            finally:
+                _RUNNING.pop(base_url, None)

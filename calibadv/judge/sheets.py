@@ -3,7 +3,12 @@
 The annotator reads the HTML page (question, reference answers, the step's reasoning, query
 and returned passages, under the same instructions the LLM judge gets) and writes a label in
 the ``label`` column of the CSV: 1 (helpful) or 0 (not helpful); 0.5 is accepted for "partly".
-``judge.human_labels`` then points at the filled CSV and :func:`read_labels` merges it.
+
+A person's labels are the most expensive data of the pipeline, so they live in their own file
+(``judge.labels_dir``/<model>/<method>/seed_<N>.csv, outside every output folder) that no job
+writes: :func:`read_labels` merges it by ``case_id``. The blank sheet a job writes into its
+output folder is never written over a sheet someone has started to fill
+(:func:`write_sheet` writes ``sheet.new.csv`` beside it instead).
 """
 
 from __future__ import annotations
@@ -73,23 +78,46 @@ def sheet_html(cases: Sequence[Case], title: str) -> str:
     return "\n".join(parts)
 
 
+def has_labels(path: str | Path) -> bool:
+    """Whether the CSV at ``path`` exists and holds at least one non-empty label or comment."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return any((row.get("label") or "").strip() or (row.get("comment") or "").strip()
+                   for row in csv.DictReader(fh))
+
+
 def write_sheet(cases: Sequence[Case], csv_path: str | Path, html_path: str | Path,
-                title: str) -> None:
+                title: str) -> Path:
+    """Write the blank CSV sheet and its HTML page; returns where the CSV went.
+
+    A CSV at ``csv_path`` that someone has started to fill is left byte for byte as it is:
+    the new blank sheet goes to ``<stem>.new.csv`` beside it (why: the filled sheet may be
+    hours of a person's work, and labels belong in ``judge.labels_dir`` anyway).
+    """
+    csv_path = Path(csv_path)
+    if has_labels(csv_path):
+        csv_path = csv_path.with_name(csv_path.stem + ".new.csv")
     atomic_write_text(csv_path, sheet_csv(cases))
     atomic_write_text(html_path, sheet_html(cases, title))
+    return csv_path
 
 
-def read_labels(path: str | Path, cases: Sequence[Case]) -> dict[str, float]:
-    """``{case_id: label}`` from a filled sheet; empty labels are left out.
+def read_labels(path: str | Path, cases: Sequence[Case]) -> tuple[dict[str, float], int]:
+    """``({case_id: label}, labels of cases not in this sample)`` from a labels file.
 
-    Raises :class:`CalibAdvError` naming the line for a label other than 1 / 0.5 / 0, and for
-    case ids that are not in this sample (a sheet of another run or another sample seed).
+    Merged by ``case_id``: rows may come in any order, empty labels are left out, and labels
+    of cases outside this sample (a larger earlier sample) are counted, not used. Raises
+    :class:`CalibAdvError` naming the line for a label other than 1 / 0.5 / 0, and when no
+    labelled row matches this sample (a file of another run or another judge.sample seed).
     """
     path = Path(path)
     if not path.is_file():
-        raise CalibAdvError(f"judge.human_labels: {path} does not exist")
+        raise CalibAdvError(f"human labels: {path} does not exist")
     known = {c.case_id for c in cases}
     out: dict[str, float] = {}
+    unmatched: list[tuple[int, str]] = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"case_id", "label"} - set(reader.fieldnames or [])
@@ -98,16 +126,20 @@ def read_labels(path: str | Path, cases: Sequence[Case]) -> dict[str, float]:
         for line, row in enumerate(reader, 2):
             cid = (row.get("case_id") or "").strip()
             raw = (row.get("label") or "").strip()
-            if cid not in known:
-                raise CalibAdvError(
-                    f"{path}, line {line}: case {cid!r} is not in this run's sample (a sheet of "
-                    "another run, or of another judge.sample seed/size?)"
-                )
             if not raw:
                 continue
             if raw not in LABELS:
                 raise CalibAdvError(
                     f"{path}, line {line} (case {cid}): label {raw!r} is not 1, 0.5 or 0"
                 )
+            if cid not in known:
+                unmatched.append((line, cid))
+                continue
             out[cid] = LABELS[raw]
-    return out
+    if unmatched and not out:
+        line, cid = unmatched[0]
+        raise CalibAdvError(
+            f"{path}, line {line}: case {cid!r} is not in this run's sample, nor is any other "
+            "labelled case (a labels file of another run, or of another judge.sample seed?)"
+        )
+    return out, len(unmatched)

@@ -8,6 +8,10 @@ a hop, and how often the judge and the proxy agree with that gold truth.
 
 A verdict counts as "helpful" when it is >= ``helpful_min`` (1.0 by default: only an outright
 "helpful"; 0.5 would also count "partially helpful").
+
+Beside each share the block keeps its counts (``counts[key] = [k, n]``, for Wilson intervals)
+and, to tell skill from base rate, Cohen's kappa of the judge against gold and against humans,
+and the agreement of the best constant verdict with gold (:mod:`calibadv.judge.agreement`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from calibadv.judge.agreement import cohen_kappa
 from calibadv.judge.client import Verdict
 from calibadv.judge.steps import Case
 
@@ -65,6 +70,49 @@ def _block(cases: Sequence[Case], verdicts: Mapping[str, Verdict],
         hum = [c for c in gold if c.case_id in human]
         out["human_agree_advanced"] = _ratio(
             sum((human[c.case_id] >= helpful_min) == c.gold["advanced"] for c in hum), len(hum))
+    out.update(_skill(cases, judged, human, helpful_min, min_c, statuses))
+    return out
+
+
+def _skill(cases: Sequence[Case], judged: Sequence[tuple[Case, Verdict]],
+           human: Mapping[str, float], helpful_min: float, min_c: float,
+           statuses: Counter) -> dict[str, Any]:
+    """Counts behind every share, Cohen's kappa, and the constant-verdict baseline."""
+    llm = {c.case_id: v.verdict >= helpful_min for c, v in judged}
+    hum = {c.case_id: human[c.case_id] >= helpful_min for c in cases if c.case_id in human}
+    gold = {c.case_id: bool(c.gold["advanced"]) for c in cases if c.gold is not None}
+    hit = {c.case_id: bool(c.gold["hit"]) for c in cases if c.gold is not None}
+    proxy = {c.case_id: c.c >= min_c - 1e-9 for c in cases if c.gold is not None and c.c is not None}
+
+    def agree(a: Mapping[str, bool], b: Mapping[str, bool]) -> list[int]:
+        both = [k for k in a if k in b]
+        return [sum(a[k] == b[k] for k in both), len(both)]
+
+    counts: dict[str, list[int]] = {
+        "llm_helpful": [sum(llm.values()), len(llm)],
+        "human_helpful": [sum(hum.values()), len(hum)],
+        "llm_unparsable_frac": [statuses.get("unparsable", 0), sum(statuses.values())],
+    }
+    out: dict[str, Any] = {"counts": counts}
+    if gold:
+        n_adv = sum(gold.values())
+        helpful = n_adv >= len(gold) - n_adv  # the constant verdict that agrees most with gold
+        counts.update(
+            gold_hit=[sum(hit.values()), len(hit)],
+            gold_advanced=[n_adv, len(gold)],
+            proxy_agree_advanced=agree(proxy, gold),
+            llm_agree_advanced=agree(llm, gold),
+            llm_agree_hit=agree(llm, hit),
+            human_agree_advanced=agree(hum, gold),
+            const_agree_advanced=[max(n_adv, len(gold) - n_adv), len(gold)],
+        )
+        out.update(
+            const_verdict="helpful" if helpful else "not helpful",
+            const_agree_advanced=_ratio(*counts["const_agree_advanced"]),
+            llm_kappa_advanced=cohen_kappa([(llm[k], gold[k]) for k in llm if k in gold]),
+            human_kappa_advanced=cohen_kappa([(hum[k], gold[k]) for k in hum if k in gold]),
+        )
+    out["llm_kappa_human"] = cohen_kappa([(llm[k], hum[k]) for k in llm if k in hum])
     return out
 
 

@@ -246,6 +246,17 @@ def time_per_step(results: Results, model: str, method: str) -> Cell:
     return t_interval(per_seed)
 
 
+def judge_fallback_share(results: Results, model: str, method: str) -> Cell:
+    """``"0.4% (3/800)"``: judged steps of the run's seeds scored by the silver fallback
+    (None when no step was sent to the judge: the run does not use it)."""
+    fell = steps = 0
+    for seed in results.seeds(model, method):
+        for r in results.runs[(model, method, seed)].metrics:
+            fell += int(r.get("judge_fallback") or 0)
+            steps += int(r.get("judge_steps") or 0)
+    return f"{100 * fell / steps:.1f}% ({fell}/{steps})" if steps else None
+
+
 def _model_label(config: dict[str, Any], model: str) -> str:
     return config["models"][model].get("label", model)
 
@@ -396,6 +407,8 @@ def _paper_variant(paper_rows: list[dict[str, Any]], label: str, paper_metric: s
 def _extra_value(key: str, config: dict[str, Any], results: Results, model: str, method: str) -> Cell:
     if key == "time_per_step_s":
         return time_per_step(results, model, method)
+    if key == "judge_fallback":
+        return judge_fallback_share(results, model, method)
     if key == "gpus":
         res = stage_resources(config, "train", model)
         return f"{res['gpus']}x GPU" if res["gpus"] else f"CPU x{res['cpus']}"
@@ -425,9 +438,14 @@ def table3_proxy(config: dict[str, Any], results: Results, paper: dict[str, Any]
         config,
         results,
         [("f1", "F1")],
-        extra=[("time_per_step_s", "s/step"), ("gpus", "GPUs")],
+        extra=[("time_per_step_s", "s/step"), ("gpus", "GPUs"), ("judge_fallback", "silver fallback")],
     )
     table.notes.append("Time per step: mean `time_s` of metrics.jsonl (our hardware, not H20s).")
+    table.notes.append(
+        "Silver fallback: share of the judged steps (all seeds) that got no verdict and were "
+        "scored by the silver proxy instead (judge_fallback / judge_steps of metrics.jsonl; "
+        "capped by judge.max_fallback_frac); '—' = the run does not use the judge."
+    )
     return table
 
 
@@ -508,7 +526,8 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
             label += " — stand-in, not a competent judge"
 
         def row(name: str, key: str) -> tuple[str, dict[int, Any], Any, list[str]]:
-            return (name + where, {s: v.get(key) for s, v in per_step.items()}, overall.get(key), [])
+            return (name + where, {s: _share(v, key) for s, v in per_step.items()},
+                    _share(overall, key), [])
 
         out.append(row(f"LLM: {label}", "llm_helpful"))
         if overall.get("llm_unparsable"):
@@ -523,6 +542,12 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
             proxy = ("Silver proxy (c = 1) agrees with gold" if summary.get("min_c", 1) >= 1
                      else f"Silver proxy (c >= {summary.get('min_c'):g}) agrees with gold")
             out.append(row(proxy, "proxy_agree_advanced"))
+            if "const_agree_advanced" in overall:
+                out.append(row("Baseline: one constant verdict agrees with gold",
+                               "const_agree_advanced"))
+                out.append(row("LLM vs gold (advanced a hop): Cohen's κ", "llm_kappa_advanced"))
+        if overall.get("human_labelled") and "llm_kappa_human" in overall:
+            out.append(row("LLM vs humans: Cohen's κ", "llm_kappa_human"))
         verdicts = ", ".join(f"{k}: {v}" for k, v in overall.get("llm_verdicts", {}).items())
         pool = (f"with c >= {summary.get('min_c', 1):g}"
                 if summary.get("sample_steps", "scored") == "scored"
@@ -536,9 +561,26 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
             f"({verdicts or 'none'}), {overall.get('llm_unparsable', 0)} unparsable, "
             f"{overall.get('llm_failed', 0)} failed; helpful = verdict >= "
             f"{summary.get('helpful_min')}."
+            + (" Shares: estimate [95% Wilson interval over the sampled steps]; κ = Cohen's "
+               "kappa (0 = chance agreement: a judge that always says 'helpful' reads 0); the "
+               "constant baseline says "
+               f"'{overall.get('const_verdict', '—')}' every time."
+               if "counts" in overall else "")
         )
         out[-1] = (*out[-1][:3], [note])
     return out
+
+
+def _share(block: dict[str, Any], key: str) -> Cell:
+    """A Table 5 cell: the share with its 95% Wilson interval over the sampled steps when the
+    summary has its counts (``0.50 [0.15, 0.85]``), else the bare value (kappa, old summaries)."""
+    from calibadv.judge.agreement import wilson
+
+    k_n = (block.get("counts") or {}).get(key)
+    if not k_n or not k_n[1]:
+        return block.get(key)
+    low, high = wilson(*k_n)
+    return f"{k_n[0] / k_n[1]:.2f} [{low:.2f}, {high:.2f}]"
 
 
 # --------------------------------------------------------------------------- Table 7

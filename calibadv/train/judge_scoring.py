@@ -16,6 +16,9 @@ Per training step, :meth:`StepJudge.score` returns the ``judge_scores`` that
 * A step whose verdict is still missing after the client's retries (or unparsable after the
   re-ask) falls back to the silver score of ``fallback_score`` (0 where the group has no
   silver set), and is counted in the step's metrics (``judge_fallback``) — never silently.
+  Above ``judge.max_fallback_frac`` of a training step's judged steps the step fails
+  (:class:`JudgeFallbackError`): a "judge-scored" run must not quietly be a silver one.
+  Table 3 shows the run's fallback share beside its row.
 
 Metrics added to the step's line of ``metrics.jsonl``: ``judge_time_s`` (wall time of the
 judge calls, so Table 3's extra time is measured), ``judge_steps`` (steps sent to the judge),
@@ -35,18 +38,34 @@ from typing import Any
 
 import torch
 
-from calibadv.errors import ConfigError
+from calibadv.errors import CalibAdvError, ConfigError
 from calibadv.judge.client import JudgeClient
 from calibadv.judge.prompt import render
 from calibadv.judge.steps import step_views
 
 
+class JudgeFallbackError(CalibAdvError):
+    """Too many steps of one training step fell back to the silver score."""
+
+
 class StepJudge:
     """Scores the intermediate steps of a training batch with the judge."""
 
-    def __init__(self, client: JudgeClient, fallback_score: str = "official") -> None:
+    def __init__(self, client: JudgeClient, fallback_score: str = "official",
+                 max_fallback_frac: float = 0.05) -> None:
         self.client = client
         self.fallback_score = fallback_score
+        self.max_fallback_frac = max_fallback_frac
+
+    def _check_fallback(self, fallback: int, judged: int, verdicts: Sequence[Any]) -> None:
+        if judged and fallback / judged > self.max_fallback_frac:
+            errors = sorted({v.error or v.status for v in verdicts if v.verdict is None})
+            raise JudgeFallbackError(
+                f"{fallback} of {judged} judged steps ({100 * fallback / judged:.0f}%) got no "
+                f"verdict and would fall back to the silver score, above judge.max_fallback_frac "
+                f"= {self.max_fallback_frac:g}; the judge is failing ({errors[0]}). The answered "
+                "verdicts are cached: fix the endpoint and resume, or raise the cap knowingly"
+            )
 
     def score(
         self,
@@ -95,6 +114,7 @@ class StepJudge:
                 fallback += 1
                 cs = silver_c[i]
                 scores[i][t] = float(cs[t]) if cs is not None else 0.0
+        self._check_fallback(fallback, len(prompts), verdicts)
         metrics = {
             "judge_time_s": elapsed,
             "judge_steps": len(prompts),
@@ -141,7 +161,7 @@ def step_judge_for(method: Mapping[str, Any], judge: Mapping[str, Any] | None,
     with endpoint(cfg, log_path) as (url, model):
         client = open_client(cfg, url, model)
         try:
-            yield StepJudge(client)
+            yield StepJudge(client, max_fallback_frac=cfg.max_fallback_frac)
         finally:
             if client.cache is not None:
                 client.cache.close()
@@ -166,7 +186,8 @@ def verl_step_judge(section: Mapping[str, Any]) -> StepJudge:
     key = json.dumps(dict(section), sort_keys=True, default=str)
     if key not in _VERL_JUDGES:
         cfg = JudgeConfig.from_dict(section, where="algorithm.calibadv.judge")
-        _VERL_JUDGES[key] = StepJudge(open_client(cfg, str(cfg.base_url), cfg.model))
+        _VERL_JUDGES[key] = StepJudge(open_client(cfg, str(cfg.base_url), cfg.model),
+                                      max_fallback_frac=cfg.max_fallback_frac)
     return _VERL_JUDGES[key]
 
 
@@ -198,10 +219,16 @@ def verl_judge_overrides(method: Mapping[str, Any], judge: Mapping[str, Any] | N
     cfg = JudgeConfig.from_dict(judge)
     with endpoint(cfg, log_path) as (url, model):
         live = {**cfg.to_dict(), "server": "external", "base_url": url, "model": model}
+        if cfg.server == "local":  # the server started here needs no key
+            live["api_key_env"] = None
         if cfg.cache:  # verl runs in the run directory: a relative path would move
             from pathlib import Path
 
             live["cache"] = str(Path(cfg.cache).resolve())
+        if cfg.verdict_tokens and cfg.model_path:  # the driver reads its tokenizer
+            from pathlib import Path
+
+            live["model_path"] = str(Path(cfg.model_path).resolve())
         out = []
         for key, value in live.items():
             if key == "price":

@@ -85,3 +85,18 @@ def test_jobs_opening_a_fresh_cache_file_together_all_get_it(tmp_path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_the_cache_uses_the_rollback_journal_not_wal(tmp_path):
+    """WAL needs shared memory on one host; a cache shared by jobs on several nodes (a network
+    file system) must use the rollback journal. A file an older version left in WAL is
+    switched back when opened."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "c.sqlite")
+    assert old.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    old.close()
+    with VerdictCache(tmp_path / "c.sqlite") as cache:
+        assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        cache.put("k", "m", "v", [], CachedVerdict(1.0, "ok", ["1"], 1, 1))
+        assert not (tmp_path / "c.sqlite-wal").exists() and not (tmp_path / "c.sqlite-shm").exists()

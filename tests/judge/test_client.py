@@ -165,3 +165,27 @@ def test_retry_after_reads_seconds_milliseconds_and_http_dates():
                                now=1445412480.0) == pytest.approx(10.0)
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_verdict_tokens_make_a_rambling_model_answer_with_a_verdict(proxy, judge_server, judge_model):
+    """The stand-in's fix: ``judge.verdict_tokens`` biases the one answer token onto the
+    vocabulary's verdict tokens (logit_bias, max_tokens 1), so "junk" — which answers "maybe"
+    when asked freely, and again after the re-ask — gets a verdict from the real server."""
+    from calibadv.judge.config import JudgeConfig, open_client
+    from calibadv.judge.prompt import StepView, render
+    from calibadv.judge.standin import VERDICT_BIAS, verdict_logit_bias
+
+    from bigram_model import build_bigram_judge  # noqa: F401  (the served model's vocabulary)
+
+    bias = verdict_logit_bias(judge_model)
+    assert len(bias) == 3 and set(bias.values()) == {VERDICT_BIAS}  # "VERDICT: 1/0.5/0" tokens
+    cfg = JudgeConfig(base_url=proxy.url, model=judge_server[1], model_path=str(judge_model),
+                      verdict_tokens=True)
+    client = open_client(cfg, proxy.url, judge_server[1])
+    prompts = [render(StepView(f"{w} who founded Keth?", ["g"], "", "Keth", "")) for w in ("junk", "half")]
+    found, acct = client.judge(prompts)
+    assert [v.status for v in found] == ["ok", "ok"], [v.error for v in found]
+    assert found[1].verdict == 0.5
+    assert acct.reasks == 0 and proxy.chat_requests == 2
+    assert proxy.bodies[0]["max_tokens"] == 1 and proxy.bodies[0]["logit_bias"] == bias
+    assert client.template_version.endswith("+verdict-tokens")  # cached apart from free answers

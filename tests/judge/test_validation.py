@@ -89,11 +89,97 @@ def test_a_bad_label_names_the_line_and_value(tmp_path):
         read_labels(tmp_path / "s.csv", cases)
 
 
-def test_a_sheet_of_another_sample_is_refused(tmp_path):
+def _fill(path, label="1"):
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    for r in rows:
+        r["label"] = label
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def test_labels_merge_by_case_id_and_a_file_of_another_sample_is_refused(tmp_path):
     cases = sample_cases(_dumps(), 2, 0)
     write_sheet(cases, tmp_path / "s.csv", tmp_path / "s.html", "t")
+    _fill(tmp_path / "s.csv")
+    # a smaller sample: its one case is merged, the other labels are counted, not used
+    assert read_labels(tmp_path / "s.csv", cases[:1]) == ({cases[0].case_id: 1.0}, 3)
+    assert read_labels(tmp_path / "s.csv", cases[::-1]) == ({c.case_id: 1.0 for c in cases}, 0)
     with pytest.raises(CalibAdvError, match="not in this run's sample"):
-        read_labels(tmp_path / "s.csv", cases[:1])
+        read_labels(tmp_path / "s.csv", [])
+
+
+def test_a_filled_sheet_is_byte_identical_after_a_rerun(tmp_path, proxy, judge_server):
+    """Defect 1: the annotator filled the sheet in the output folder; a rerun writes the new
+    blank sheet beside it and leaves every byte of the filled one."""
+    rollouts = write_dumps(tmp_path / "rollouts", _dumps())
+    judge = {"server": "external", "base_url": proxy.url, "model": judge_server[1],
+             "cache": str(tmp_path / "cache.sqlite")}
+    out = tmp_path / "out"
+    args = ["judge", "validate", "--rollouts", str(rollouts), "--out-dir", str(out),
+            "--judge-json", json.dumps(judge), "--per-checkpoint", "2"]
+    assert main(args) == 0
+    _fill(out / "sheet.csv")
+    filled = (out / "sheet.csv").read_bytes()
+    assert main(args) == 0
+    assert (out / "sheet.csv").read_bytes() == filled
+    assert all(r["label"] == "" for r in csv.DictReader(open(out / "sheet.new.csv", encoding="utf-8")))
+    # pointing --human-labels at it is refused: a rerun under Snakemake would delete it
+    assert main(args + ["--human-labels", str(out / "sheet.csv")]) == 2
+    assert (out / "sheet.csv").read_bytes() == filled
+
+
+def test_labels_inside_the_output_folder_are_refused_naming_them(tmp_path):
+    from calibadv.commands.judge import _labels_outside
+    from calibadv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--human-labels .*sheet.csv lies inside the output folder"):
+        _labels_outside(str(tmp_path / "out" / "sheet.csv"), str(tmp_path / "out"))
+    _labels_outside(str(tmp_path / "labels" / "seed_0.csv"), str(tmp_path / "out"))
+
+
+def test_an_unreachable_endpoint_exits_non_zero_and_writes_no_summary(tmp_path):
+    from calibadv.judge.server import free_port
+
+    rollouts = write_dumps(tmp_path / "rollouts", _dumps())
+    judge = {"server": "external", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+             "model": "m", "max_retries": 0, "cache": str(tmp_path / "cache.sqlite")}
+    out = tmp_path / "out"
+    assert main(["judge", "validate", "--rollouts", str(rollouts), "--out-dir", str(out),
+                 "--judge-json", json.dumps(judge), "--per-checkpoint", "2"]) == 1
+    assert not (out / "summary.json").exists()
+    assert [r["status"] for r in read_jsonl(out / "verdicts.jsonl")] == ["failed"] * 4
+
+
+def test_a_failed_verdict_fails_the_job_and_the_rerun_asks_only_for_it(tmp_path, proxy, judge_server):
+    rollouts = write_dumps(tmp_path / "rollouts", _dumps())
+    judge = {"server": "external", "base_url": proxy.url, "model": judge_server[1],
+             "max_retries": 0, "concurrency": 1, "cache": str(tmp_path / "cache.sqlite")}
+    args = ["judge", "validate", "--rollouts", str(rollouts), "--out-dir", str(tmp_path / "out"),
+            "--judge-json", json.dumps(judge), "--per-checkpoint", "2"]
+    proxy.faults = [("status", 500)]
+    assert main(args) == 1
+    first = proxy.chat_requests  # 4 prompts, one re-ask of "junk", one 500
+    assert main(args) == 0
+    assert proxy.chat_requests - first in (1, 2)  # the failed prompt (and its re-ask) only
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["overall"]["llm_failed"] == 0
+
+
+def test_a_dead_local_server_stops_the_judge_at_once_naming_its_log(tmp_path, judge_model):
+    from calibadv.judge.client import JudgeAbort, JudgeClient, JudgeSettings
+    from calibadv.judge.server import _RUNNING, LocalServer, serve_judge
+
+    log = tmp_path / "server.log"
+    server = LocalServer("transformers", str(judge_model), threads=1)
+    with serve_judge(server, log) as url:
+        _RUNNING[url][0].kill()
+        _RUNNING[url][0].wait()
+        client = JudgeClient(JudgeSettings(base_url=url, model=server.request_model,
+                                           max_retries=6, backoff_s=30.0))
+        with pytest.raises(JudgeAbort, match=f"died .*its log {log}"):
+            client.judge([[{"role": "user", "content": "Question: yes q"}]])
 
 
 def test_summary_by_hand():

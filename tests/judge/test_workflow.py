@@ -10,7 +10,12 @@ import pytest
 
 from calibadv.errors import ConfigError
 from calibadv.judge.config import BUNDLED_SMOLLM2
-from calibadv.workflow.judge import human_labels_for, judge_runs, workflow_judge
+from calibadv.workflow.judge import (
+    judge_runs,
+    labels_path,
+    validate_on_submit_host,
+    workflow_judge,
+)
 from calibadv.workflow.layout import REPO_ROOT
 from calibadv.workflow.run_specs import run_spec_dict
 from calibadv.workflow.validation import load_config, validate_config
@@ -40,7 +45,8 @@ def test_the_calibadv_judge_run_gets_its_endpoint_and_other_runs_none():
 def test_the_embedded_default_serves_the_stand_in_locally():
     j = workflow_judge(TINY)
     assert TINY["judge"]["model"] == BUNDLED_SMOLLM2 and j["stand_in"] is True
-    assert TINY["judge"]["sample"]["steps"] == "searched"  # no c = 1 steps at tiny scale
+    assert TINY["judge"]["sample"]["steps"] == "scored"  # the paper's sample: c = 1 steps
+    assert j["verdict_tokens"] is True  # the stand-in answers with one verdict token
     assert j["server"] == "local" and j["model_path"] == "results/synthetic/models/judge/smollm2-135m-instruct"
     assert j["threads"] == TINY["resources"]["judge"]["cpus"]
     assert judge_runs(TINY) == [("tiny", "calibadv")]
@@ -60,13 +66,90 @@ def test_a_typo_in_the_judge_section_names_the_key():
         validate_config(cfg)
 
 
-def test_human_labels_as_a_path_or_per_method():
+def test_human_labels_live_in_their_own_file_per_run():
+    assert labels_path(PAPER, "qwen2.5-7b", "calibadv", 0) == "labels/judge/qwen2.5-7b/calibadv/seed_0.csv"
+
+
+@pytest.mark.parametrize("where", ["results", "results/real/judge", "./results/labels"])
+def test_a_labels_dir_inside_the_results_tree_is_refused_naming_it(where):
     cfg = copy.deepcopy(PAPER)
-    cfg["judge"]["human_labels"] = "filled.csv"
-    assert human_labels_for(cfg, "calibadv") == "filled.csv"
-    assert human_labels_for(cfg, "other") is None
-    cfg["judge"]["human_labels"] = {"other": "o.csv"}
-    assert human_labels_for(cfg, "other") == "o.csv" and human_labels_for(cfg, "calibadv") is None
+    cfg["judge"]["labels_dir"] = where
+    with pytest.raises(ConfigError, match=f"judge.labels_dir: {where} lies inside results_dir"):
+        workflow_judge(validate_config(cfg))
+
+
+def _local_vllm(gpus=0, **judge):
+    cfg = copy.deepcopy(PAPER)
+    cfg["judge"].update(server="local", engine="vllm", **judge)
+    cfg["resources"]["judge"]["gpus"] = gpus
+    return validate_config(cfg)
+
+
+def test_a_local_vllm_judge_without_gpus_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="judge.gpus: 0 with judge.server: local, engine: vllm"):
+        workflow_judge(_local_vllm(model_path=str(tmp_path)))
+
+
+def test_a_local_vllm_judge_without_a_model_directory_is_a_config_error_naming_the_key():
+    cfg = _local_vllm(gpus=2)
+    with pytest.raises(ConfigError, match="judge.model_path: None with judge.server: local"):
+        workflow_judge(cfg)
+    cfg["judge"]["model_path"] = "deepseek-ai/DeepSeek-V3.2"  # a hub id: no download offline
+    with pytest.raises(ConfigError, match="judge.model_path: 'deepseek-ai/DeepSeek-V3.2'"):
+        workflow_judge(cfg)
+
+
+def test_a_local_vllm_judge_needs_no_api_key(tmp_path, monkeypatch):
+    from calibadv.judge.config import JudgeConfig
+
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    j = workflow_judge(_local_vllm(gpus=2, model_path=str(tmp_path)))
+    assert j["api_key_env"] == "DEEPSEEK_API_KEY"  # kept from the paper config …
+    settings = JudgeConfig.from_dict(j).settings("http://127.0.0.1:1/v1", "judge")
+    assert settings.api_key() == "EMPTY"  # … but a server the job starts is not asked for it
+
+
+def test_the_external_judge_validates_on_the_submit_host_by_default():
+    assert PAPER["judge"]["where"] == "local" and validate_on_submit_host(PAPER)
+    cfg = copy.deepcopy(PAPER)
+    cfg["judge"]["where"] = "cluster"
+    assert not validate_on_submit_host(validate_config(cfg))
+    assert not validate_on_submit_host(TINY)  # a local server is a job
+
+
+def test_a_changed_sample_reruns_judge_validate(tmp_path):
+    """Snakemake's params trigger sees judge.sample and judge.helpful_min (a param that reads
+    input/output is not compared, which is how a changed sample used to go unnoticed)."""
+    run = tmp_path / "results/real/runs/qwen2.5-7b/calibadv/seed_0"
+    out = tmp_path / "results/real/judge/qwen2.5-7b/calibadv/seed_0"
+    run.mkdir(parents=True)
+    out.mkdir(parents=True)
+    (run / "done.json").write_text("{}")
+    for name in ("summary.json", "verdicts.jsonl", "sheet.html"):
+        (out / name).write_text("")
+    target = "results/real/judge/qwen2.5-7b/calibadv/seed_0/summary.json"
+    # record the job's metadata (params included) as a finished run would
+    touch = _snakemake(tmp_path, target, "--touch", "-R", "judge_validate", "--allowed-rules",
+                       "judge_validate", "-c1")
+    assert touch.returncode == 0, touch.stderr[-2000:]
+    assert "Nothing to be done" in _snakemake(tmp_path, target, "-n").stdout
+    for change in ("  sample: {per_checkpoint: 5}", "  helpful_min: 0.5"):
+        (tmp_path / "over.yaml").write_text("judge:\n" + change + "\n")
+        dry = _snakemake(tmp_path, target, "-n", extra_config=tmp_path / "over.yaml")
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        assert "rule judge_validate:" in dry.stdout
+        assert "Params have changed since last execution" in dry.stdout
+
+
+def _snakemake(workdir, target, *args, extra_config=None):
+    configs = [str(REPO_ROOT / "config" / "config.yaml")]
+    if extra_config:
+        configs.append(str(extra_config))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", target, *args, "-d", str(workdir), "-s",
+         str(REPO_ROOT / "Snakefile"), "--configfile", *configs],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
 
 
 def test_the_paper_dry_run_has_the_judge_stage_and_the_judge_train_job(tmp_path):

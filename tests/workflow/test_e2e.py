@@ -34,9 +34,13 @@ def test_tiny_pipeline_runs_to_tables_figures_and_report(tmp_path):
     summary = json.loads((judged / "summary.json").read_text())
     assert summary["stand_in"] is True and summary["overall"]["n"] == 12  # 4 × 3 checkpoints
     assert summary["overall"]["has_gold"] is True
+    assert summary["sample_steps"] == "scored"  # the paper's sample: steps the proxy scored c = 1
+    assert summary["overall"]["llm_judged"] == 12  # verdict tokens: a verdict for every step
     assert (judged / "sheet.csv").read_text().count("\n") >= 13 and (judged / "sheet.html").exists()
     assert (root / "judge/cache.sqlite").exists()
-    assert "stand-in, not a competent judge" in (root / "report/tables/table5_judge.md").read_text()
+    table5 = (root / "report/tables/table5_judge.md").read_text()
+    assert "stand-in, not a competent judge" in table5 and "Cohen's κ" in table5
+    assert "Wilson interval" in table5
 
     report = tmp_path / "report.html"
     snakemake("-d", str(tmp_path), "--configfile", str(REPO / "config/tiny.yaml"), "--report", str(report))
