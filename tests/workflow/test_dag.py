@@ -57,8 +57,11 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
-    assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
-    assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["train"] == counts["spec"] == 5  # the ladder (SAPO: tiny-baselines, study)
+    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
+    # the counterfactual update: its batch's questions, the experiment, Table 10 + figure
+    assert counts["prepare_counterfactual"] == counts["counterfactual"] == 1
+    assert counts["counterfactual_report"] == 1
     assert counts["evaluate_start"] == 1  # the SFT start point with no RL (Table 1's first row)
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert counts["proxy_stats"] == 4  # search-r1 (Figure 2's GRPO) and three CalibAdv variants
@@ -89,7 +92,8 @@ def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_p
     assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
     assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
     assert counts["evaluate_start"] == 1  # tiny-stress starts from tiny's weights: one evaluation
-    assert counts["total"] == 233 + 3 * 3  # + calibadv-alpha1: spec, train, evaluate per seed
+    # + calibadv-alpha1: spec, train, evaluate per seed; + the counterfactual update's 3 jobs
+    assert counts["total"] == 233 + 3 * 3 + 3
     assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
 
 
