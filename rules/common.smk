@@ -50,6 +50,7 @@ FIGURES = [
     "empty_silver",
     "softpen_share",
     "figure2_gold",
+    "collapse_km",
 ]
 TABLES = [
     "table1_main",
@@ -60,6 +61,7 @@ TABLES = [
     "table7_datasets",
     "table8_figure2_gold",
     "table9_stress",
+    "table9_survival",
 ]
 
 

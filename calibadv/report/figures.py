@@ -23,6 +23,7 @@ import seaborn as sns  # noqa: E402
 
 from calibadv.report.collect import Results  # noqa: E402
 from calibadv.report.stats import band  # noqa: E402
+from calibadv.report.survival import km_figure  # noqa: E402
 from calibadv.report.tables import FIGURE2_ROWS, figure2_seed_values, seed_scores  # noqa: E402
 
 #: (metrics.jsonl key, panel title) of the training-dynamics grid (paper Figures 3 and 5).
@@ -262,6 +263,7 @@ FIGURES: dict[str, Callable[[Results, dict[str, Any]], plt.Figure]] = {
     "empty_silver": empty_silver,
     "softpen_share": softpen_share,
     "figure2_gold": figure2_gold,
+    "collapse_km": km_figure,
 }
 
 

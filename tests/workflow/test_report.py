@@ -138,7 +138,11 @@ def test_an_absolute_difference_only_in_the_papers_own_setting(tables, world):
             assert not any(r[t.label_cols - 1].startswith("Δ") for r in t.rows), t.key
 
 
-def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(tables):
+def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(config, results):
+    # sapo-search: a row of ours (config/tiny-baselines.yaml and the study run it)
+    config["default_methods"] = [*config["default_methods"], "sapo-search"]
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    tables = {t.key: t for t in build_tables(config, results, paper)}
     rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "SAPO (ours)"])
     assert set(rows["paper"][3:]) == {NOT_IN_PAPER} and set(rows["ours"][3:]) == {MISSING}
 
@@ -228,6 +232,20 @@ def test_table9_without_stress_runs_says_so(tables):
     assert tables["table9_stress"].notes == ["No stress runs configured (report.stress.model)."]
 
 
+def test_table9_survival_by_hand(config, results):
+    """search-r1: seed 0 collapsed at step 4, seed 1 censored at 6; calibadv: both censored at 6.
+    KM of search-r1: S(4) = 1 − 1/2 → median 4. Log-rank at t = 4: calibadv at risk 2 of 4, no
+    event of 1: O − E = −1/2, V = 2·2·1·3 / (4²·3) = 1/4, χ² = 1, p = P(χ²₁ > 1) = 0.317.
+    Exact intervals: 1 of 2 → [1, 99]%, 0 of 2 → [0, 84]%."""
+    config["report"]["stress"] = {"model": "tiny", "reference": "search-r1"}
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    t = {x.key: x for x in build_tables(config, results, paper)}["table9_survival"]
+    rows = {r[1]: r for r in t.rows}
+    assert rows["Search-R1"][2:] == ["2", "1", "50 [1, 99]", "4", MISSING, MISSING]
+    assert rows["CalibAdv"][2:] == ["2", "0", "0 [0, 84]", "not reached", "1.00", "0.317"]
+    assert "censored" in t.notes[0]
+
+
 def test_renders_markdown_booktabs_latex_and_html(tables):
     t = tables["table1_main"]
     md = render(t, "md")
@@ -243,12 +261,12 @@ def test_report_commands_write_every_table_and_figure(tmp_path, config, results)
     cfg = json.dumps(config)
     assert main(["report", "tables", "--config-json", cfg, "--out-dir", str(tmp_path / "t")]) == 0
     names = sorted(p.name for p in (tmp_path / "t").iterdir())
-    assert len(names) == 24 and "table1_main.tex" in names
+    assert len(names) == 27 and "table1_main.tex" in names
     assert main(["report", "figures", "--config-json", cfg, "--out-dir", str(tmp_path / "f")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "f").iterdir())
     assert pngs == sorted(f"{n}.png" for n in
                           ["training_dynamics", "penalised_c1", "alpha_sweep", "c_distribution",
-                           "empty_silver", "softpen_share", "figure2_gold"])  # fmt: skip
+                           "empty_silver", "softpen_share", "figure2_gold", "collapse_km"])  # fmt: skip
     for png in (tmp_path / "f").iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -290,7 +308,7 @@ def test_training_figures_render_with_and_without_the_moving_mean(tmp_path, conf
 
 def test_figures_render_when_nothing_has_run_yet(tmp_path, config):
     assert main(["report", "figures", "--config-json", json.dumps(config), "--out-dir", str(tmp_path)]) == 0
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 def test_shipped_paper_config_labels_match_the_papers_rows():
