@@ -103,7 +103,8 @@ def training_dynamics(results: Results, config: dict[str, Any]) -> plt.Figure:
     fig, axes = plt.subplots(3, 3, figsize=(14, 10))
     for ax, (signal, title) in zip(axes.flat, DYNAMICS):
         _lines(ax, frame, signal, title, smooth)
-    fig.suptitle("Training dynamics per run (paper Figures 3 and 5): mean over seeds, band = 95% CI")
+    fig.suptitle("Training dynamics per run (paper Figures 3 and 5): mean over seeds, "
+                 + band_caption(results))
     fig.tight_layout()
     return fig
 
@@ -250,9 +251,20 @@ def figure2_gold(results: Results, config: dict[str, Any]) -> plt.Figure:
         axes[0].axhline(c1, ls="--", color="grey", lw=1)
         axes[0].text(0.01, c1, "paper c = 1 (Qwen2.5-7B, wiki-18)", fontsize=6, color="grey",
                      transform=axes[0].get_yaxis_transform(), va="bottom")  # fmt: skip
-    fig.suptitle("Paper Figure 2 against gold (synthetic world): mean over seeds, band = 95% CI")
+    fig.suptitle("Paper Figure 2 against gold (synthetic world): mean over seeds, "
+                 + band_caption(results))
     fig.tight_layout()
     return fig
+
+
+def band_caption(results: Results) -> str:
+    """What a figure's band is: the 95% t-interval over seeds, or none at one seed (the band is
+    then the line itself: calibadv.report.stats.band), so a title never promises an interval
+    that is not drawn."""
+    ns = {len(results.seeds(m, x)) for m, x, _ in results.runs}
+    if not ns or max(ns) <= 1:
+        return "one seed: no band"
+    return "band = 95% t-interval over seeds" + (" (none where n = 1)" if min(ns) <= 1 else "")
 
 
 FIGURES: dict[str, Callable[[Results, dict[str, Any]], plt.Figure]] = {

@@ -321,3 +321,12 @@ def test_shipped_paper_config_labels_match_the_papers_rows():
     assert {m["label"] for m in config["models"].values()} == models
     variants = {r["variant"] for r in paper["table2_ablation"]}
     assert set(config["report"]["ablation"]["rows"].values()) == variants
+
+
+def test_figure_titles_say_what_the_band_is(config, results):
+    from calibadv.report.collect import Results
+    from calibadv.report.figures import band_caption
+
+    assert band_caption(results) == "band = 95% t-interval over seeds"  # two seeds everywhere
+    one = Results({}, {k: v for k, v in results.runs.items() if k[2] == 0}, {}, {}, {})
+    assert band_caption(one) == "one seed: no band"
