@@ -611,6 +611,21 @@ def figure2_seed_values(results: Results, model: str, method: str) -> dict[str, 
     return out
 
 
+def pooled_share(results: Results, model: str, method: str, key: str) -> str:
+    """``k/n`` of a Figure 2 share pooled over seeds and dumped steps, as ``64.0 [58.1, 69.5]``
+    (Wilson, percent); "—" when no proxy file carries its counts (a ratio, or an old file)."""
+    from calibadv.evaluate.intervals import fmt_share
+
+    k = n = 0
+    for seed in results.seeds(model, method):
+        stats = results.proxy.get((model, method, seed)) or {}
+        for rec in (stats.get("figure2") or {}).values():
+            kn = (rec.get("counts") or {}).get(key)
+            if kn:
+                k, n = k + int(kn[0]), n + int(kn[1])
+    return fmt_share(k, n) if n else MISSING
+
+
 def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
     """The paper's Figure 2 against gold: per dumped step, how many penalised steps really
     retrieved a gold passage beside how many the silver proxy calls likely correct."""
@@ -622,7 +637,8 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         "table8_figure2_gold",
         "Table 8: paper Figure 2 against gold — penalised intermediate steps (negative rollouts) "
         "that retrieved a gold passage vs those the silver proxy calls c = 1, by dumped step",
-        ["Run", "Quantity", "", *(f"step {s}" for s in steps), "mean over steps"],
+        ["Run", "Quantity", "", *(f"step {s}" for s in steps), "mean over steps",
+         "pooled % [Wilson 95%]"],
     )
     for model, method in runs:
         setting = setting_of(config, model, config["report"]["paper_model"])
@@ -641,6 +657,7 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
                 f"{_model_label(config, model)} / {method}" if first else "", label,
                 f"ours: {setting.ours} ({n_label(ns)})" if first else "",
                 *(fmt(t_interval(per.get(s, []))) for s in steps), fmt(t_interval(seed_means)),
+                pooled_share(results, model, method, key),
             ])  # fmt: skip
             first = False
     facts = paper.get("facts", {})
@@ -652,7 +669,10 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         "(synthetic world). Precision/recall of c = 1 against gold on the scored steps. Ratios: "
         "Σ|negative| / Σpositive advantage, from metrics.jsonl at the same step.",
         "Mean ± 95% t-interval over seeds (n in the label; n=1: no interval); 'mean over "
-        "steps' is each seed's mean over the dumped steps, then over seeds.",
+        "steps' is each seed's mean over the dumped steps, then over seeds. Pooled: the steps "
+        "of every seed and dumped step counted together, k/n with Wilson's 95% score interval "
+        "(inside [0, 100]; it treats steps as independent, so it is narrower than a "
+        "question-level one); '—' for the ratios and for proxy files without counts.",
     ]
     if c1 is not None:
         table.notes.append(

@@ -72,7 +72,8 @@ def results(config):
                          "3": {"c_pos_precision": later, "has_gold": True}},
             "overall": {"c_pos_precision": (first + later) / 2, "has_gold": True},
             "figure2": {"1": {"gold_frac_all": 0.5 + 0.1 * seed, "c1_frac": 0.4,
-                              "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8}},
+                              "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8,
+                              "counts": {"gold_frac_all": [5 + seed, 10], "c1_frac": [4, 10]}}},
         })  # fmt: skip
     Path(layout.test_data("nq")).parent.mkdir(parents=True)
     pd.DataFrame({"data_source": ["synthetic"] * 5 + ["hotpotqa"] * 2}).to_parquet(layout.train_data)
@@ -216,14 +217,16 @@ def test_table7_differences_counts_only_in_the_papers_world(tables, world):
 
 def test_table8_puts_gold_beside_the_proxy_per_dumped_step(tables):
     t = tables["table8_figure2_gold"]
-    assert t.columns[3:] == ["step 1", "mean over steps"]
+    assert t.columns[3:] == ["step 1", "mean over steps", "pooled % [Wilson 95%]"]
     gold = next(r for r in t.rows if r[1].startswith("penalised steps that retrieved gold, all"))
     assert gold[0] == "Qwen2.5-7B / calibadv" and "(n=2)" in gold[2]
     assert gold[3] == f"55.00 ± {T1 * 5.0:.2f}"  # 50% and 60%
+    # pooled 11 of 20: Wilson (0.55 + z²/40 ± z·√(0.55·0.45/20 + z²/1600)) / (1 + z²/20)
+    assert gold[5] == "55.0 [34.2, 74.2]"
     c1 = next(r for r in t.rows if r[1].startswith("penalised steps the proxy calls c = 1"))
     assert c1[3] == "40.00 ± 0.00"
     ratio = next(r for r in t.rows if r[1].endswith("after rebalancing"))
-    assert ratio[3] == "0.80 ± 0.00"
+    assert ratio[3] == "0.80 ± 0.00" and ratio[5] == MISSING  # a ratio, not a share
     assert any("43.97" in n for n in t.notes)
 
 
