@@ -18,7 +18,13 @@ from statistics import mean
 from typing import Any
 
 from calibadv.report.collect import Results
-from calibadv.report.stats import Interval, fmt_interval, n_label, paired_effect, t_interval
+from calibadv.report.stats import (
+    Interval,
+    effect_or_structural_zero,
+    fmt_interval,
+    n_label,
+    t_interval,
+)
 from calibadv.workflow.resources import stage_resources
 from calibadv.workflow.runs import model_methods, start_model
 
@@ -189,7 +195,7 @@ def effects(
     """Paired effect ``method − reference`` per benchmark (and average), over shared seeds."""
     ours = seed_scores(results, model, method, metric)
     ref = seed_scores(results, model, reference, metric)
-    return {k: paired_effect(ours[k], ref[k]) for k in ours if k in ref}
+    return {k: effect_or_structural_zero(ours[k], ref[k]) for k in ours if k in ref}
 
 
 def paper_effects(paper: dict[str, Any], reference: dict[str, Any], keys: list[str]) -> dict[str, Cell]:
@@ -755,7 +761,7 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
                                    "high_ppl": (p2.get("scores") or {}).get("average")}  # fmt: skip
         effect = None
         if ref_values is not None and method != reference:
-            eff = {k: paired_effect(values[k], ref_values[k]) for k in values}
+            eff = {k: effect_or_structural_zero(values[k], ref_values[k]) for k in values}
             ref_label = labels.get(reference, reference)
             pref = paper_t2.get(ablation.get(reference, ""), {})
             effect = (ref_label, eff, {"high_ppl": diff(theirs["high_ppl"], (pref.get("scores") or {}).get("average"))})
