@@ -171,3 +171,12 @@ def test_profiles_are_found_and_select_the_slurm_executor(tmp_path, profile):
     proc = snakemake("-n", "--profile", profile, "--configfile", str(REPO / "config/tiny.yaml"),
                      "-d", str(tmp_path))  # fmt: skip
     assert "Job stats" in proc.stdout
+
+
+def test_a_counterfactual_reference_outside_its_methods_is_refused_by_name(tmp_path, tiny_config):
+    tiny_config["counterfactual"] = {**tiny_config["counterfactual"], "reference": "llds"}
+    cfg = write_config(tmp_path / "c.yaml", **tiny_config)
+    proc = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "counterfactual.reference = 'llds' is not in counterfactual.methods" in (
+        proc.stdout + proc.stderr)
