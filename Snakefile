@@ -32,6 +32,7 @@ include: "rules/evaluate.smk"
 include: "rules/proxy.smk"
 include: "rules/judge.smk"
 include: "rules/report.smk"
+include: "rules/counterfactual.smk"
 
 
 rule all:

@@ -183,6 +183,10 @@ def figure2_gold(
         "c1_recall": _ratio(c1_hits, scored_hits),
         "negpos_ratio_before": metrics.get("negpos_ratio_before"),
         "negpos_ratio_after": metrics.get("negpos_ratio_after"),
+        # [k, n] of each share: the report's pooled Wilson intervals need counts, not ratios
+        "counts": {"gold_frac_all": [hits, penalised], "gold_frac": [scored_hits, scored],
+                   "c1_frac": [c1, scored], "c1_precision": [c1_hits, c1],
+                   "c1_recall": [c1_hits, scored_hits]},
     }
 
 

@@ -51,6 +51,7 @@ FIGURES = [
     "empty_silver",
     "softpen_share",
     "figure2_gold",
+    "collapse_km",
 ]
 TABLES = [
     "table1_main",
@@ -61,6 +62,7 @@ TABLES = [
     "table7_datasets",
     "table8_figure2_gold",
     "table9_stress",
+    "table9_survival",
 ]
 
 
@@ -301,7 +303,59 @@ def figure_targets():
 
 
 def all_targets():
-    return table_targets() + figure_targets()
+    return table_targets() + figure_targets() + counterfactual_targets()
+
+
+# --- the counterfactual update (rules/counterfactual.smk, docs/training.md)
+CF = CFG["counterfactual"]
+CF_MODEL = (CF["model"] or MODELS[0]) if CF["enabled"] else None
+for _key in ("reference", "sample_method"):
+    if CF["enabled"] and CF[_key] not in CF["methods"]:
+        raise ValueError(
+            f"counterfactual.{_key} = {CF[_key]!r} is not in counterfactual.methods "
+            f"({', '.join(CF['methods'])}): add it there or pick one of them"
+        )
+if CF_MODEL is not None and CF_MODEL not in MODELS:
+    raise ValueError(
+        f"counterfactual.model = {CF_MODEL!r} is not a models key ({', '.join(MODELS)})"
+    )
+CF_DIR = f"{L.root}/counterfactual/{CF_MODEL}"
+CF_TRAIN = f"{L.root}/data/counterfactual_train.parquet"
+CF_TABLES = [
+    f"{L.report_dir}/tables/table10_counterfactual.{f}"
+    for f in CFG["report"]["formats"]
+]
+CF_FIGURE = f"{L.report_dir}/figures/counterfactual_update.png"
+
+
+def counterfactual_targets():
+    return [*CF_TABLES, CF_FIGURE] if CF["enabled"] else []
+
+
+def counterfactual_flags(wildcards, input):
+    """`calibadv counterfactual` flags from the config's counterfactual section."""
+    specs = " ".join(
+        f"--spec {m}={path}" for m, path in zip(CF["methods"], input.specs)
+    )
+    keys = ("questions", "group_size", "mini_batches", "dev_questions", "dev_samples")
+    flags = [f"--{k.replace('_', '-')} {CF[k]}" for k in keys]
+    flags += [
+        f"--updates {','.join(str(k) for k in CF['updates'])}",
+        f"--seed {CF['seed']}",
+        f"--reps {CF['reps']}",
+        f"--reference {shlex.quote(CF['reference'])}",
+        f"--sample-method {shlex.quote(CF['sample_method'])}",
+    ]
+    return " ".join([specs, *flags])
+
+
+def counterfactual_labels():
+    labels = CFG["report"].get("method_labels") or {}
+    return " ".join(
+        f"--label {shlex.quote(f'{m}={labels[m]}')}"
+        for m in CF["methods"]
+        if m in labels
+    )
 
 
 def config_json():

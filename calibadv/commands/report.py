@@ -33,6 +33,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 help="formats to write (default: config report.formats)",
             )  # fmt: skip
         q.set_defaults(func=run)
+    _register_counterfactual(sub)
+
+
+def _register_counterfactual(sub: argparse._SubParsersAction) -> None:
+    """``report counterfactual``: Table 10 and its figure from one summary.json (no config)."""
+    text = "Table 10 and the counterfactual-update figure from calibadv counterfactual's summary"
+    q = sub.add_parser("counterfactual", help=text, description=text)
+    q.add_argument("--summary", required=True, help="summary.json of calibadv counterfactual")
+    q.add_argument("--out-dir", required=True, help="folder of the table files")
+    q.add_argument("--figure", required=True, help="the figure's PNG path")
+    q.add_argument("--formats", nargs="+", choices=["md", "tex", "html"],
+                   default=["md", "tex", "html"])
+    q.add_argument("--label", action="append", default=[], metavar="METHOD=LABEL",
+                   help="a method's display name (repeatable)")
+    q.set_defaults(func=_run_counterfactual)
+
+
+def _run_counterfactual(args: argparse.Namespace) -> int:
+    from calibadv.errors import ConfigError
+    from calibadv.report.counterfactual import write_counterfactual
+
+    labels = {}
+    for item in args.label:
+        name, sep, label = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--label {item!r}: expected METHOD=LABEL, e.g. search-r1=Search-R1")
+        labels[name] = label
+    written = write_counterfactual(args.summary, args.out_dir, args.figure, args.formats, labels)
+    print(f"wrote {len(written)} files")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> dict:

@@ -23,6 +23,7 @@ import seaborn as sns  # noqa: E402
 
 from calibadv.report.collect import Results  # noqa: E402
 from calibadv.report.stats import band  # noqa: E402
+from calibadv.report.survival import km_figure  # noqa: E402
 from calibadv.report.tables import FIGURE2_ROWS, figure2_seed_values, seed_scores  # noqa: E402
 
 #: (metrics.jsonl key, panel title) of the training-dynamics grid (paper Figures 3 and 5).
@@ -102,7 +103,8 @@ def training_dynamics(results: Results, config: dict[str, Any]) -> plt.Figure:
     fig, axes = plt.subplots(3, 3, figsize=(14, 10))
     for ax, (signal, title) in zip(axes.flat, DYNAMICS):
         _lines(ax, frame, signal, title, smooth)
-    fig.suptitle("Training dynamics per run (paper Figures 3 and 5): mean over seeds, band = 95% CI")
+    fig.suptitle("Training dynamics per run (paper Figures 3 and 5): mean over seeds, "
+                 + band_caption(results))
     fig.tight_layout()
     return fig
 
@@ -249,9 +251,20 @@ def figure2_gold(results: Results, config: dict[str, Any]) -> plt.Figure:
         axes[0].axhline(c1, ls="--", color="grey", lw=1)
         axes[0].text(0.01, c1, "paper c = 1 (Qwen2.5-7B, wiki-18)", fontsize=6, color="grey",
                      transform=axes[0].get_yaxis_transform(), va="bottom")  # fmt: skip
-    fig.suptitle("Paper Figure 2 against gold (synthetic world): mean over seeds, band = 95% CI")
+    fig.suptitle("Paper Figure 2 against gold (synthetic world): mean over seeds, "
+                 + band_caption(results))
     fig.tight_layout()
     return fig
+
+
+def band_caption(results: Results) -> str:
+    """What a figure's band is: the 95% t-interval over seeds, or none at one seed (the band is
+    then the line itself: calibadv.report.stats.band), so a title never promises an interval
+    that is not drawn."""
+    ns = {len(results.seeds(m, x)) for m, x, _ in results.runs}
+    if not ns or max(ns) <= 1:
+        return "one seed: no band"
+    return "band = 95% t-interval over seeds" + (" (none where n = 1)" if min(ns) <= 1 else "")
 
 
 FIGURES: dict[str, Callable[[Results, dict[str, Any]], plt.Figure]] = {
@@ -262,6 +275,7 @@ FIGURES: dict[str, Callable[[Results, dict[str, Any]], plt.Figure]] = {
     "empty_silver": empty_silver,
     "softpen_share": softpen_share,
     "figure2_gold": figure2_gold,
+    "collapse_km": km_figure,
 }
 
 

@@ -69,6 +69,18 @@ def paired_effect(
     return t_interval([float(ours[s]) - float(reference[s]) for s in seeds], level)
 
 
+def effect_or_structural_zero(
+    ours: Mapping[int, float], reference: Mapping[int, float], level: float = LEVEL
+) -> Interval | None:
+    """:func:`paired_effect`, except None ("—") when every value of both methods is exactly 0:
+    a *structural* zero (e.g. a High-PPL ratio the tiny model never leaves 0 on), which has
+    nothing to measure and must not read as "+0.00" beside the paper's effect."""
+    seeds = set(ours) & set(reference)
+    if seeds and all(float(ours[s]) == 0.0 == float(reference[s]) for s in seeds):
+        return None
+    return paired_effect(ours, reference, level)
+
+
 def band(values: Sequence[float]) -> tuple[float, float]:
     """(low, high) of the t-interval, for seaborn's ``errorbar=``; no band (low = high = mean)
     with one value, so a single seed draws a plain line."""

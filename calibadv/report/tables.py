@@ -18,7 +18,13 @@ from statistics import mean
 from typing import Any
 
 from calibadv.report.collect import Results
-from calibadv.report.stats import Interval, fmt_interval, n_label, paired_effect, t_interval
+from calibadv.report.stats import (
+    Interval,
+    effect_or_structural_zero,
+    fmt_interval,
+    n_label,
+    t_interval,
+)
 from calibadv.workflow.resources import stage_resources
 from calibadv.workflow.runs import model_methods, start_model
 
@@ -189,7 +195,7 @@ def effects(
     """Paired effect ``method − reference`` per benchmark (and average), over shared seeds."""
     ours = seed_scores(results, model, method, metric)
     ref = seed_scores(results, model, reference, metric)
-    return {k: paired_effect(ours[k], ref[k]) for k in ours if k in ref}
+    return {k: effect_or_structural_zero(ours[k], ref[k]) for k in ours if k in ref}
 
 
 def paper_effects(paper: dict[str, Any], reference: dict[str, Any], keys: list[str]) -> dict[str, Cell]:
@@ -653,6 +659,21 @@ def figure2_seed_values(results: Results, model: str, method: str) -> dict[str, 
     return out
 
 
+def pooled_share(results: Results, model: str, method: str, key: str) -> str:
+    """``k/n`` of a Figure 2 share pooled over seeds and dumped steps, as ``64.0 [58.1, 69.5]``
+    (Wilson, percent); "—" when no proxy file carries its counts (a ratio, or an old file)."""
+    from calibadv.evaluate.intervals import fmt_share
+
+    k = n = 0
+    for seed in results.seeds(model, method):
+        stats = results.proxy.get((model, method, seed)) or {}
+        for rec in (stats.get("figure2") or {}).values():
+            kn = (rec.get("counts") or {}).get(key)
+            if kn:
+                k, n = k + int(kn[0]), n + int(kn[1])
+    return fmt_share(k, n) if n else MISSING
+
+
 def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
     """The paper's Figure 2 against gold: per dumped step, how many penalised steps really
     retrieved a gold passage beside how many the silver proxy calls likely correct."""
@@ -664,7 +685,8 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         "table8_figure2_gold",
         "Table 8: paper Figure 2 against gold — penalised intermediate steps (negative rollouts) "
         "that retrieved a gold passage vs those the silver proxy calls c = 1, by dumped step",
-        ["Run", "Quantity", "", *(f"step {s}" for s in steps), "mean over steps"],
+        ["Run", "Quantity", "", *(f"step {s}" for s in steps), "mean over steps",
+         "pooled % [Wilson 95%]"],
     )
     for model, method in runs:
         setting = setting_of(config, model, config["report"]["paper_model"])
@@ -683,6 +705,7 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
                 f"{_model_label(config, model)} / {method}" if first else "", label,
                 f"ours: {setting.ours} ({n_label(ns)})" if first else "",
                 *(fmt(t_interval(per.get(s, []))) for s in steps), fmt(t_interval(seed_means)),
+                pooled_share(results, model, method, key),
             ])  # fmt: skip
             first = False
     facts = paper.get("facts", {})
@@ -694,7 +717,10 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         "(synthetic world). Precision/recall of c = 1 against gold on the scored steps. Ratios: "
         "Σ|negative| / Σpositive advantage, from metrics.jsonl at the same step.",
         "Mean ± 95% t-interval over seeds (n in the label; n=1: no interval); 'mean over "
-        "steps' is each seed's mean over the dumped steps, then over seeds.",
+        "steps' is each seed's mean over the dumped steps, then over seeds. Pooled: the steps "
+        "of every seed and dumped step counted together, k/n with Wilson's 95% score interval "
+        "(inside [0, 100]; it treats steps as independent, so it is narrower than a "
+        "question-level one); '—' for the ratios and for proxy files without counts.",
     ]
     if c1 is not None:
         table.notes.append(
@@ -777,7 +803,7 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
                                    "high_ppl": (p2.get("scores") or {}).get("average")}  # fmt: skip
         effect = None
         if ref_values is not None and method != reference:
-            eff = {k: paired_effect(values[k], ref_values[k]) for k in values}
+            eff = {k: effect_or_structural_zero(values[k], ref_values[k]) for k in values}
             ref_label = labels.get(reference, reference)
             pref = paper_t2.get(ablation.get(reference, ""), {})
             effect = (ref_label, eff, {"high_ppl": diff(theirs["high_ppl"], (pref.get("scores") or {}).get("average"))})
@@ -799,6 +825,42 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
     return table
 
 
+def table9_survival(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
+    """Collapse under stress as time-to-event (calibadv.report.survival): per method the
+    collapsed count with its exact interval, the Kaplan–Meier median step and, beside the
+    reference, the log-rank test."""
+    from calibadv.report.survival import survival_rows
+
+    section = config["report"]["stress"]
+    model, reference = section.get("model"), section["reference"]
+    table = Table("table9_survival",
+                  "Table 9 (time to event): collapse under stress, censored at the last step",
+                  ["Model", "Method", "Runs", "Collapsed", "Collapsed % [exact 95% CI]",
+                   "Median step (KM)", "Log-rank χ² vs ref.", "p"], label_cols=2)
+    if model is None:
+        table.notes.append("No stress runs configured (report.stress.model).")
+        return table
+    labels = config["report"]["method_labels"]
+    for r in survival_rows(results, model, model_methods(config, model), reference):
+        ci = r.share_ci
+        table.rows.append([
+            _model_label(config, model), labels.get(r.method, r.method), str(r.n),
+            str(r.collapsed),
+            f"{100 * r.collapsed / r.n:.0f} [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else MISSING,
+            "not reached" if r.median is None else f"{r.median:g}",
+            MISSING if r.logrank_chi2 is None else f"{r.logrank_chi2:.2f}",
+            MISSING if r.logrank_p is None else f"{r.logrank_p:.3f}",
+        ])
+    table.notes += [
+        "A run that did not collapse is censored at its last validated step (not seen to "
+        "collapse within the run). Collapsed %: Clopper–Pearson exact interval; median: the "
+        "first step where the Kaplan–Meier survival is ≤ 0.5 ('not reached' when fewer than "
+        f"half collapsed); log-rank: two-sample test against {labels.get(reference, reference)} "
+        "(1 df), '—' for the reference itself.",
+    ]
+    return table
+
+
 TABLES = {
     "table1_main": table1_main,
     "table2_ablation": table2_ablation,
@@ -808,6 +870,7 @@ TABLES = {
     "table7_datasets": table7_datasets,
     "table8_figure2_gold": table8_figure2_gold,
     "table9_stress": table9_stress,
+    "table9_survival": table9_survival,
 }
 
 

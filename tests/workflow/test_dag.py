@@ -57,8 +57,11 @@ def test_tiny_config_is_the_default_and_runs_the_whole_chain(tmp_path):
     assert counts["synth_world"] == 1 and counts["build_tiny_model"] == 1
     assert counts["encode_shard"] == 2 and counts["merge_index"] == 1
     assert counts["sft"] == 1  # sft_formats: shared, one start point for every method
-    assert counts["train"] == counts["spec"] == 6  # the ladder + sapo-search
-    assert counts["evaluate"] == 6  # evaluation.jobs: per_run, each over all seven splits
+    assert counts["train"] == counts["spec"] == 5  # the ladder (SAPO: tiny-baselines, study)
+    assert counts["evaluate"] == 5  # evaluation.jobs: per_run, each over all seven splits
+    # the counterfactual update: its batch's questions, the experiment, Table 10 + figure
+    assert counts["prepare_counterfactual"] == counts["counterfactual"] == 1
+    assert counts["counterfactual_report"] == 1
     assert counts["evaluate_start"] == 1  # the SFT start point with no RL (Table 1's first row)
     assert counts["judge_stand_in"] == counts["judge_validate"] == 1  # the stand-in judge
     assert counts["proxy_stats"] == 4  # search-r1 (Figure 2's GRPO) and three CalibAdv variants
@@ -84,13 +87,17 @@ def test_synthetic_study_overlay_runs_every_method_seed_and_the_stress_set(tmp_p
     proc = snakemake("-n", "--configfile", str(REPO / "config/tiny.yaml"),
                      str(REPO / "config/synthetic-study.yaml"), "-d", str(tmp_path))  # fmt: skip
     counts = job_counts(proc.stdout)
-    runs = (18 + 4) * 3  # ladder + α sweep + 8 baselines, and 4 stress methods; 3 seeds each
+    # ladder + α sweep + 8 baselines, 3 seeds each; the stress set as time-to-event: search-r1
+    # and calibadv, 10 seeds each (Table 9's survival block, issue 31)
+    runs = 18 * 3 + 2 * 10
     assert counts["train"] == counts["spec"] == counts["evaluate"] == runs
     assert counts["sft"] == 1 and counts["build_tiny_model"] == 1  # the stress set starts from tiny's
-    assert counts["proxy_stats"] == (5 + 2) * 3 and counts["judge_validate"] == 3
+    # Figure 2 against gold: the 5 ladder methods x 3 seeds, both stress methods x 10 seeds
+    assert counts["proxy_stats"] == 5 * 3 + 2 * 10 and counts["judge_validate"] == 3
     assert counts["evaluate_start"] == 1  # tiny-stress starts from tiny's weights: one evaluation
-    assert counts["total"] == 233 + 3 * 3  # + calibadv-alpha1: spec, train, evaluate per seed
-    assert "results/study/synthetic/runs/tiny-stress/search-r1/seed_2/done.json" in proc.stdout
+    assert counts["counterfactual"] == 1  # inherited from the embedded default
+    assert counts["total"] == 283
+    assert "results/study/synthetic/runs/tiny-stress/calibadv/seed_9/done.json" in proc.stdout
 
 
 def test_tiny_baselines_overlay_adds_every_baseline_run(tmp_path):
@@ -164,3 +171,12 @@ def test_profiles_are_found_and_select_the_slurm_executor(tmp_path, profile):
     proc = snakemake("-n", "--profile", profile, "--configfile", str(REPO / "config/tiny.yaml"),
                      "-d", str(tmp_path))  # fmt: skip
     assert "Job stats" in proc.stdout
+
+
+def test_a_counterfactual_reference_outside_its_methods_is_refused_by_name(tmp_path, tiny_config):
+    tiny_config["counterfactual"] = {**tiny_config["counterfactual"], "reference": "llds"}
+    cfg = write_config(tmp_path / "c.yaml", **tiny_config)
+    proc = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "counterfactual.reference = 'llds' is not in counterfactual.methods" in (
+        proc.stdout + proc.stderr)

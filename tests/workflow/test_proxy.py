@@ -132,6 +132,9 @@ def test_figure2_against_gold_by_hand():
     assert f["c1_precision"] == 1.0  # both c = 1 steps hit gold
     assert f["c1_recall"] == pytest.approx(2 / 3)  # the c = 0 step [c x y] hit gold too
     assert (f["negpos_ratio_before"], f["negpos_ratio_after"]) == (1.5, 0.9)
+    # the counts behind each share, for the report's pooled Wilson intervals
+    assert f["counts"] == {"gold_frac_all": [4, 6], "gold_frac": [3, 4], "c1_frac": [2, 4],
+                           "c1_precision": [2, 2], "c1_recall": [2, 3]}
 
 
 def test_figure2_without_gold_or_penalised_steps_is_empty_not_zero():

@@ -72,7 +72,8 @@ def results(config):
                          "3": {"c_pos_precision": later, "has_gold": True}},
             "overall": {"c_pos_precision": (first + later) / 2, "has_gold": True},
             "figure2": {"1": {"gold_frac_all": 0.5 + 0.1 * seed, "c1_frac": 0.4,
-                              "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8}},
+                              "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8,
+                              "counts": {"gold_frac_all": [5 + seed, 10], "c1_frac": [4, 10]}}},
         })  # fmt: skip
     Path(layout.test_data("nq")).parent.mkdir(parents=True)
     pd.DataFrame({"data_source": ["synthetic"] * 5 + ["hotpotqa"] * 2}).to_parquet(layout.train_data)
@@ -138,7 +139,11 @@ def test_an_absolute_difference_only_in_the_papers_own_setting(tables, world):
             assert not any(r[t.label_cols - 1].startswith("Δ") for r in t.rows), t.key
 
 
-def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(tables):
+def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(config, results):
+    # sapo-search: a row of ours (config/tiny-baselines.yaml and the study run it)
+    config["default_methods"] = [*config["default_methods"], "sapo-search"]
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    tables = {t.key: t for t in build_tables(config, results, paper)}
     rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "SAPO (ours)"])
     assert set(rows["paper"][3:]) == {NOT_IN_PAPER} and set(rows["ours"][3:]) == {MISSING}
 
@@ -214,20 +219,36 @@ def test_table7_differences_counts_only_in_the_papers_world(tables, world):
 
 def test_table8_puts_gold_beside_the_proxy_per_dumped_step(tables):
     t = tables["table8_figure2_gold"]
-    assert t.columns[3:] == ["step 1", "mean over steps"]
+    assert t.columns[3:] == ["step 1", "mean over steps", "pooled % [Wilson 95%]"]
     gold = next(r for r in t.rows if r[1].startswith("penalised steps that retrieved gold, all"))
     assert gold[0] == "Qwen2.5-7B / calibadv" and "(n=2)" in gold[2]
     assert gold[3] == f"55.00 ± {T1 * 5.0:.2f}"  # 50% and 60%
+    # pooled 11 of 20: Wilson (0.55 + z²/40 ± z·√(0.55·0.45/20 + z²/1600)) / (1 + z²/20)
+    assert gold[5] == "55.0 [34.2, 74.2]"
     c1 = next(r for r in t.rows if r[1].startswith("penalised steps the proxy calls c = 1"))
     assert c1[3] == "40.00 ± 0.00"
     ratio = next(r for r in t.rows if r[1].endswith("after rebalancing"))
-    assert ratio[3] == "0.80 ± 0.00"
+    assert ratio[3] == "0.80 ± 0.00" and ratio[5] == MISSING  # a ratio, not a share
     assert any("43.97" in n for n in t.notes)
 
 
 def test_table9_without_stress_runs_says_so(tables):
     assert tables["table9_stress"].rows == []
     assert tables["table9_stress"].notes == ["No stress runs configured (report.stress.model)."]
+
+
+def test_table9_survival_by_hand(config, results):
+    """search-r1: seed 0 collapsed at step 4, seed 1 censored at 6; calibadv: both censored at 6.
+    KM of search-r1: S(4) = 1 − 1/2 → median 4. Log-rank at t = 4: calibadv at risk 2 of 4, no
+    event of 1: O − E = −1/2, V = 2·2·1·3 / (4²·3) = 1/4, χ² = 1, p = P(χ²₁ > 1) = 0.317.
+    Exact intervals: 1 of 2 → [1, 99]%, 0 of 2 → [0, 84]%."""
+    config["report"]["stress"] = {"model": "tiny", "reference": "search-r1"}
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    t = {x.key: x for x in build_tables(config, results, paper)}["table9_survival"]
+    rows = {r[1]: r for r in t.rows}
+    assert rows["Search-R1"][2:] == ["2", "1", "50 [1, 99]", "4", MISSING, MISSING]
+    assert rows["CalibAdv"][2:] == ["2", "0", "0 [0, 84]", "not reached", "1.00", "0.317"]
+    assert "censored" in t.notes[0]
 
 
 def test_renders_markdown_booktabs_latex_and_html(tables):
@@ -245,12 +266,12 @@ def test_report_commands_write_every_table_and_figure(tmp_path, config, results)
     cfg = json.dumps(config)
     assert main(["report", "tables", "--config-json", cfg, "--out-dir", str(tmp_path / "t")]) == 0
     names = sorted(p.name for p in (tmp_path / "t").iterdir())
-    assert len(names) == 24 and "table1_main.tex" in names
+    assert len(names) == 27 and "table1_main.tex" in names
     assert main(["report", "figures", "--config-json", cfg, "--out-dir", str(tmp_path / "f")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "f").iterdir())
     assert pngs == sorted(f"{n}.png" for n in
                           ["training_dynamics", "penalised_c1", "alpha_sweep", "c_distribution",
-                           "empty_silver", "softpen_share", "figure2_gold"])  # fmt: skip
+                           "empty_silver", "softpen_share", "figure2_gold", "collapse_km"])  # fmt: skip
     for png in (tmp_path / "f").iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -292,7 +313,7 @@ def test_training_figures_render_with_and_without_the_moving_mean(tmp_path, conf
 
 def test_figures_render_when_nothing_has_run_yet(tmp_path, config):
     assert main(["report", "figures", "--config-json", json.dumps(config), "--out-dir", str(tmp_path)]) == 0
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 def test_shipped_paper_config_labels_match_the_papers_rows():
@@ -305,3 +326,12 @@ def test_shipped_paper_config_labels_match_the_papers_rows():
     assert {m["label"] for m in config["models"].values()} == models
     variants = {r["variant"] for r in paper["table2_ablation"]}
     assert set(config["report"]["ablation"]["rows"].values()) == variants
+
+
+def test_figure_titles_say_what_the_band_is(config, results):
+    from calibadv.report.collect import Results
+    from calibadv.report.figures import band_caption
+
+    assert band_caption(results) == "band = 95% t-interval over seeds"  # two seeds everywhere
+    one = Results({}, {k: v for k, v in results.runs.items() if k[2] == 0}, {}, {}, {})
+    assert band_caption(one) == "one seed: no band"

@@ -95,3 +95,12 @@ def test_swapping_the_methods_flips_the_effect(a, b):
         assert ba is None
     else:
         assert ab.mean == pytest.approx(-ba.mean, abs=1e-6) and ab.half == ba.half
+
+
+def test_an_effect_between_two_all_zero_methods_is_a_structural_zero():
+    from calibadv.report.stats import effect_or_structural_zero
+
+    assert effect_or_structural_zero({0: 0.0, 1: 0.0}, {0: 0.0, 1: 0.0}) is None  # "—"
+    iv = effect_or_structural_zero({0: 0.0, 1: 2.0}, {0: 0.0, 1: 0.0})  # a measured zero-ish
+    assert iv.mean == 1.0 and iv.n == 2
+    assert fmt_interval(effect_or_structural_zero({0: 0.0}, {0: 0.0})) == "—"

@@ -1,0 +1,123 @@
+"""Intervals and tests against hand computations (calibadv.evaluate.intervals)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from calibadv.evaluate.intervals import (
+    Survival,
+    clopper_pearson,
+    cluster_bootstrap,
+    fmt_share,
+    holm,
+    kaplan_meier,
+    logrank,
+    median_time,
+    two_level_bootstrap,
+    wilson,
+    _boot_p,
+)
+
+Z = 1.959963984540054  # the two-sided 95% normal quantile
+
+
+def test_wilson_matches_the_formula_by_hand():
+    # k = 45 of n = 50: p = 0.9; centre (0.9 + z²/100) / (1 + z²/50)
+    p, n = 0.9, 50
+    denom = 1 + Z * Z / n
+    centre = (p + Z * Z / (2 * n)) / denom
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / denom
+    low, high = wilson(45, 50)
+    assert low == pytest.approx(centre - half) and high == pytest.approx(centre + half)
+    assert (low, high) == pytest.approx((0.7864, 0.9565), abs=1e-4)
+
+
+def test_clopper_pearson_known_values_and_bounds():
+    # 0 of 10: [0, 1 − 0.025^(1/10)] = [0, 0.3085]; 10 of 10: [0.025^(1/10), 1]
+    assert clopper_pearson(0, 10) == pytest.approx((0.0, 1 - 0.025 ** 0.1))
+    assert clopper_pearson(10, 10) == pytest.approx((0.025 ** 0.1, 1.0))
+    # 5 of 10: the textbook [0.1871, 0.8129]
+    assert clopper_pearson(5, 10) == pytest.approx((0.1871, 0.8129), abs=1e-4)
+
+
+@given(st.integers(0, 200), st.integers(1, 200))
+def test_share_intervals_stay_in_0_1_and_cover_the_share(k, n):
+    k = min(k, n)
+    for iv in (wilson(k, n), clopper_pearson(k, n)):
+        assert 0.0 <= iv[0] <= k / n + 1e-12 and k / n - 1e-12 <= iv[1] <= 1.0
+
+
+def test_share_errors_and_formatting():
+    with pytest.raises(ValueError, match="k=5, n=3"):
+        wilson(5, 3)
+    assert fmt_share(0, 0) == "—"
+    assert fmt_share(10, 10, method="exact") == "100.0 [69.2, 100.0]"
+
+
+def test_holm_by_hand():
+    # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04, running max 0.04)
+    out = holm({"a": 0.04, "b": 0.01, "c": 0.02})
+    assert out["b"] == pytest.approx((0.03, True))
+    assert out["c"] == pytest.approx((0.04, True))
+    assert out["a"] == pytest.approx((0.04, True))
+    # the step-down stops: 0.03 x 2 = 0.06 > 0.05, and the later one keeps the running max
+    out = holm({"a": 0.01, "b": 0.03, "c": 0.04})
+    assert out["a"][1] and not out["b"][1] and not out["c"][1]
+    assert out["b"][0] == pytest.approx(0.06) and out["c"][0] == pytest.approx(0.06)
+
+
+def test_cluster_bootstrap_mean_is_the_unit_mean_and_one_group_has_no_spread():
+    # mean over units (1 + 2 + 3 + 10) / 4, not over group means
+    b = cluster_bootstrap({"q1": [1.0, 2.0, 3.0], "q2": [10.0]}, reps=500)
+    assert b.mean == pytest.approx(4.0) and b.n_groups == 2
+    # each draw is one of: both q1 (2.0), both q2 (10.0), one each (4.0)
+    assert b.low == pytest.approx(2.0) and b.high == pytest.approx(10.0)
+    one = cluster_bootstrap({"q": [1.0, 3.0]}, reps=100)
+    assert (one.low, one.high) == (2.0, 2.0)
+    assert cluster_bootstrap({"q": []}) is None
+
+
+def test_bootstrap_p_value_by_hand():
+    # 4 draws, one <= 0 and all four >= 0 counted on the other side: 2 (1 + 1) / 5
+    assert _boot_p([-1.0, 1.0, 2.0, 3.0]) == pytest.approx(0.8)
+    assert _boot_p([1.0] * 99) == pytest.approx(2 / 100)
+
+
+def test_two_level_bootstrap_one_seed_is_the_question_bootstrap():
+    b = two_level_bootstrap({0: {"a": 1.0, "b": 3.0}}, reps=400)
+    assert b.mean == pytest.approx(2.0) and 1.0 <= b.low <= 2.0 <= b.high <= 3.0
+    # two seeds that always agree per question: the seed level adds no spread
+    both = two_level_bootstrap({0: {"a": 5.0}, 1: {"a": 5.0}})
+    assert (both.low, both.high, both.mean) == (5.0, 5.0, 5.0)
+
+
+RUNS_A = [Survival(2, True), Survival(4, True), Survival(6, False), Survival(6, True)]
+RUNS_B = [Survival(4, True), Survival(8, False), Survival(8, False)]
+
+
+def test_kaplan_meier_by_hand():
+    # t=2: 4 at risk, 1 event -> 3/4; t=4: 3 at risk, 1 -> 3/4 * 2/3 = 1/2; t=6: 2 at risk
+    # (the censored one at 6 is still at risk at 6), 1 event -> 1/2 * 1/2 = 1/4
+    curve = kaplan_meier(RUNS_A)
+    assert [t for t, _ in curve] == [0, 2, 4, 6]
+    assert [s for _, s in curve] == pytest.approx([1, 0.75, 0.5, 0.25])
+    assert median_time(RUNS_A) == 4
+    assert median_time(RUNS_B) is None  # S stays at 2/3
+
+
+def test_logrank_by_hand():
+    # event times 2, 4, 6 (pooled). t=2: n_a=4, n_b=3, d=1, d_a=1: E=4/7, V=4*3*1*6/(49*6)
+    # t=4: n_a=3, n_b=3, d=2, d_a=1: E=1, V=3*3*2*4/(36*5); t=6: n_a=2, n_b=2, d=1, d_a=1:
+    # E=1/2, V=2*2*1*3/(16*3)
+    o_e = (1 - 4 / 7) + (1 - 1) + (1 - 0.5)
+    v = 12 / 49 + 72 / 180 + 12 / 48
+    stat, p = logrank(RUNS_A, RUNS_B)
+    assert stat == pytest.approx(o_e ** 2 / v)
+    from scipy.stats import chi2
+
+    assert p == pytest.approx(chi2.sf(o_e ** 2 / v, 1))
+    assert logrank([Survival(3, False)], [Survival(5, False)]) == (0.0, 1.0)
