@@ -300,6 +300,7 @@ class MicroBatcher:
         self._chunk = chunk or max_batch
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._wake: asyncio.Event | None = None
+        self._cycling_turn = False
         self._task: asyncio.Task[None] | None = None
         self.closing = False
         self.batches = 0
@@ -356,20 +357,36 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wake.wait(), remaining)  # type: ignore[union-attr]
             except TimeoutError:
                 break
+        return self._take()
+
+    def _take(self) -> list[tuple[_Pending, Job]]:
+        """One chunk of each waiting request, up to ``max_batch`` queries, in turn order.
+
+        Requests not yet started ("fresh", FIFO) and requests with chunks left ("cycling")
+        take turns at going first: a single query that arrives while a 4,096-query request
+        runs rides in the next engine call, and a stream of small requests cannot starve the
+        big one either.
+        """
+        live = [p for p in self._waiting if not p.done]
+        fresh = [p for p in live if p.next == 0]
+        cycling = [p for p in live if p.next > 0]
+        order = cycling + fresh if self._cycling_turn else fresh + cycling
         batch: list[tuple[_Pending, Job]] = []
         n = 0
-        for _ in range(len(self._waiting)):
-            p = self._waiting[0]
-            if p.done:
-                self._waiting.popleft()
-                continue
+        for p in order:
             chunk = p.chunks[p.next]
             if batch and n + len(chunk.queries) > self._max_batch:
                 break  # it opens the next batch
-            self._waiting.rotate(-1)  # round-robin: its next chunk waits for the others
             batch.append((p, chunk))
-            p.next += 1
             n += len(chunk.queries)
+        served = [p for p, _ in batch]
+        if cycling:
+            self._cycling_turn = not any(p in cycling for p in served)
+        for p in served:
+            p.next += 1
+        self._waiting = collections.deque(
+            [p for p in live if p not in served] + [p for p in served if not p.done]
+        )
         return batch
 
     async def _loop(self) -> None:

@@ -48,7 +48,7 @@ class ServerConfig:
     # A request of more queries runs as chunks of this many, one chunk per engine call, taking
     # turns with other requests: a small client waits for at most about one chunk, and a
     # shutdown for at most one chunk.
-    chunk_queries: int = 256
+    chunk_queries: int = 64
     # Connections: a client must send its request head within header_timeout_s of connecting
     # (or of its previous answer) and its body within body_timeout_s; beyond max_connections
     # open connections new requests get 503 (uvicorn's limit_concurrency).
