@@ -345,6 +345,8 @@ class MicroBatcher:
         then one chunk of each waiting request in turn, up to ``max_batch`` queries."""
         loop = asyncio.get_running_loop()
         while not self._waiting:
+            if self.closing:
+                return []
             self._wake.clear()  # type: ignore[union-attr]
             await self._wake.wait()  # type: ignore[union-attr]
         deadline = loop.time() + self._max_wait_s
