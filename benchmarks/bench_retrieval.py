@@ -26,6 +26,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +211,159 @@ async def drive(
     }
 
 
+async def one_post(url: str, queries: list[str]) -> dict[str, float]:
+    """One request of all ``queries`` (a paper turn: Search-R1 sends a turn in one POST)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+        t = time.perf_counter()
+        async with session.post(
+            url + "/retrieve", json={"queries": queries, "topk": 3, "return_scores": True}
+        ) as r:
+            body = await r.json()
+        wall = time.perf_counter() - t
+    assert r.status == 200 and len(body["result"]) == len(queries), r.status
+    return {"qps": len(queries) / wall, "wall_s": wall}
+
+
+async def many_clients(
+    url: str, clients: int, per_client: int, queries: list[str]
+) -> dict[str, float]:
+    """``clients`` concurrent clients, each sending ``per_client`` single-query requests one
+    after the other (verl's search tool: one request per rollout's tool call)."""
+    import aiohttp
+
+    lat: list[float] = []
+
+    async def one(cid: int, session: aiohttp.ClientSession) -> None:
+        for i in range(per_client):
+            q = queries[(cid * per_client + i) % len(queries)]
+            t = time.perf_counter()
+            async with session.post(
+                url + "/retrieve", json={"queries": [q], "topk": 3, "return_scores": True}
+            ) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            lat.append(time.perf_counter() - t)
+
+    conn = aiohttp.TCPConnector(limit=clients + 8)
+    async with aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=3600)
+    ) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, session) for c in range(clients)))
+        wall = time.perf_counter() - t0
+    arr = np.array(lat) * 1000
+    return {"qps": len(lat) / wall, "wall_s": wall,
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}  # fmt: skip
+
+
+async def fairness(url: str, big: list[str], queries: list[str]) -> dict[str, float]:
+    """A single-query client's latency while one request of ``big`` queries runs."""
+    import aiohttp
+
+    lat: list[float] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+        big_task = asyncio.ensure_future(one_post(url, big))
+        await asyncio.sleep(0.2)  # the big request is in the engine first
+        k = 0
+        while not big_task.done():
+            t = time.perf_counter()
+            async with session.post(
+                url + "/retrieve", json={"queries": [queries[k % len(queries)]], "topk": 3}
+            ) as r:
+                await r.read()
+            lat.append(time.perf_counter() - t)
+            k += 1
+        big_r = await big_task
+    arr = np.array(lat) * 1000
+    return {"big_qps": big_r["qps"], "requests": len(lat),
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "max_ms": float(arr.max())}  # fmt: skip
+
+
+@contextmanager
+def search_r1_server(args: argparse.Namespace, corpus: Path, index: Path) -> Iterator[str]:
+    """Search-R1's own server (``--search-r1 FILE``) on the same index, corpus, model weights
+    and thread count, through ``benchmarks/search_r1_server.py``."""
+    import socket
+    import subprocess
+
+    import httpx
+
+    from calibadv.retrieval.encoder import resolve_model_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(Path(__file__).with_name("search_r1_server.py")), args.search_r1,
+           "--index", str(index), "--corpus", str(corpus), "--port", str(port),
+           "--model", resolve_model_path("bundled:minilm"), "--threads", str(args.threads or 1)]
+    proc = subprocess.Popen(cmd)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Search-R1's server did not start: {' '.join(cmd)}")
+            try:
+                httpx.post(url + "/retrieve", json={"queries": ["x"], "topk": 3}, timeout=60)
+                break
+            except httpx.HTTPError:
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def targets(args: argparse.Namespace, corpus: Path, index: Path) -> int:
+    """Issue 30's targets on one server, rounds alternating: 128 single-query clients vs one
+    2,560-query POST (same queries), and a single client's p99 beside a 4,096-query POST."""
+    from calibadv.retrieval.launch import serve_in_background
+
+    queries = synth_queries(4096, args.seed + 1)
+    turn = queries[:2560]
+    extra = ["--device", "cpu", "--threads", str(args.threads or 1), "--max-batch",
+             str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+             "--chunk-queries", str(args.chunk_queries)]  # fmt: skip
+    rows: dict[str, list[dict[str, float]]] = {"post": [], "clients": [], "fair": [], "sr1": []}
+    with ExitStack() as stack:
+        url = stack.enter_context(serve_in_background(
+            corpus, index, "bundled:minilm", extra_args=extra, startup_timeout=900))
+        sr1 = stack.enter_context(search_r1_server(args, corpus, index)) if args.search_r1 else None
+        asyncio.run(many_clients(url, 8, 2, queries))  # warm up
+        for rnd in range(args.rounds):
+            if sr1:
+                rows["sr1"].append(asyncio.run(one_post(sr1, turn)))
+            rows["post"].append(asyncio.run(one_post(url, turn)))
+            rows["clients"].append(asyncio.run(many_clients(url, 128, 20, turn)))
+            rows["fair"].append(asyncio.run(fairness(url, queries, queries[2560:])))
+            print(f"round {rnd}: {rows['post'][-1]} {rows['clients'][-1]} {rows['fair'][-1]}",
+                  file=sys.stderr)  # fmt: skip
+        load = os.getloadavg()
+    med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]} for k, v in rows.items() if v}
+    p, c, f = med["post"], med["clients"], med["fair"]
+    print(f"\nretrieval server targets, {args.passages} passages (MiniLM 384-d, IndexFlatIP), "
+          f"--threads {args.threads or 1} --max-batch {args.max_batch} --chunk-queries "
+          f"{args.chunk_queries}, medians of {args.rounds} alternating rounds, load average "
+          f"at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs\n")
+    print("| workload | q/s | p50 ms | p99 ms | ratio |\n|---|---:|---:|---:|---:|")
+    print(f"| one POST of 2,560 queries | {p['qps']:.1f} | | | 1 |")
+    if "sr1" in med:
+        r = p["qps"] / med["sr1"]["qps"]
+        print(f"| Search-R1's server, one POST of 2,560 queries | {med['sr1']['qps']:.1f} | | | "
+              f"ours **{r:.2f}x** (target >= 1.3x) |")
+    print(f"| 128 clients x 20 single-query requests | {c['qps']:.1f} | {c['p50_ms']:.0f} | "
+          f"{c['p99_ms']:.0f} | **{c['qps'] / p['qps']:.2f}x** (target >= 0.9x) |")
+    print(f"| 1 client beside one POST of 4,096 queries ({f['big_qps']:.1f} q/s, "
+          f"{f['requests']:.0f} small requests) | | {f['p50_ms']:.0f} | **{f['p99_ms']:.0f}** "
+          f"(target < 1000) | |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rows}, indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--passages", type=int, default=100_000)
@@ -222,6 +377,13 @@ def main() -> int:
     ap.add_argument(
         "--threads", type=int, default=None, help="server torch/FAISS threads"
     )
+    ap.add_argument("--chunk-queries", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="--part targets: alternating rounds")
+    ap.add_argument("--part", choices=["batching", "targets"], default="batching",
+                    help="batching: on vs off by concurrency; targets: issue 30's three")
+    ap.add_argument("--search-r1", default=None, metavar="FILE",
+                    help="--part targets: Search-R1's search_r1/search/retrieval_server.py, "
+                    "measured beside ours")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work-dir", default="results/bench/retrieval")
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -233,6 +395,8 @@ def main() -> int:
     from calibadv.retrieval.launch import serve_in_background
 
     corpus, index = build(Path(args.work_dir), args.passages, args.real, args.seed)
+    if args.part == "targets":
+        return targets(args, corpus, index)
     queries = synth_queries(4096, args.seed + 1)
     common = ["--device", "cpu"] + (
         ["--threads", str(args.threads)] if args.threads else []
@@ -247,8 +411,6 @@ def main() -> int:
         "no-batching": ["--no-batching"],
     }
     results: dict[str, dict[int, dict[str, float]]] = {mode: {} for mode in modes}
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
         urls = {
             mode: stack.enter_context(serve_in_background(

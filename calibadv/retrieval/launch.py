@@ -157,9 +157,7 @@ def serve_in_thread(
     does not answer 200 within ``startup_timeout`` seconds; on exit the server shuts down and
     its port is closed.
     """
-    import uvicorn
-
-    from calibadv.retrieval.server import bind_socket, create_app
+    from calibadv.retrieval.server import bind_socket, create_app, uvicorn_server
 
     # the flags serve_in_background would give its process, parsed with the same definitions
     flags = serve_command(corpus, index, encoder, reranker, host, port, None, extra_args)[4:]
@@ -170,9 +168,7 @@ def serve_in_thread(
     sock = bind_socket(host, port)
     url = server_process.http_url(host, sock.getsockname()[1])
     # log_config=None: leave the host process's logging set-up alone.
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=30)
-    )
+    server = uvicorn_server(app, cfg, log_config=None)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="retrieval-server", daemon=True
     )
@@ -190,7 +186,7 @@ def serve_in_thread(
         _await_health(lambda: url, failure, startup_timeout)
         yield url
     finally:
-        server.should_exit = True
+        server.request_exit()
         thread.join(timeout=30)
         sock.close()
 

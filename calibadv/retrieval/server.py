@@ -22,8 +22,10 @@ the server lives on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -121,6 +123,7 @@ def parse_request(
             422,
             f"'queries' has {len(queries)} items; at most {cfg.max_queries} per request",
         )
+    total_chars = 0
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise RequestError(
@@ -134,6 +137,14 @@ def parse_request(
                 f"queries[{i}] has {len(q)} characters; at most {cfg.max_query_chars}",
             )
         check_encodable(q, f"queries[{i}]")
+        total_chars += len(q)
+    if total_chars > cfg.max_total_query_chars:
+        raise RequestError(
+            413,
+            f"the queries have {total_chars} characters in all; at most "
+            f"{cfg.max_total_query_chars} per request (serve --max-total-query-chars): "
+            "send fewer or shorter queries per request",
+        )
     return_scores = obj.get("return_scores", False)
     if return_scores is None:
         return_scores = False
@@ -158,7 +169,7 @@ def parse_request(
                 "without --reranker; send 'topk' instead",
             )
         k = topk if topk is not None else min(cfg.default_topk, size)
-        return Job(list(queries), k, k, rerank=False), return_scores
+        return _within_work(Job(list(queries), k, k, rerank=False), cfg), return_scores
     final = (
         k_rer if k_rer is not None else topk if topk is not None else cfg.rerank_topk
     )
@@ -168,7 +179,40 @@ def parse_request(
         raise RequestError(
             422, f"'topk_rerank' ({final}) must not exceed 'topk_retrieval' ({cands})"
         )
-    return Job(list(queries), final, cands, rerank=True), return_scores
+    return _within_work(Job(list(queries), final, cands, rerank=True), cfg), return_scores
+
+
+def _within_work(job: Job, cfg: ServerConfig) -> Job:
+    """``job``, unless it asks for more passages than ``max_results`` (413, before any work)."""
+    results = len(job.queries) * job.k_candidates
+    if results > cfg.max_results:
+        which = "topk_retrieval" if job.rerank else "topk"
+        raise RequestError(
+            413,
+            f"{len(job.queries)} queries x {which} {job.k_candidates} = {results} passages; at "
+            f"most {cfg.max_results} per request (serve --max-results): send fewer queries or "
+            f"a smaller {which}",
+        )
+    return job
+
+
+def render_answer(
+    answers: list[list[Hit]], return_scores: bool, max_bytes: int
+) -> bytes:
+    """The JSON answer as bytes (as Starlette's ``JSONResponse`` renders it), or a 413 when
+    it is larger than ``max_bytes``. Runs in a worker thread: a 2,560-query answer is ~5 MB
+    and would stall ``/health`` and every other client on the event loop."""
+    body = json.dumps(
+        format_result(answers, return_scores),
+        ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+    ).encode("utf-8")  # fmt: skip
+    if len(body) > max_bytes:
+        raise RequestError(
+            413,
+            f"the answer is {len(body)} bytes; at most {max_bytes} (serve --max-answer-bytes): "
+            "send fewer queries or a smaller topk",
+        )
+    return body
 
 
 def format_result(answers: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
@@ -182,12 +226,60 @@ def format_result(answers: list[list[Hit]], return_scores: bool) -> dict[str, An
     return {"result": result}
 
 
+class ShuttingDown(Exception):
+    """The server is stopping: the request gets a 503 and can be retried elsewhere."""
+
+
+def split_job(job: Job, size: int) -> list[Job]:
+    """``job`` as consecutive chunks of at most ``size`` queries (the same k and rerank)."""
+    q = job.queries
+    return [
+        Job(q[i : i + size], job.k_final, job.k_candidates, job.rerank)
+        for i in range(0, len(q), max(1, size))
+    ] or [job]
+
+
+def distinct(job: Job) -> tuple[Job, list[int]]:
+    """``job`` with each query string once, and where each original query's answer is.
+
+    Chunks are cut from the distinct queries, so the 5 rollouts of a GRPO group that send the
+    same query in a turn cost one search however the request is chunked.
+    """
+    where: dict[str, int] = {}
+    index = [where.setdefault(q, len(where)) for q in job.queries]
+    return Job(list(where), job.k_final, job.k_candidates, job.rerank), index
+
+
+class _Pending:
+    """One request in the batcher: its chunks, the answers so far, and its future."""
+
+    def __init__(self, job: Job, chunk: int, fut: asyncio.Future[Any]) -> None:
+        unique, self.index = distinct(job)
+        self.chunks = split_job(unique, chunk)
+        self.next = 0
+        self.answers: list[list[Hit]] = []
+        self.fut = fut
+
+    def result(self) -> list[list[Hit]]:
+        return [self.answers[i] for i in self.index]
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.chunks) or self.fut.done()
+
+
 class MicroBatcher:
-    """Merge concurrent jobs into one engine call: bounded wait, bounded batch size.
+    """Merge concurrent jobs into one engine call: bounded wait, bounded batch size, big
+    requests in chunks that take turns with small ones.
 
     One worker thread runs the engine, so the model is never entered from two threads at once
     (HF fast tokenizers are not re-entrant). While a batch runs, new jobs queue up and form the
     next batch, so under load batches grow by themselves and the wait bound rarely matters.
+
+    A request of more than ``chunk`` queries is split into chunks; each batch takes at most one
+    chunk of every waiting request, round-robin, so a single-query client waits for about one
+    chunk behind a 4,096-query request, not for all of it (issue 30), and :meth:`close` stops
+    the engine after the chunk it is running.
 
     Requests are validated before they get here, but if a merged batch raises anyway, every
     request of it is re-run alone: one bad request never changes what its neighbours get.
@@ -199,20 +291,37 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         executor: ThreadPoolExecutor,
+        chunk: int | None = None,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._executor = executor
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] = asyncio.Queue()
+        self._chunk = chunk or max_batch
+        self._waiting: collections.deque[_Pending] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._cycling_turn = False
         self._task: asyncio.Task[None] | None = None
+        self.closing = False
         self.batches = 0
         self.isolated = 0  # engine calls made to re-run requests of a failed batch alone
 
     def start(self) -> None:
+        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    def close(self) -> None:
+        """Stop taking work: every waiting request (and the rest of the running ones' chunks)
+        gets :class:`ShuttingDown`; the chunk in the engine now finishes. Loop thread only."""
+        self.closing = True
+        for p in self._waiting:
+            _deliver_error(p.fut, ShuttingDown("the retrieval server is shutting down"))
+        self._waiting.clear()
+        if self._wake is not None:
+            self._wake.set()
+
     async def stop(self) -> None:
+        self.close()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -221,71 +330,114 @@ class MicroBatcher:
                 pass
 
     async def submit(self, job: Job) -> list[list[Hit]]:
+        if self.closing:
+            raise ShuttingDown("the retrieval server is shutting down")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put((job, fut))
+        self._waiting.append(_Pending(job, self._chunk, fut))
+        self._wake.set()  # type: ignore[union-attr]
         return await fut
+
+    def _queued(self) -> int:
+        return sum(len(p.chunks[p.next].queries) for p in self._waiting if not p.done)
+
+    async def _gather(self) -> list[tuple[_Pending, Job]]:
+        """The next batch: wait for a first request, then up to ``max_wait_s`` for company,
+        then one chunk of each waiting request in turn, up to ``max_batch`` queries."""
+        loop = asyncio.get_running_loop()
+        while not self._waiting:
+            if self.closing:
+                return []
+            self._wake.clear()  # type: ignore[union-attr]
+            await self._wake.wait()  # type: ignore[union-attr]
+        deadline = loop.time() + self._max_wait_s
+        while self._queued() < self._max_batch and not self.closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._wake.clear()  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)  # type: ignore[union-attr]
+            except TimeoutError:
+                break
+        return self._take()
+
+    def _take(self) -> list[tuple[_Pending, Job]]:
+        """One chunk of each waiting request, up to ``max_batch`` queries, in turn order.
+
+        Requests not yet started ("fresh", FIFO) and requests with chunks left ("cycling")
+        take turns at going first: a single query that arrives while a 4,096-query request
+        runs rides in the next engine call, and a stream of small requests cannot starve the
+        big one either.
+        """
+        live = [p for p in self._waiting if not p.done]
+        fresh = [p for p in live if p.next == 0]
+        cycling = [p for p in live if p.next > 0]
+        order = cycling + fresh if self._cycling_turn else fresh + cycling
+        batch: list[tuple[_Pending, Job]] = []
+        n = 0
+        for p in order:
+            chunk = p.chunks[p.next]
+            if batch and n + len(chunk.queries) > self._max_batch:
+                break  # it opens the next batch
+            batch.append((p, chunk))
+            n += len(chunk.queries)
+        served = [p for p, _ in batch]
+        if cycling:
+            self._cycling_turn = not any(p in cycling for p in served)
+        for p in served:
+            p.next += 1
+        self._waiting = collections.deque(
+            [p for p in live if p not in served] + [p for p in served if not p.done]
+        )
+        return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        carry: tuple[Job, asyncio.Future[Any]] | None = None
-        while True:
-            batch = [carry if carry is not None else await self._queue.get()]
-            carry = None
-            n = len(batch[0][0].queries)
-            deadline = loop.time() + self._max_wait_s
-            while n < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if n + len(item[0].queries) > self._max_batch:
-                    carry = item  # too big to join: it opens the next batch
-                    break
-                batch.append(item)
-                n += len(item[0].queries)
-            live = [(j, f) for j, f in batch if not f.cancelled()]
-            if not live:
+        while not self.closing:
+            batch = await self._gather()
+            if not batch:
                 continue
             self.batches += 1
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._run, [j for j, _ in live]
+                    self._executor, self._run, [j for _, j in batch]
                 )
             except Exception as err:  # noqa: BLE001 - isolated below
-                if len(live) == 1:
-                    _deliver_error(live[0][1], err)
+                if len(batch) == 1:
+                    self._fail(batch[0][0], err)
                     continue
                 log.warning(
                     "a merged batch of %d requests failed (%s: %s); re-running each alone",
-                    len(live), type(err).__name__, err,
+                    len(batch), type(err).__name__, err,
                 )  # fmt: skip
-                await self._run_alone(live)
+                await self._run_alone(batch)
                 continue
-            for (_, fut), res in zip(live, results, strict=True):
-                if not fut.done():
-                    fut.set_result(res)
+            for (p, _), res in zip(batch, results, strict=True):
+                self._deliver(p, res)
 
-    async def _run_alone(self, live: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+    def _deliver(self, p: _Pending, res: list[list[Hit]]) -> None:
+        p.answers.extend(res)
+        if p.next >= len(p.chunks) and not p.fut.done():
+            p.fut.set_result(p.result())
+
+    def _fail(self, p: _Pending, err: BaseException) -> None:
+        _deliver_error(p.fut, err)
+        p.next = len(p.chunks)  # its other chunks are dropped from the queue
+
+    async def _run_alone(self, batch: list[tuple[_Pending, Job]]) -> None:
         """After a failed merged batch: one engine call per request, so that the request that
         breaks the engine fails alone and every other one gets its own answer."""
         loop = asyncio.get_running_loop()
-        for job, fut in live:
-            if fut.done():
+        for p, job in batch:
+            if p.fut.done():
                 continue
             self.isolated += 1
             try:
                 res = await loop.run_in_executor(self._executor, self._run, [job])
             except Exception as err:  # noqa: BLE001 - this request is the culprit
-                _deliver_error(fut, err)
+                self._fail(p, err)
             else:
-                if not fut.done():
-                    fut.set_result(res[0])
+                self._deliver(p, res[0])
 
 
 def _deliver_error(fut: asyncio.Future[Any], err: BaseException) -> None:
@@ -299,6 +451,19 @@ class _State:
         self.error: str | None = None
         self.loaded_at: float | None = None
         self.started_at = time.time()
+        self.closing = False
+
+
+def _run_chunked(engine: SearchEngine, job: Job, size: int, state: _State) -> list[list[Hit]]:
+    """``--no-batching``: one request alone, still chunk by chunk, so that a shutdown stops it
+    after the chunk it is running."""
+    unique, index = distinct(job)
+    answers: list[list[Hit]] = []
+    for chunk in split_job(unique, size):
+        if state.closing:
+            raise ShuttingDown("the retrieval server is shutting down")
+        answers.extend(engine.run([chunk])[0])
+    return [answers[i] for i in index]
 
 
 def create_app(
@@ -306,14 +471,18 @@ def create_app(
     cfg: ServerConfig = ServerConfig(),
     on_load_error: Callable[[BaseException], None] | None = None,
 ) -> Any:
-    """Build the FastAPI app; ``load`` runs in a background thread when the server starts."""
+    """Build the FastAPI app; ``load`` runs in a background thread when the server starts.
+
+    ``app.state.begin_shutdown()`` (any thread; :func:`uvicorn_server` calls it on SIGTERM)
+    makes every new and queued request a 503 and stops the engine after its current chunk.
+    """
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     state = _State()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval-engine")
     model_lock = threading.Lock()
-    holder: dict[str, MicroBatcher] = {}
+    holder: dict[str, Any] = {}
 
     def _load() -> None:
         try:
@@ -328,10 +497,17 @@ def create_app(
         state.loaded_at = time.time()
         log.info("retrieval server ready: %d passages", engine.size)
 
+    def begin_shutdown() -> None:
+        state.closing = True
+        loop = holder.get("loop")
+        if loop is not None and "batcher" in holder:
+            loop.call_soon_threadsafe(holder["batcher"].close)
+
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
+        holder["loop"] = asyncio.get_running_loop()
         threading.Thread(target=_load, name="retrieval-load", daemon=True).start()
         if cfg.batching:
             batcher = MicroBatcher(
@@ -339,19 +515,26 @@ def create_app(
                 cfg.max_batch,
                 cfg.max_wait_ms / 1000.0,
                 executor,
+                chunk=cfg.chunk_queries,
             )
             batcher.start()
             holder["batcher"] = batcher
         yield
+        state.closing = True
         if "batcher" in holder:
             await holder["batcher"].stop()
         executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="calibadv retrieval", lifespan=lifespan)
     app.state.retrieval = state
+    app.state.begin_shutdown = begin_shutdown
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"detail": message}, status_code=status)
+    def error(status: int, message: str, **headers: str) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
+
+    def shutting_down() -> JSONResponse:
+        return error(503, "the retrieval server is shutting down; retry on its replacement",
+                     **{"Retry-After": "5"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:
@@ -360,9 +543,9 @@ def create_app(
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if state.engine is None:
+        if state.engine is None or state.closing:
             body = {
-                "status": "failed" if state.error else "loading",
+                "status": "closing" if state.closing else "failed" if state.error else "loading",
                 "error": state.error,
             }
             return JSONResponse(body, status_code=503)
@@ -392,14 +575,24 @@ def create_app(
             )
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > cfg.max_body_bytes:
-                raise RequestError(
-                    413,
-                    f"body larger than {cfg.max_body_bytes} bytes (serve --max-body-bytes)",
-                )
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(cfg.body_timeout_s):
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > cfg.max_body_bytes:
+                        raise RequestError(
+                            413,
+                            f"body larger than {cfg.max_body_bytes} bytes "
+                            "(serve --max-body-bytes)",
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            log.warning("client %s sent %d body bytes in %.0f s; cut off",
+                        _peer(request), total, cfg.body_timeout_s)  # fmt: skip
+            raise RequestError(
+                408,
+                f"body not received within {cfg.body_timeout_s:g} s (serve --body-timeout)",
+            ) from None
         return b"".join(chunks)
 
     async def _answer(engine: SearchEngine, job: Job) -> list[list[Hit]]:
@@ -409,31 +602,31 @@ def create_app(
 
         def run_one() -> list[list[Hit]]:
             with model_lock:
-                return engine.run([job])[0]
+                return _run_chunked(engine, job, cfg.chunk_queries, state)
 
         return await loop.run_in_executor(None, run_one)
 
+    async def _parse(request: Request, engine: SearchEngine) -> tuple[Job, bool]:
+        raw = await _read_body(request)
+        if len(raw) > JSON_OFFLOAD_BYTES:
+            obj = await asyncio.to_thread(decode_json, raw)
+        else:
+            obj = decode_json(raw)
+        return parse_request(obj, cfg, engine.size, engine.reranker is not None)
+
     @app.post("/retrieve")
-    async def retrieve(request: Request) -> JSONResponse:
+    async def retrieve(request: Request) -> Response:
         engine = state.engine
-        try:
-            raw = await _read_body(request)
-            if engine is None:
-                return JSONResponse(
-                    {
-                        "detail": "index still loading; poll GET /health",
-                        "error": state.error,
-                    },
-                    status_code=503,
-                    headers={"Retry-After": "5"},
-                )
-            if len(raw) > JSON_OFFLOAD_BYTES:
-                obj = await asyncio.to_thread(decode_json, raw)
-            else:
-                obj = decode_json(raw)
-            job, return_scores = parse_request(
-                obj, cfg, engine.size, engine.reranker is not None
+        if state.closing:
+            return shutting_down()
+        if engine is None:
+            return JSONResponse(
+                {"detail": "index still loading; poll GET /health", "error": state.error},
+                status_code=503,
+                headers={"Retry-After": "5"},
             )
+        try:
+            job, return_scores = await _parse(request, engine)
         except RequestError as err:
             return error(err.status, err.message)
         except ClientDisconnect:
@@ -445,16 +638,20 @@ def create_app(
             return JSONResponse({"result": []})  # a turn in which no rollout searched
         try:
             answers = await _answer(engine, job)
+            body = await asyncio.to_thread(
+                render_answer, answers, return_scores, cfg.max_answer_bytes
+            )
+        except ShuttingDown:
+            return shutting_down()
+        except RequestError as err:
+            return error(err.status, err.message)
         except Exception as err:  # noqa: BLE001 - this request's failure, reported to it alone
             log.error(
                 "engine failed on a request of %d queries: %s: %s",
                 len(job.queries), type(err).__name__, err, exc_info=err,
             )  # fmt: skip
             return error(500, f"internal error: {type(err).__name__}: {err}")
-        body = format_result(answers, return_scores)
-        if len(job.queries) > LARGE_ANSWER_QUERIES:  # render a paper turn's ~5 MB off the loop
-            return await asyncio.to_thread(JSONResponse, body)
-        return JSONResponse(body)
+        return Response(body, media_type="application/json")
 
     return app
 
@@ -477,6 +674,88 @@ def bind_socket(host: str, port: int) -> Any:
     return sock
 
 
+def header_timeout_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a deadline for the request head.
+
+    uvicorn times out only idle keep-alive connections, and only after a first answer: a
+    client that connects and sends nothing, or sends its headers a byte at a time
+    (slowloris), holds its connection forever (issue 30 held 3,000). Here a connection must
+    complete each request head within ``timeout_s`` of connecting, of its previous answer or
+    of the first byte of the head, whichever comes first; otherwise it is closed.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _awaiting_head(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            return cycle is None or cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _expire(self) -> None:
+            self._head_timer = None
+            if self._awaiting_head() and not self.transport.is_closing():
+                log.warning("closing a connection that sent no request head in %g s", timeout_s)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._awaiting_head():
+                self._arm()
+            else:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()  # uvicorn's keep-alive timeout takes over until the next byte
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_server(app: Any, cfg: ServerConfig, **config: Any) -> Any:
+    """The uvicorn server every launcher runs ``app`` under: head/body timeouts, a connection
+    limit, and SIGTERM/``should_exit`` that first tells the app to shed its work."""
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+        def request_exit(self) -> None:
+            """``should_exit = True`` for launchers in this process (no signal)."""
+            app.state.begin_shutdown()
+            self.should_exit = True
+
+    options = {"access_log": False, "timeout_keep_alive": 30, **config}
+    return Server(
+        uvicorn.Config(
+            app,
+            http=header_timeout_protocol(cfg.header_timeout_s),
+            limit_concurrency=cfg.max_connections,
+            timeout_graceful_shutdown=max(1, math.ceil(cfg.shutdown_timeout_s)),
+            **options,
+        )
+    )
+
+
 def run_server(
     load: Callable[[], SearchEngine],
     cfg: ServerConfig,
@@ -485,9 +764,11 @@ def run_server(
     port_file: str | None = None,
     log_level: str = "warning",
 ) -> int:
-    """Serve until SIGINT/SIGTERM; returns 1 when loading failed (the server then shuts down)."""
-    import uvicorn
+    """Serve until SIGINT/SIGTERM; returns 1 when loading failed (the server then shuts down).
 
+    On SIGTERM new and queued requests get 503 at once, the engine stops after its current
+    chunk, and requests still open after ``cfg.shutdown_timeout_s`` are cancelled.
+    """
     from calibadv.io import atomic_write_text
 
     failed: list[BaseException] = []
@@ -501,10 +782,7 @@ def run_server(
     app = create_app(load, cfg, on_load_error=on_error)
     sock = bind_socket(host, port)
     actual = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, timeout_keep_alive=30
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn_server(app, cfg, log_level=log_level)
     server_box["server"] = server
     if port_file:
         atomic_write_text(port_file, f"{actual}\n")

@@ -36,9 +36,28 @@ class ServerConfig:
     # 2,560 queries of 4,096 characters are 10.5 MB of plain ASCII JSON and up to 63 MB when
     # every character arrives \u-escaped (requests/json.dumps escape all non-ASCII by default).
     max_body_bytes: int = 64 << 20
+    # Work per request (issue 30): a 20 KB body of 4,096 queries x topk 100 asked for 85 MB of
+    # passages, and 4,096 queries of 4,096 characters kept the engine busy for minutes. A paper
+    # turn (2,560 queries x topk 3, short queries) is far inside all three.
+    max_results: int = 65_536  # queries x topk (topk_retrieval with a reranker)
+    max_total_query_chars: int = 1 << 20  # characters of all queries of one request
+    max_answer_bytes: int = 64 << 20  # the rendered JSON answer
     batching: bool = True
     max_batch: int = 64  # queries per merged batch
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    # A request of more queries runs as chunks of this many, one chunk per engine call, taking
+    # turns with other requests: a small client waits for at most about one chunk, and a
+    # shutdown for at most one chunk.
+    chunk_queries: int = 64
+    # Connections: a client must send its request head within header_timeout_s of connecting
+    # (or of its previous answer) and its body within body_timeout_s; beyond max_connections
+    # open connections new requests get 503 (uvicorn's limit_concurrency).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 1024
+    # After SIGTERM: new and queued requests get 503 at once, the running chunk finishes; open
+    # requests are cancelled after this many seconds.
+    shutdown_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,9 +95,17 @@ class ServerOptions:
                 max_queries=args.max_queries,
                 max_query_chars=args.max_query_chars,
                 max_body_bytes=args.max_body_bytes,
+                max_results=args.max_results,
+                max_total_query_chars=args.max_total_query_chars,
+                max_answer_bytes=args.max_answer_bytes,
                 batching=not args.no_batching,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
+                chunk_queries=args.chunk_queries,
+                header_timeout_s=args.header_timeout,
+                body_timeout_s=args.body_timeout,
+                max_connections=args.max_connections,
+                shutdown_timeout_s=args.shutdown_timeout,
             ),
         )  # fmt: skip
 
@@ -163,6 +190,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                         help="request body limit (default %(default)s = 64 MiB: 2,560 queries "
                         "of 4,096 \\u-escaped characters)")
+    parser.add_argument("--max-results", type=int, default=d.max_results,
+                        help="queries x topk per request (413 beyond)")
+    parser.add_argument("--max-total-query-chars", type=int, default=d.max_total_query_chars,
+                        help="characters of all queries of a request (413 beyond)")
+    parser.add_argument("--max-answer-bytes", type=int, default=d.max_answer_bytes,
+                        help="size of one JSON answer (413 beyond)")
+    parser.add_argument("--chunk-queries", type=int, default=d.chunk_queries,
+                        help="a bigger request runs in chunks of this many queries, taking "
+                        "turns with other requests")
+    parser.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                        help="seconds a connection has to send its request head")
+    parser.add_argument("--body-timeout", type=float, default=d.body_timeout_s,
+                        help="seconds a request has to send its body (408 beyond)")
+    parser.add_argument("--max-connections", type=int, default=d.max_connections,
+                        help="open connections before new requests get 503")
+    parser.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout_s,
+                        help="seconds open requests get after SIGTERM")
     parser.add_argument("--no-batching", action="store_true",
                         help="one engine call per request")
     parser.add_argument("--max-batch", type=int, default=d.max_batch,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
     """
     schema = schema or load_schema()
     config = fill_defaults(copy.deepcopy(config or {}), schema, schema)
+    _check_finite(config, "")
     check_schema(config, schema)
     _check_cross_references(config)
     return config
@@ -59,8 +62,34 @@ def _value_error(key: str, value: Any, allowed: str, why: str = "") -> ConfigErr
     return ConfigError(f"{key}: {value!r} is not allowed{f' ({why})' if why else ''}; allowed: {allowed}")
 
 
+def _check_finite(node: Any, key: str) -> None:
+    """No NaN or infinity anywhere: YAML's ``.nan``/``.inf`` pass every schema bound
+    (``nan > 0`` and ``nan <= 0`` are both false), and a ``training.lr: .nan`` would only
+    show up as NaN losses hours into a job."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise _value_error(key or "(top level)", node, "a finite number",
+                           "YAML .nan/.inf is not a usable setting")  # fmt: skip
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{key}.{k}" if key else str(k))
+
+
+def _check_dirs(config: dict[str, Any]) -> None:
+    """``resources_dir`` (downloads, shareable) must lie outside ``results_dir`` (what the
+    workflow computes): ``rm -r results`` to start over must not delete the downloads."""
+    results = os.path.abspath(os.path.expanduser(config["results_dir"]))
+    resources = os.path.abspath(os.path.expanduser(config["resources_dir"]))
+    if resources == results or resources.startswith(results.rstrip(os.sep) + os.sep):
+        raise _value_error(
+            "resources_dir", config["resources_dir"],
+            f"a folder outside results_dir = {config['results_dir']!r} (e.g. 'resources')",
+            "deleting results_dir to start over would delete the downloads",
+        )  # fmt: skip
+
+
 def _check_cross_references(config: dict[str, Any]) -> None:
     """Every check between keys, in the order their errors are reported."""
+    _check_dirs(config)
     _check_retrieval(config)
     for name in config["models"]:
         _check_model(config, name)
@@ -117,6 +146,22 @@ def _check_training_values(config: dict[str, Any], model: str) -> None:
          **(config["models"][model].get("training") or {})}  # fmt: skip
     _check_mini_batch(config, model, t["batch_size"], t["mini_batch_size"])
     _check_group_size(config, model, t["group_size"])
+    _check_response_budget(config, model)
+
+
+def _check_response_budget(config: dict[str, Any], model: str) -> None:
+    """A whole response (``max_response_tokens``) must hold at least one turn
+    (``max_tokens_per_turn``): a smaller budget cuts every first turn short."""
+    from calibadv.spec import AgentSpec
+
+    a = {**dataclasses.asdict(AgentSpec()), **(config.get("agent") or {}),
+         **(config["models"][model].get("agent") or {})}  # fmt: skip
+    if a["max_response_tokens"] < a["max_tokens_per_turn"]:
+        raise _value_error(
+            _where(config, model, "agent", "max_response_tokens"), a["max_response_tokens"],
+            f"an integer >= agent.max_tokens_per_turn = {a['max_tokens_per_turn']}",
+            "a whole response must hold at least one turn",
+        )  # fmt: skip
 
 
 def _check_mini_batch(config: dict[str, Any], model: str, batch: Any, mini: Any) -> None:

@@ -120,15 +120,14 @@ def engine(corpus_path: Path, index_path: Path, encoder: Any) -> Any:
 
 
 @contextmanager
-def app_server(app: Any) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn server on a free loopback port, in a thread."""
-    import uvicorn
-
-    from calibadv.retrieval.server import bind_socket
+def app_server(app: Any, cfg: Any = None) -> Iterator[str]:
+    """Run the app under the server's own uvicorn set-up (:func:`uvicorn_server`: timeouts,
+    connection limit) on a free loopback port, in a thread; ``cfg`` as given to the app."""
+    from calibadv.retrieval.server import ServerConfig, bind_socket, uvicorn_server
 
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn_server(app, cfg or ServerConfig(), log_level="warning")
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, daemon=True
     )
@@ -169,7 +168,7 @@ def server_url(engine: Any) -> Iterator[str]:
         max_body_bytes=4096,
         max_wait_ms=20.0,
     )
-    with app_server(create_app(lambda: engine, cfg)) as url:
+    with app_server(create_app(lambda: engine, cfg), cfg) as url:
         wait_healthy(url)
         yield url
 

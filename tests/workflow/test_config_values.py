@@ -83,6 +83,15 @@ BAD_VALUES = [
     ("world", "mars", r"world: 'mars' is not one of .*; allowed: one of 'synthetic', 'real'"),
     ("models.tiny.repo_id", "gpt2", r"models\.tiny\.repo_id: 'gpt2' does not match .*; allowed: a string matching"),
     ("resources_dir", "", r"resources_dir: '' should be non-empty; allowed: a string of at least 1 character"),
+    # issue 30: values every schema bound lets through
+    ("training.lr", float("nan"), r"training\.lr: nan is not allowed \(YAML \.nan/\.inf .*\); allowed: a finite number"),
+    ("training.temperature", float("inf"), r"training\.temperature: inf is not allowed .*; allowed: a finite number"),
+    ("resources_dir", "results", r"resources_dir: 'results' is not allowed \(deleting results_dir .*\); "
+     r"allowed: a folder outside results_dir = 'results'"),
+    ("resources_dir", "results/resources", r"resources_dir: 'results/resources' is not allowed"),
+    ("agent.max_response_tokens", 40,
+     r"agent\.max_response_tokens: 40 is not allowed \(a whole response must hold at least one turn\); "
+     r"allowed: an integer >= agent\.max_tokens_per_turn = 48"),
 ]
 IDS = [f"{key}={value!r}" for key, value, _ in BAD_VALUES]
 
