@@ -5,9 +5,11 @@ they are imported, so the CPU platform of :mod:`tests.verl.cpu_platform` must be
 the first verl import, which an earlier test of the same session may already have done).
 
 Real: verl's ``ActorRolloutRefWorker`` (role ``actor``: FSDP2 engine, optimizer, checkpoint
-manager) on a one-rank gloo process group, the v1 trainer our plugin registers with its own
-``_compute_old_log_prob``, ``_compute_advantage``, ``_update_actor``, ``_compute_metrics``,
-``_save_checkpoint`` (``hf_model``: ``actor/huggingface``) with our ``ExportAndPrune``
+manager) and its critic ``TrainingWorker`` (``FSDPEngineWithValueHead``, loaded through the
+plugin's value-head loader with sdpa) on a one-rank gloo process group, the v1 trainer our
+plugin registers with its own ``_compute_old_log_prob``, ``_compute_values``,
+``_compute_advantage``, ``_update_critic``, ``_update_actor``, ``_compute_metrics``,
+``_save_checkpoint`` (``hf_model``: ``actor/huggingface``; ``critic/``) with our ``ExportAndPrune``
 callback, ``_validate()`` through verl's agent-loop manager running our loop, verl's
 ``Tracking`` file logger read back by our log conversion, and ``_load_checkpoint`` with
 ``resume_mode=auto`` in a second trainer with a fresh worker.
@@ -59,6 +61,7 @@ class _Done:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+        self.futures: list[Any] = []  # already computed: ``ray.get(output.futures)`` is a no-op
 
     def get(self) -> Any:
         return self.value
@@ -105,6 +108,41 @@ def actor_group(config: Any) -> OneRankGroup:
     return OneRankGroup(worker)
 
 
+def critic_group(config: Any) -> OneRankGroup:
+    """verl's critic ``TrainingWorker`` (value model: ``FSDPEngineWithValueHead``, which loads
+    through the plugin's value-head loader), built from ``config.critic`` as the v1 trainer's
+    ``_init_workers`` builds it (``trainer/ppo/v1/trainer_base.py`` ~265-284, ~321-324)."""
+    from functools import partial
+
+    from verl.utils.config import omega_conf_to_dataclass
+    from verl.workers.config import TrainingWorkerConfig
+    from verl.workers.engine_workers import TrainingWorker
+    from verl.workers.utils.losses import value_loss
+
+    critic_cfg = omega_conf_to_dataclass(config.critic)
+    critic_cfg.engine.infer_max_token_len_per_gpu = critic_cfg.ppo_infer_max_token_len_per_gpu
+    critic_cfg.engine.max_token_len_per_gpu = critic_cfg.ppo_infer_max_token_len_per_gpu
+    worker = TrainingWorker(config=TrainingWorkerConfig(
+        model_type="value_model", model_config=critic_cfg.model, engine_config=critic_cfg.engine,
+        optimizer_config=critic_cfg.optim, checkpoint_config=critic_cfg.checkpoint))
+    group = OneRankGroup(worker)
+    group.reset()
+    group.set_loss_fn(partial(value_loss, config=critic_cfg))
+    return group
+
+
+#: verl's critic on the tiny model, with the keys our overrides give StepSearch's critic
+#: (``overrides._critic`` / ``_critic_engine``) at CPU sizes, FSDP2 and fp32.
+CRITIC = ["critic.enable=true", "critic.strategy=fsdp2", "critic.ppo_mini_batch_size=2",
+          "critic.ppo_micro_batch_size_per_gpu=2", "critic.use_dynamic_bsz=true",
+          "critic.ppo_max_token_len_per_gpu=2048", "+critic.ppo_infer_max_token_len_per_gpu=2048",
+          "+critic.fsdp.use_dynamic_bsz=true", "+critic.fsdp.micro_batch_size_per_gpu=2",
+          "+critic.fsdp.infer_micro_batch_size_per_gpu=2",
+          "+critic.model.override_config.attn_implementation=sdpa",
+          "critic.model.enable_gradient_checkpointing=false", "critic.fsdp.model_dtype=fp32",
+          "critic.fsdp.dtype=float32", "critic.optim.lr=1e-3", "trainer.max_critic_ckpt_to_keep=1"]
+
+
 def cpu_config(out: Path, world: dict[str, Path], model_dir: Path, url: str,
                resume: str = "disable") -> tuple[Any, Any]:
     from omegaconf import OmegaConf
@@ -130,7 +168,8 @@ def cpu_config(out: Path, world: dict[str, Path], model_dir: Path, url: str,
                         "trainer.device=cpu",
                         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
                         "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
-                        "actor_rollout_ref.actor.fsdp_config.dtype=float32"],
+                        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
+                        f"critic.model.path={model_dir}", *CRITIC],
     )
     config = compose(build_overrides(spec, out / "run", url))
     config.transfer_queue.enable = True
@@ -154,6 +193,8 @@ def make_trainer(config: Any, server: Any, loops: bool = True) -> Any:
     trainer._init_resource_pool_mgr()  # read by _compute_metrics (GPU count for throughput)
     trainer.actor_rollout_wg = actor_group(config)
     trainer.ref_policy_wg = trainer.actor_rollout_wg
+    trainer.use_critic = True  # what need_critic(config) says for StepSearch's gae
+    trainer.critic_wg = critic_group(config)
     if loops:
         trainer.reward_loop_manager = RewardLoopManager(config=config, rm_resource_pool=None)
         trainer.agent_loop_manager = AgentLoopManagerTQ.create(
@@ -175,7 +216,9 @@ def one_step(trainer: Any, server: Any, step: int) -> dict[str, Any]:
                                             batch_size=TRAIN_BATCH)
     assert len(batch) == TRAIN_BATCH * GROUP, len(batch)
     batch = trainer._compute_old_log_prob(batch, metrics)
+    batch = trainer._compute_values(batch, metrics)
     batch = trainer._compute_advantage(batch, metrics)
+    batch = trainer._update_critic(batch, metrics)
     batch = trainer._update_actor(batch, metrics)
     trainer._compute_metrics(batch, metrics, {"gen": 1.0, "step": 2.0}, global_steps=step,
                              epoch=0)
@@ -186,8 +229,8 @@ def one_step(trainer: Any, server: Any, step: int) -> dict[str, Any]:
     return metrics
 
 
-def first_param(trainer: Any) -> Any:
-    engine = trainer.actor_rollout_wg.worker.actor.engine
+def first_param(trainer: Any, critic: bool = False) -> Any:
+    engine = (trainer.critic_wg.worker if critic else trainer.actor_rollout_wg.worker.actor).engine
     return next(engine.module.parameters()).detach().full_tensor().clone()
 
 
@@ -237,8 +280,13 @@ def main(out: Path) -> dict[str, Any]:
                 report["steps"][step] = {k: float(v) for k, v in metrics.items()
                                          if isinstance(v, (int, float)) and (
                                              k.startswith("actor/") or k.startswith("val-")
+                                             or k.startswith("critic/")
                                              or k.startswith("calibadv/reward"))}
             after = first_param(trainer)
+            critic_after = first_param(trainer, critic=True)
+            critic_module = trainer.critic_wg.worker.engine.module
+            report["critic_class"] = type(critic_module).__name__
+            report["critic_attention"] = critic_module.config._attn_implementation
             report["weights_changed"] = bool((after - before).abs().sum() > 0)
             trainer.logger.finish() if hasattr(trainer.logger, "finish") else None
             report["convert_logs"] = list(convert_logs(paths))
@@ -249,6 +297,8 @@ def main(out: Path) -> dict[str, Any]:
             resumed._load_checkpoint()
             report["resumed_global_steps"] = resumed.global_steps
             report["resumed_weights_equal"] = bool(torch.equal(first_param(resumed), after))
+            report["resumed_critic_equal"] = bool(
+                torch.equal(first_param(resumed, critic=True), critic_after))
     finally:
         tq.close()
         ray.shutdown()
