@@ -5,7 +5,8 @@ where verl 0.9.1 is importable (the GPU environment, envs/train-gpu.yaml) it als
 through verl's own entry points:
 
     python benchmarks/gpu_check_verl.py [--groups 512] [--length 4096] [--rollouts 8]
-                                        [--local-steps 3] [--sections estimator,agent,local]
+                                        [--local-steps 3] [--time-limit 450]
+                                        [--sections estimator,agent,local,critic]
 
 1. estimator: ``calibrate`` on CUDA tensors of the paper's batch shape (groups x 5 rollouts x
    length tokens) equals ``calibrate`` on CPU; prints both timings and their ratio. With verl:
@@ -17,9 +18,18 @@ through verl's own entry points:
    (stop strings, max tokens, log-probs). It returns verl's ``TokenOutput`` (a field-for-field
    copy when verl is absent) with the ``extra_fields`` verl's client adds (weight version,
    min/max global steps); checks masks, spans and the fields every output must carry.
-3. local: a few RL steps of the local backend (``LocalTrainer``: rollouts, ``calibrate``, PPO
-   update) of a tiny model on CUDA over the synthetic world, with a word-overlap search over
-   the world's corpus standing in for the retrieval server (no FAISS needed).
+3. local: a few full RL steps of the local backend (``LocalTrainer``: rollouts, ``calibrate``,
+   PPO update) of a tiny model on CUDA in bfloat16 (the cluster's dtype) over the synthetic
+   world, with a word-overlap search over the world's corpus standing in for the retrieval
+   server (no FAISS needed).
+4. critic: StepSearch's critic as verl builds it: our value-head loader
+   (``calibadv.train.verl.valuehead``, which the plugin puts in place of verl's; without verl
+   the same ``from_pretrained`` call) with sdpa in bfloat16 on CUDA, values of a padded batch,
+   a clipped value-loss step (verl's ``compute_value_loss`` where verl is importable), finite
+   gradients and changed weights.
+
+The whole script runs under ``--time-limit`` seconds (default 450, under 8 minutes): past it,
+it stops with a non-zero exit naming the section it was in.
 
 Prints "skipped: no CUDA device" and exits 0 without a GPU.
 """
@@ -344,7 +354,7 @@ def check_local_steps(steps: int) -> None:
                                                 data_source="hotpotqa", index=i))
     question_data.load_questions = lambda path, limit=None: questions  # no pandas on a bare GPU image
     spec = run_spec_from_dict({
-        "backend": "local", "model": {"path": str(tmp / "model")},
+        "backend": "local", "model": {"path": str(tmp / "model"), "dtype": "bfloat16"},
         "method": get_method("calibadv"), "data": {"train": str(tmp / "train.parquet")},
         "agent": {"max_turns": 2, "max_tokens_per_turn": 48, "max_response_tokens": 256},
         "training": {"steps": steps, "batch_size": 8, "mini_batch_size": 8, "group_size": 5,
@@ -352,16 +362,99 @@ def check_local_steps(steps: int) -> None:
                      "val_before_train": False}})
     t0 = time.perf_counter()
     trainer = LocalTrainer(spec, tmp / "run", WordOverlapSearch(world / "corpus.jsonl", 3))
-    assert next(trainer.model.parameters()).is_cuda, "the local backend did not pick the GPU"
+    first = next(trainer.model.parameters())
+    assert first.is_cuda, "the local backend did not pick the GPU"
+    assert first.dtype == torch.bfloat16, f"the policy is {first.dtype}, not bfloat16"
     trainer.train()
     rows = read_jsonl(tmp / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows)
     print(f"local backend: {steps} RL steps of a {trainer.model.num_parameters() / 1e6:.1f}M "
-          f"model on CUDA in {time.perf_counter() - t0:.1f} s; per step (reward, format, loss, "
+          f"bf16 model on CUDA in {time.perf_counter() - t0:.1f} s; per step (reward, format, loss, "
           f"grad norm, s): " + "; ".join(
               f"{r['reward_mean']:.2f}, {r['format_rate']:.2f}, {r['loss']:.4f}, "
               f"{r['grad_norm']:.3f}, {r['time_s']:.1f}" for r in rows))
+
+
+# -- 4. critic (StepSearch's PPO) ------------------------------------------------------------
+def _load_critic(model_dir: Path, with_verl: bool):
+    """The critic the way verl's FSDP engine loads a value model (``_build_module``: one
+    label, no dropout, then ``load_valuehead_model``), with the configured attention."""
+    import torch
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(model_dir, attn_implementation="sdpa")
+    hf_config.num_labels = 1
+    hf_config.classifier_dropout = 0.0
+    if with_verl:
+        import verl  # noqa: F401  (loads the plugin)
+        from verl.utils.model import load_valuehead_model
+
+        from calibadv.train.verl.valuehead import load_valuehead_model as ours
+
+        assert load_valuehead_model is ours, "the plugin did not replace verl's value-head loader"
+        return load_valuehead_model(str(model_dir), torch.bfloat16, hf_config, False)
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(
+        model_dir, torch_dtype=torch.bfloat16, config=hf_config,
+        attn_implementation=hf_config._attn_implementation)
+
+
+def check_critic(with_verl: bool) -> None:
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-check-critic-"))
+    model, tok = _tiny_policy()
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    t0 = time.perf_counter()
+    critic = _load_critic(tmp, with_verl).cuda().train()
+    assert critic.config._attn_implementation == "sdpa", critic.config._attn_implementation
+    first = next(critic.parameters())
+    assert first.dtype == torch.bfloat16, first.dtype
+    ids = torch.randint(0, tok.vocab_size, (4, 48), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :10] = 0  # left padding, as verl's batches have
+    values = critic(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
+    assert values.shape == ids.shape and torch.isfinite(values).all()
+    returns = torch.rand_like(values)
+    old = values.detach() + 0.01
+    resp = mask.float()
+    if with_verl:
+        from verl.trainer.ppo.core_algos import compute_value_loss
+
+        loss, _ = compute_value_loss(vpreds=values, returns=returns, values=old,
+                                     response_mask=resp, cliprange_value=0.5)
+    else:  # verl's clipped value loss (core_algos.compute_value_loss), token-mean
+        clipped = old + (values - old).clamp(-0.5, 0.5)
+        loss = 0.5 * (torch.max((values - returns) ** 2, (clipped - returns) ** 2) * resp).sum()
+        loss = loss / resp.sum()
+    before = first.detach().clone()
+    opt = torch.optim.AdamW(critic.parameters(), lr=1e-3)
+    loss.backward()
+    grads = [p.grad for p in critic.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads), "non-finite critic gradients"
+    opt.step()
+    assert not torch.equal(before, first.detach()), "the critic's weights did not change"
+    print(f"critic: {type(critic).__name__} (sdpa, bf16) loaded "
+          f"{'through the plugin' if with_verl else 'as our loader does (no verl)'}, "
+          f"value loss {loss.item():.4f}, one step in {time.perf_counter() - t0:.1f} s")
+
+
+class SectionTimeout(Exception):
+    """The script ran past --time-limit."""
+
+
+def _alarm(limit: int, section: list[str]) -> None:
+    import signal
+
+    def fire(_signum, _frame):
+        raise SectionTimeout(f"gpu check ran past --time-limit {limit} s in section "
+                             f"{section[0]!r}")
+
+    signal.signal(signal.SIGALRM, fire)
+    signal.alarm(limit)
 
 
 def main() -> int:
@@ -371,8 +464,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--local-steps", type=int, default=3)
-    ap.add_argument("--sections", default="estimator,agent,local",
-                    help="comma-separated subset of estimator, agent, local")
+    ap.add_argument("--sections", default="estimator,agent,local,critic",
+                    help="comma-separated subset of estimator, agent, local, critic")
+    ap.add_argument("--time-limit", type=int, default=450,
+                    help="seconds for the whole script (default 450: under 8 minutes)")
     args = ap.parse_args()
     import torch
 
@@ -384,12 +479,26 @@ def main() -> int:
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}) on "
           f"{torch.cuda.get_device_name()}; verl {'importable' if with_verl else 'not installed'}")
     sections = set(args.sections.split(","))
-    if "estimator" in sections:
-        check_estimator(args.groups, args.length, args.repeats, with_verl)
-    if "agent" in sections:
-        check_agent_loop(args.rollouts, with_verl)
-    if "local" in sections:
-        check_local_steps(args.local_steps)
+    unknown = sections - {"estimator", "agent", "local", "critic"}
+    if unknown:
+        print(f"error: unknown section(s) {', '.join(sorted(unknown))} (known: estimator, "
+              "agent, local, critic)", file=sys.stderr)
+        return 2
+    current = ["start"]
+    _alarm(args.time_limit, current)
+    runs = [("estimator", lambda: check_estimator(args.groups, args.length, args.repeats,
+                                                  with_verl)),
+            ("agent", lambda: check_agent_loop(args.rollouts, with_verl)),
+            ("local", lambda: check_local_steps(args.local_steps)),
+            ("critic", lambda: check_critic(with_verl))]
+    try:
+        for name, fn in runs:
+            if name in sections:
+                current[0] = name
+                fn()
+    except SectionTimeout as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print("gpu check passed")
     return 0
 

@@ -132,7 +132,8 @@ class VerlSpec:
     # vLLM rollout
     gpu_memory_utilization: float = 0.6
     max_num_seqs: int = 256
-    max_model_len: int | None = None  # None: prompt budget + max_response_tokens
+    max_model_len: int | None = None  # None: prompt budget + max_response_tokens (set
+    # explicitly: verl would take the model's max_position_embeddings)
     enforce_eager: bool = False
     agent_num_workers: int = 8  # agent-loop workers; each keeps its own retrieval connections
     # Device of the retrieval server the launcher starts on the training node: cpu, or a GPU

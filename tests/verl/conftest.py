@@ -23,7 +23,7 @@ def paper_spec(method: str = "calibadv", **overrides) -> RunSpec:
         "data": {"train": "/data/train.parquet", "val": "/data/dev.parquet"},
         "retrieval": {"url": URL},
         "training": {"dump_rollouts_at": [10, 50]},
-        "resources": {"gpus": 8, "nodes": 1, "cpus": 32},
+        "resources": {"gpus": 8, "nodes": 1, "cpus": 64},
     }
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,12 @@ def test_dry_run_prints_every_command_and_writes_valid_specs(tmp_path):
                     "calibadv.cli prepare-data", "calibadv.train.verl.smoke spec",
                     f"calibadv.cli train --spec {tmp_path}/spec-2.yaml --out {tmp_path}/run",
                     f"calibadv.cli train --spec {tmp_path}/spec-3.yaml --out {tmp_path}/run",
-                    "calibadv.train.verl.smoke check --run", "--resumed-from 2"):
+                    "calibadv.train.verl.smoke check --run", "--resumed-from 2",
+                    "--method stepsearch",
+                    f"calibadv.cli train --spec {tmp_path}/spec-stepsearch-2.yaml "
+                    f"--out {tmp_path}/run-stepsearch",
+                    f"check --run {tmp_path}/run-stepsearch --steps 2 --critic",
+                    f"--corpus {tmp_path}/world/corpus.jsonl"):
         assert command in text, command
     # the launcher's own dry run: verl's exact command line for the smoke run
     for piece in ("-m verl.trainer.main_ppo", "trainer.total_training_steps=2",
@@ -38,12 +44,40 @@ def test_dry_run_prints_every_command_and_writes_valid_specs(tmp_path):
                   "trainer.n_gpus_per_node=1", "trainer.max_actor_ckpt_to_keep=1",
                   "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"):
         assert piece in text, piece
+    assert "+critic.ppo_infer_max_token_len_per_gpu=4096" in text  # the StepSearch dry run
+    assert "+critic.model.override_config.attn_implementation=sdpa" in text
     assert "nothing was trained" in text
     assert not (tmp_path / "world").exists() and not (tmp_path / "run").exists()
     for steps in (2, 3):
         spec = load_run_spec(tmp_path / f"spec-{steps}.yaml")
         assert spec.backend == "verl" and spec.training.steps == steps
         assert spec.resources.gpus == 1 and spec.verl.max_ckpt_to_keep == 1
+        assert spec.resources.cpus == 16  # never raised past what the allocation has
+    ppo = load_run_spec(tmp_path / "spec-stepsearch-2.yaml")
+    assert ppo.method["estimator"]["name"] == "gae" and ppo.training.steps == 2
+
+
+@pytest.mark.parametrize("cpus, units", [(16, 8), (14, 8), (10, 4), (7, 1)])
+def test_the_smoke_run_sizes_transfer_queue_to_the_allocation(tmp_path, cpus, units):
+    from calibadv.spec import run_spec_from_dict
+    from calibadv.train.verl.overrides import build_overrides, min_ray_cpus
+    from calibadv.train.verl.smoke import smoke_spec
+
+    spec = run_spec_from_dict(smoke_spec(tmp_path, gpus=1, cpus=cpus, steps=2))
+    assert spec.resources.cpus == cpus and min_ray_cpus(1, 1, units) <= cpus
+    want = f"transfer_queue.backend.SimpleStorage.num_data_storage_units={units}"
+    assert spec.verl_overrides == [want]
+    (tmp_path / "model").mkdir(exist_ok=True)
+    assert build_overrides(spec, tmp_path / "run", "http://x:1")[-1] == want
+
+
+def test_a_too_small_smoke_allocation_fails_naming_the_numbers(tmp_path):
+    err = subprocess.run([sys.executable, "-m", "calibadv.train.verl.smoke", "spec", "--work",
+                          str(tmp_path), "--gpus", "1", "--cpus", "5"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert err.returncode == 1
+    assert "at least 7 CPUs per node for 1 GPUs on 1 node(s), got 5" in err.stderr
+    assert not list(tmp_path.glob("spec-*.yaml"))
 
 
 def test_unknown_argument_is_refused():
@@ -85,3 +119,24 @@ def test_check_names_what_is_missing(tmp_path, make_spec, compose_config, tiny_m
         check_run(tmp_path, steps=3)
     with pytest.raises(CalibAdvError, match="metrics.jsonl has steps 1..4"):
         check_run(tmp_path, steps=4)
+
+
+def test_check_of_the_stepsearch_case_needs_the_critic(tmp_path, make_spec, compose_config,
+                                                       tiny_model_dir):
+    from calibadv.train.verl.overrides import RunPaths
+
+    finished_smoke_run(tmp_path, tiny_model_dir, make_spec, compose_config)
+    with pytest.raises(CalibAdvError, match="critic ran every step"):
+        check_run(tmp_path, steps=3, critic=True)
+    paths = RunPaths(tmp_path)
+    for log in paths.logs.glob("metrics_attempt*.jsonl"):
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        for r in rows:
+            if any(k.startswith("actor/") for k in r["data"]):
+                r["data"].update({"critic/values/mean": 0.1, "critic/critic/vf_loss": 0.2})
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CalibAdvError, match="critic saved with the actor"):
+        check_run(tmp_path, steps=3, critic=True)
+    (paths.verl_checkpoints / "global_step_3" / "critic").mkdir(parents=True)
+    assert "the critic saved with the actor (global_step_3/critic)" in check_run(
+        tmp_path, steps=3, critic=True)

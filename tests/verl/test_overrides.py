@@ -36,7 +36,7 @@ def test_paper_run_composes_with_the_paper_setup(composed_paper_config):
     assert "hf_model" in actor.checkpoint.save_contents
     assert cfg.trainer.resume_mode == "auto"
     assert cfg.trainer.n_gpus_per_node == 8 and cfg.trainer.nnodes == 1
-    assert cfg.ray_kwargs.ray_init.num_cpus == 32
+    assert cfg.ray_kwargs.ray_init.num_cpus == 64
     assert "file" in cfg.trainer.logger
     assert cfg.trainer.default_local_dir == str(RUN.resolve() / "verl_checkpoints")
 
@@ -204,7 +204,7 @@ def test_paper_config_is_ready_for_a_gpu_node_without_flash_attn(composed_paper_
     assert cfg.trainer.validation_data_dir == str(RUN.resolve() / "verl_logs" / "val_generations")
     rollout = cfg.actor_rollout_ref.rollout
     assert rollout.gpu_memory_utilization == 0.6 and rollout.max_num_seqs == 256
-    assert rollout.max_model_len is None and rollout.enforce_eager is False
+    assert rollout.max_model_len == 1024 + 4096 and rollout.enforce_eager is False
     assert rollout.agent.num_workers == 8
 
 
@@ -309,3 +309,71 @@ def test_shipped_paper_config_runs_carry_the_verl_section(compose_config):
     assert cfg.trainer.max_actor_ckpt_to_keep == 3
     assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.7
     assert cfg.ray_kwargs.ray_init.num_cpus == 64  # resources.train.cpus, not the default 2
+
+
+# -- issue 29: what a first StepSearch / small-allocation run would hit ----------------------
+def test_the_critic_engine_gets_the_spec_token_budget_not_verls_32768(make_spec, compose_config,
+                                                                       tiny_model_dir):
+    """verl's v1 trainer builds the critic engine from ``critic.ppo_infer_max_token_len_per_gpu``
+    (train and infer budgets, ``trainer/ppo/v1/trainer_base.py`` ``_init_workers`` ~267-268) and
+    splits batches by the engine config (``critic.fsdp`` → ``critic.engine``)."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    spec = make_spec("stepsearch", model={"path": str(tiny_model_dir)},
+                     verl={"ppo_max_token_len_per_gpu": 12288})
+    critic = omega_conf_to_dataclass(compose_config(build_overrides(spec, RUN, URL)).critic)
+    assert critic.ppo_infer_max_token_len_per_gpu == 12288  # verl's default: 32768
+    assert critic.ppo_max_token_len_per_gpu == 12288
+    assert critic.engine.use_dynamic_bsz is True
+    assert critic.engine.micro_batch_size_per_gpu == spec.training.micro_batch_size
+    assert critic.engine.infer_micro_batch_size_per_gpu == spec.training.micro_batch_size
+    fixed = make_spec("stepsearch", model={"path": str(tiny_model_dir)},
+                      verl={"use_dynamic_bsz": False})
+    engine = omega_conf_to_dataclass(compose_config(build_overrides(fixed, RUN, URL)).critic).engine
+    assert engine.use_dynamic_bsz is False  # verl's engine default would be True
+
+
+def test_vllm_context_is_prompt_plus_response_not_the_models_window(make_spec, compose_config):
+    """``max_model_len: null`` reaches verl's vLLM server as the model's
+    ``max_position_embeddings`` (``vllm_async_server.py`` ``_validate_configs`` ~1104), so the
+    spec's default is written out: prompt budget + response budget."""
+    spec = make_spec(agent={"max_response_tokens": 2048})
+    cfg = compose_config(build_overrides(spec, RUN, URL))
+    assert cfg.actor_rollout_ref.rollout.max_model_len == 1024 + 2048
+    given = make_spec(verl={"max_model_len": 8192})
+    assert compose_config(build_overrides(given, RUN, URL)).actor_rollout_ref.rollout.max_model_len == 8192
+
+
+@pytest.mark.parametrize("gpus, nodes, units, floor", [
+    # 3 per GPU + 2, + this node's share of the TQ controller and storage units (one CPU each)
+    (1, 1, 8, 3 + 2 + 9),
+    (8, 1, 8, 24 + 2 + 9),
+    (8, 2, 8, 24 + 2 + 5),
+    (1, 1, 1, 3 + 2 + 2),
+])
+def test_the_ray_cpu_floor_counts_transfer_queue(make_spec, gpus, nodes, units, floor):
+    from calibadv.train.verl.overrides import min_ray_cpus
+
+    assert min_ray_cpus(gpus, nodes, units) == floor
+    ok = make_spec(resources={"gpus": gpus, "nodes": nodes, "cpus": floor},
+                   verl_overrides=[f"transfer_queue.backend.SimpleStorage.num_data_storage_units={units}"])
+    build_overrides(ok, RUN, URL)
+    low = make_spec(resources={"gpus": gpus, "nodes": nodes, "cpus": floor - 1},
+                    verl_overrides=[f"transfer_queue.backend.SimpleStorage.num_data_storage_units={units}"])
+    with pytest.raises(ConfigError, match=f"at least {floor} CPUs.*got {floor - 1}.*{units} storage units"):
+        build_overrides(low, RUN, URL)
+
+
+def test_one_gpu_with_five_cpus_fails_fast_instead_of_hanging_in_tq_init(make_spec,
+                                                                          compose_config):
+    """The allocation that hung in ``tq.init`` (> 60 s): verl's 8 storage units + controller."""
+    with pytest.raises(ConfigError, match="at least 14 CPUs per node for 1 GPUs.*got 5"):
+        build_overrides(make_spec(resources={"gpus": 1, "cpus": 5}), RUN, URL)
+    cfg = compose_config(build_overrides(make_spec(), RUN, URL))
+    from calibadv.train.verl.overrides import TQ_STORAGE_UNITS
+    from omegaconf import OmegaConf
+    from tests.verl.conftest import verl_config_dir
+
+    default = OmegaConf.load(Path(verl_config_dir()) / "transfer_queue" / "transfer_queue.yaml")
+    assert TQ_STORAGE_UNITS == default.backend.SimpleStorage.num_data_storage_units
+    assert cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units == TQ_STORAGE_UNITS

@@ -95,9 +95,10 @@ def run_config(make_spec, compose_config, model_dir: Path, train: Path, run_dir:
                   "group_size": GROUP, "micro_batch_size": 1, "steps": 3, "save_every": 1,
                   "dump_rollouts_at": [2]},
         agent={"max_turns": 2, "max_tokens_per_turn": 32, "max_response_tokens": 256},
-        resources={"gpus": 1, "nodes": 1, "cpus": 5},
+        resources={"gpus": 1, "nodes": 1, "cpus": 7},  # the floor with one storage unit
         verl={"agent_num_workers": 1, "max_ckpt_to_keep": 1, "ppo_max_token_len_per_gpu": 2048},
         verl_overrides=["+algorithm.calibadv.agent.retrieval_retries=0",
+                        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
                         "data.dataloader_num_workers=0"],
     )
     config = compose_config(build_overrides(spec, run_dir, url))

@@ -32,6 +32,15 @@ LOGGERS = ("console", "file", "tensorboard", "wandb", "mlflow", "swanlab", "clea
 #: plus the TaskRunner and room to place the agent-loop and reward workers.
 RAY_CPUS_PER_GPU = 3
 RAY_CPUS_EXTRA = 2
+#: TransferQueue's SimpleStorage, which verl's v1 TaskRunner starts with ``tq.init`` before any
+#: worker: a controller and ``num_data_storage_units`` storage units, each a Ray actor holding
+#: one CPU for its lifetime (``transfer_queue/controller.py`` ~943 and
+#: ``transfer_queue/storage/simple_storage.py`` ~722: ``@ray.remote(num_cpus=1)``); the units are
+#: placed by one placement group that ``tq.init`` waits on without a timeout.
+TQ_STORAGE_UNITS_KEY = "transfer_queue.backend.SimpleStorage.num_data_storage_units"
+#: verl's default (``trainer/config/transfer_queue/transfer_queue.yaml``), written explicitly.
+TQ_STORAGE_UNITS = 8
+TQ_CPUS_PER_ACTOR = 1
 
 
 @dataclass(frozen=True)
@@ -125,9 +134,58 @@ def _tracking_env(loggers: list[str], wandb_mode: str, paths: RunPaths
     return out
 
 
-def min_ray_cpus(gpus: int) -> int:
-    """CPUs Ray needs per node so that verl's placement groups can ever be scheduled."""
-    return RAY_CPUS_PER_GPU * gpus + RAY_CPUS_EXTRA
+def max_model_len(spec: RunSpec) -> int:
+    """vLLM's context length: ``verl.max_model_len``, or prompt budget + response budget.
+
+    Always explicit: verl's vLLM server replaces ``null`` with the model's
+    ``max_position_embeddings`` (``vllm_async_server.py``, ``_validate_configs`` ~1104), e.g.
+    32768 for Qwen2.5-7B, not the prompt + response length a rollout can reach."""
+    v = spec.verl.max_model_len
+    return v if v is not None else MAX_PROMPT_LENGTH + spec.agent.max_response_tokens
+
+
+def tq_storage_units(spec: RunSpec) -> int:
+    """TransferQueue storage units the run starts: the last ``verl_overrides`` entry for
+    :data:`TQ_STORAGE_UNITS_KEY` (hydra applies the last), else :data:`TQ_STORAGE_UNITS`."""
+    units = TQ_STORAGE_UNITS
+    for item in spec.verl_overrides:
+        key, sep, value = str(item).lstrip("+~").partition("=")
+        if sep and key == TQ_STORAGE_UNITS_KEY:
+            try:
+                units = int(value)
+            except ValueError:
+                raise ConfigError(f"verl_overrides: {item!r}: the storage unit count must be an "
+                                  "integer") from None
+    if units < 1:
+        raise ConfigError(f"verl_overrides: {TQ_STORAGE_UNITS_KEY}={units} must be >= 1")
+    return units
+
+
+def _user_sets(spec: RunSpec, key: str) -> bool:
+    return any(str(o).lstrip("+~").partition("=")[0] == key for o in spec.verl_overrides)
+
+
+def min_ray_cpus(gpus: int, nodes: int = 1, storage_units: int = TQ_STORAGE_UNITS) -> int:
+    """CPUs Ray needs per node so that every placement verl waits on can be scheduled: the
+    FSDP bundles (:data:`RAY_CPUS_PER_GPU` per GPU + :data:`RAY_CPUS_EXTRA`) and this node's
+    share of TransferQueue's controller and storage units (spread over the nodes)."""
+    tq_actors = (1 + storage_units) * TQ_CPUS_PER_ACTOR
+    return RAY_CPUS_PER_GPU * gpus + RAY_CPUS_EXTRA + -(-tq_actors // max(1, nodes))
+
+
+def check_ray_cpus(cpus: int, gpus: int, nodes: int, storage_units: int) -> None:
+    """Raise :class:`ConfigError` naming every number when Ray would wait forever."""
+    need = min_ray_cpus(gpus, nodes, storage_units)
+    if cpus < need:
+        tq = (1 + storage_units) * TQ_CPUS_PER_ACTOR
+        raise ConfigError(
+            f"resources.cpus: verl needs at least {need} CPUs per node for {gpus} GPUs on "
+            f"{nodes} node(s), got {cpus}: {RAY_CPUS_PER_GPU} per GPU for its worker placement "
+            f"groups + {RAY_CPUS_EXTRA} + this node's share of {tq} for TransferQueue (a "
+            f"controller and {storage_units} storage units, one CPU each; "
+            f"{TQ_STORAGE_UNITS_KEY}). With fewer, Ray waits forever in tq.init. Raise "
+            f"resources.cpus to {need}, or lower the storage units in verl_overrides"
+        )
 
 
 def _resume(mode: str) -> list[tuple[str, Any]]:
@@ -165,12 +223,7 @@ def _check_verl(spec: RunSpec) -> None:
     if v.max_model_len is not None and v.max_model_len < longest:
         raise ConfigError(f"verl.max_model_len ({v.max_model_len}) must be >= {longest} "
                           "(prompt budget + agent.max_response_tokens), or null")
-    if r.cpus < min_ray_cpus(r.gpus):
-        raise ConfigError(
-            f"resources.cpus: verl needs at least {min_ray_cpus(r.gpus)} CPUs per node for "
-            f"{r.gpus} GPUs ({RAY_CPUS_PER_GPU} per GPU for its worker placement groups + "
-            f"{RAY_CPUS_EXTRA}), got {r.cpus}; with fewer, Ray waits forever for resources"
-        )
+    check_ray_cpus(r.cpus, r.gpus, r.nodes, tq_storage_units(spec))
     if v.agent_num_workers < 1:
         raise ConfigError(f"verl.agent_num_workers must be >= 1, got {v.agent_num_workers}")
 
@@ -244,7 +297,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("actor_rollout_ref.rollout.tensor_model_parallel_size", 1),
         ("actor_rollout_ref.rollout.gpu_memory_utilization", v.gpu_memory_utilization),
         ("actor_rollout_ref.rollout.max_num_seqs", v.max_num_seqs),
-        ("actor_rollout_ref.rollout.max_model_len", v.max_model_len),
+        ("actor_rollout_ref.rollout.max_model_len", max_model_len(spec)),
         ("actor_rollout_ref.rollout.enforce_eager", v.enforce_eager),
         ("actor_rollout_ref.rollout.agent.num_workers", v.agent_num_workers),
         ("actor_rollout_ref.rollout.n", t.group_size),
@@ -284,6 +337,8 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("trainer.max_actor_ckpt_to_keep", v.max_ckpt_to_keep),
         ("trainer.checkpoint_callback_class", CHECKPOINT_CALLBACK),
         ("ray_kwargs.ray_init.num_cpus", r.cpus),
+        *([] if _user_sets(spec, TQ_STORAGE_UNITS_KEY)
+          else [(TQ_STORAGE_UNITS_KEY, tq_storage_units(spec))]),
         *_critic(spec, model, micro, native_estimator is not None),
     ]
     added: list[tuple[str, Any]] = [
@@ -304,8 +359,7 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
          str(paths.attempt_log(attempt))),
         *_tracking_env(v.loggers, v.wandb_mode, paths),
-        *([("critic.model.override_config.attn_implementation", v.attn_implementation)]
-          if native_estimator is not None else []),
+        *_critic_engine(spec, micro, native_estimator is not None),
     ]
     out = [f"{k}={hydra_value(v)}" for k, v in kv]
     out += [f"+{k}={hydra_value(v)}" for k, v in added]
@@ -335,6 +389,33 @@ def _critic(spec: RunSpec, model: str, micro: int, enabled: bool) -> list[tuple[
         ("critic.grad_clip", t.grad_clip),
         ("critic.optim.clip_grad", t.grad_clip),
         ("trainer.max_critic_ckpt_to_keep", v.max_ckpt_to_keep),
+    ]
+
+
+def _critic_engine(spec: RunSpec, micro: int, enabled: bool) -> list[tuple[str, Any]]:
+    """Keys of the critic that verl's composed config lacks (added with ``+``), each one a
+    value verl's v1 trainer reads when it builds the critic's engine:
+
+    * ``ppo_infer_max_token_len_per_gpu``: ``trainer_base.py`` (``_init_workers``, ~267-268)
+      sets the critic engine's train *and* infer token budgets from it, not from
+      ``ppo_max_token_len_per_gpu`` (dataclass default 32768, ``workers/config/critic.py``).
+    * ``fsdp.use_dynamic_bsz`` / ``fsdp.micro_batch_size_per_gpu`` /
+      ``fsdp.infer_micro_batch_size_per_gpu``: the engine config (``critic.fsdp`` becomes
+      ``critic.engine``) is what ``TrainingWorker`` splits batches by
+      (``workers/engine_workers.py`` ~355 and ~409); its own defaults are dynamic batching
+      with no micro batch size.
+    * ``model.override_config.attn_implementation``: the critic's attention, which reaches the
+      value-head loader through :mod:`calibadv.train.verl.valuehead`.
+    """
+    if not enabled:
+        return []
+    v = spec.verl
+    return [
+        ("critic.ppo_infer_max_token_len_per_gpu", v.ppo_max_token_len_per_gpu),
+        ("critic.fsdp.use_dynamic_bsz", v.use_dynamic_bsz),
+        ("critic.fsdp.micro_batch_size_per_gpu", micro),
+        ("critic.fsdp.infer_micro_batch_size_per_gpu", micro),
+        ("critic.model.override_config.attn_implementation", v.attn_implementation),
     ]
 
 

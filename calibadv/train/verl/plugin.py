@@ -12,6 +12,8 @@ verl module imported                           we register
 ``verl.trainer.ppo.core_algos``                policy losses of :mod:`calibadv.methods.losses`
 ``verl.trainer.ppo.v1``                        trainer mode ``calibadv``
 ``verl.experimental.agent_loop.agent_loop``    agent loop ``calibadv_search``
+``verl.utils.model``                           value-head loader with the configured attention
+                                               (:mod:`calibadv.train.verl.valuehead`)
 =============================================  =============================================
 
 verl only logs a plugin's import error at DEBUG level, so failures are kept in
@@ -61,11 +63,20 @@ def _register_agent_loop() -> None:
     importlib.import_module("calibadv.train.verl.agent_loop")
 
 
+def _register_valuehead() -> None:
+    from verl.utils import model as verl_model
+
+    from calibadv.train.verl.valuehead import install as install_valuehead
+
+    install_valuehead(verl_model)
+
+
 HOOKS: dict[str, tuple[str, Callable[[], None]]] = {
     "estimator": ("verl.trainer.ppo.core_algos", _register_estimator),
     "trainer": ("verl.trainer.ppo.v1", _register_trainer),
     "agent_loop": ("verl.experimental.agent_loop.agent_loop", _register_agent_loop),
     "losses": ("verl.trainer.ppo.core_algos", _register_losses),
+    "valuehead": ("verl.utils.model", _register_valuehead),
 }
 
 
@@ -83,12 +94,16 @@ def registered() -> dict[str, bool]:
     from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
     from verl.trainer.ppo import core_algos
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    from verl.utils import model as verl_model
+
+    from calibadv.train.verl.valuehead import load_valuehead_model
 
     return {
         "estimator": ESTIMATOR_NAME in core_algos.ADV_ESTIMATOR_REGISTRY,
         "trainer": TRAINER_MODE in TRAINER_REGISTRY,
         "agent_loop": AGENT_LOOP_NAME in _agent_loop_registry,
         "losses": _losses_registered(core_algos.POLICY_LOSS_REGISTRY),
+        "valuehead": verl_model.load_valuehead_model is load_valuehead_model,
     }
 
 
