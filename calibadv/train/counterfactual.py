@@ -70,6 +70,22 @@ class CounterfactualConfig:
                                   f"the methods given ({', '.join(methods)}): add its spec")
 
 
+def check_prompts(methods: Mapping[str, Mapping[str, Any]], sample_method: str) -> None:
+    """Every method reads the one batch with the sampling method's prompt flags: a method with
+    other PreThink/require_search flags fails the format check on every sampled rollout,
+    scores them all 0 and makes no update (a null row that would read as "no effect")."""
+    def flags(m: Mapping[str, Any]) -> tuple[bool, bool]:
+        return bool(m.get("prethink")), bool(m.get("require_search"))
+
+    want = flags(methods[sample_method])
+    for name, method in methods.items():
+        if flags(method) != want:
+            raise ConfigError(
+                f"counterfactual: method {name!r} has prethink/require_search = {flags(method)}, "
+                f"the batch is sampled with {sample_method!r}'s {want}: it would score every "
+                "rollout 0. Use the GRPO method on the same prompt (prethink for PreThink)")
+
+
 def method_spec(spec: RunSpec, start: str, train: str, dev: str,
                 cfg: CounterfactualConfig) -> RunSpec:
     """``spec`` at the start point, on the dedicated batch: one step of all ``questions``."""
@@ -169,6 +185,7 @@ def run(specs: Mapping[str, RunSpec], start: str, train: str, dev: str, out: Pat
     from calibadv.retrieval.launch import retrieval_url
 
     cfg.check(list(specs))
+    check_prompts({m: s.method for m, s in specs.items()}, cfg.sample_method)
     specs = {m: method_spec(s, start, train, dev, cfg) for m, s in specs.items()}
     first = specs[cfg.sample_method]
     with retrieval_url(first.retrieval) as url:

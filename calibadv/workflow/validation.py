@@ -100,6 +100,7 @@ def _check_cross_references(config: dict[str, Any]) -> None:
     for name in config["models"]:
         _check_start_from(config, name)
     _check_report_models(config)
+    _check_counterfactual(config)
 
 
 def _check_retrieval(config: dict[str, Any]) -> None:
@@ -246,3 +247,46 @@ def _check_report_models(config: dict[str, Any]) -> None:
                 f"report.{section}.model: {model!r} is not a model of this config "
                 f"(models: {', '.join(config['models'])})"
             )
+
+
+def _check_counterfactual(config: dict[str, Any]) -> None:
+    """The counterfactual update's reference and sampling method are among its methods, and
+    every method reads the batch with the sampling method's prompt: a method whose PreThink or
+    search rule differs would score every sampled rollout 0 (its format check fails) and so
+    make no update at all, which reads as "the method leaves the policy alone"."""
+    cf = config.get("counterfactual") or {}
+    if not cf.get("enabled"):
+        return
+    methods = list(cf.get("methods") or [])
+    for key in ("reference", "sample_method"):
+        if cf.get(key) not in methods:
+            raise ConfigError(
+                f"counterfactual.{key} = {cf.get(key)!r} is not in counterfactual.methods "
+                f"({', '.join(methods)}): add it there or pick one of them"
+            )
+    from calibadv.workflow.runs import model_methods, resolve_method
+
+    model = cf.get("model") or next(iter(config["models"]))
+    run = model_methods(config, model) if model in config["models"] else []
+    missing = [m for m in methods if m not in run]
+    if missing:
+        raise ConfigError(
+            f"counterfactual.methods: {', '.join(map(repr, missing))} not run for model "
+            f"{model!r} (its methods: {', '.join(run)}); the update reads each method's run "
+            "spec: add them to the model's methods, or set counterfactual.enabled: false"
+        )
+
+    def prompt(name: str) -> tuple[bool, bool]:
+        m = resolve_method(config, name)
+        return bool(m.get("prethink")), bool(m.get("require_search"))
+
+    want = prompt(cf["sample_method"])
+    for name in methods:
+        if prompt(name) != want:
+            raise ConfigError(
+                f"counterfactual.methods: {name!r} scores rollouts with prethink/require_search "
+                f"= {prompt(name)}, but the batch is sampled with {cf['sample_method']!r}'s "
+                f"{want}: its format rule would score every sampled rollout 0. Use the GRPO "
+                "method on the same prompt (e.g. prethink for PreThink sampling) instead"
+            )
+

@@ -15,7 +15,9 @@ from .test_end_to_end import write_spec
 
 pytestmark = pytest.mark.slow
 
-METHODS = ["search-r1", "prethink-softpen", "calibadv", "uniform-neg"]
+# every method reads the batch with the sampling method's prompt (the fixture's start point
+# learned the plain prompt alone): GRPO and two methods of the plain prompt
+METHODS = ["search-r1", "llds-calibadv", "sapo-search"]
 
 
 def test_counterfactual_writes_deltas_per_method_class_and_update_count(world, server, tmp_path):
@@ -33,7 +35,7 @@ def test_counterfactual_writes_deltas_per_method_class_and_update_count(world, s
         "--dev", world["dev"], "--out", out, "--questions", "4", "--group-size", "3",
         "--dev-questions", "4", "--dev-samples", "2", "--updates", "1,2", "--reps", "200",
         # the fixture's start point learned the plain prompt alone (a short SFT)
-        "--sample-method", "search-r1")
+        "--sample-method", "search-r1", "--reference", "search-r1")
     summary = json.loads((out / "summary.json").read_text())
     print(summary["counts"], summary["times"])
     assert summary["methods"] == METHODS
@@ -56,3 +58,16 @@ def test_counterfactual_writes_deltas_per_method_class_and_update_count(world, s
     for s in steps:  # every method and update count has its Δ column
         assert {f"{m}@{k}" for m in METHODS for k in (1, 2)} <= set(s)
     assert summary["times"]["sample_s"] > 0 and set(summary["advantages"]) == set(METHODS)
+
+
+def test_a_method_on_another_prompt_than_the_sampled_batch_is_refused_by_name():
+    """search-r1 (no PreThink) would score a PreThink batch 0 everywhere: no update at all."""
+    from calibadv.errors import ConfigError
+    from calibadv.methods import get_method
+    from calibadv.train.counterfactual import check_prompts
+
+    methods = {m: get_method(m) for m in ("search-r1", "prethink", "calibadv")}
+    with pytest.raises(ConfigError, match="'search-r1' has prethink/require_search"):
+        check_prompts(methods, "calibadv")
+    check_prompts({m: methods[m] for m in ("prethink", "calibadv")}, "calibadv")
+

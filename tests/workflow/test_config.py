@@ -122,6 +122,7 @@ def test_an_unknown_sft_format_is_named(tiny_config):
 def test_a_method_preset_in_the_config_of_the_workflow_is_one_entry(tiny_config):
     tiny_config["methods"] = {"calibadv-tau09": {"base": "calibadv", "calibration": {"tau": 0.9}}}
     tiny_config["models"]["tiny"]["methods"] = ["calibadv", "calibadv-tau09"]
+    tiny_config["counterfactual"]["enabled"] = False  # its methods are not all run here
     config = validate_config(tiny_config)
     spec = run_spec_dict(config, "tiny", "calibadv-tau09")
     assert spec["method"]["calibration"]["tau"] == 0.9
@@ -134,6 +135,7 @@ def test_stepsearch_runs_on_the_synthetic_world_and_is_refused_on_the_real_data(
     questions have them (a run spec with the gae estimator), the real
     training mix does not, and the paper config's DAG fails at once saying so."""
     tiny_config["models"]["tiny"]["methods"] = ["stepsearch"]
+    tiny_config["counterfactual"]["enabled"] = False  # its methods are not run here
     spec = run_spec_dict(validate_config(tiny_config), "tiny", "stepsearch")
     assert spec["method"]["estimator"]["name"] == "gae"
     paper_config["models"]["qwen2.5-7b"]["methods"] = ["stepsearch"]
@@ -252,6 +254,7 @@ def test_the_start_point_is_evaluated_once_per_start_model_through_the_reference
     assert start_point_runs(config) == {"tiny": ("tiny", "search-r1", 0)}
     assert start_point_checkpoint(config, "tiny", "search-r1") == Layout.of(config).model_dir("tiny", "sft")
     # a model that starts from tiny's weights shares its evaluation
+    tiny_config["counterfactual"]["enabled"] = False  # its methods are not all run below
     tiny_config["models"]["stress"] = {"source": "tiny", "start_from": "tiny", "methods": ["search-r1"]}
     tiny_config["default_methods"] = ["calibadv", "search-r1"]
     assert start_point_runs(validate_config(copy.deepcopy(tiny_config))) == {"tiny": ("tiny", "search-r1", 0)}
@@ -270,3 +273,14 @@ def test_the_start_points_folder_cannot_be_a_runs_folder(tiny_config):
     name = layout.start_eval_run_dir("tiny").rsplit("/", 1)[1]
     assert not re.match(load_yaml(REPO / "workflow/schemas/config.schema.yaml")["$defs"]["method_list"]["items"]["pattern"], name)
     assert layout.start_eval_dir("tiny", "nq") == f"{layout.start_eval_run_dir('tiny')}/nq"
+
+
+def test_a_counterfactual_method_that_is_not_run_is_refused_naming_it_and_the_fix(tiny_config):
+    """The counterfactual update reads each method's run spec: a method the model does not run
+    has none, so the config says which and how to fix it (not a missing-file error later)."""
+    tiny_config["default_methods"] = ["calibadv", "prethink"]
+    with pytest.raises(ConfigError, match=r"counterfactual\.methods: 'prethink-softpen', "
+                                          r"'uniform-neg' not run for model 'tiny'.*"
+                                          r"counterfactual\.enabled: false"):
+        validate_config(tiny_config)
+

@@ -72,6 +72,7 @@ def test_each_seed_is_its_own_run_in_the_dag(tmp_path, tiny_config):
     tiny_config["seeds"] = [0, 1, 2]
     tiny_config["default_methods"] = ["search-r1", "calibadv"]
     tiny_config["proxy"] = {"methods": ["calibadv"]}
+    tiny_config["counterfactual"]["enabled"] = False  # its methods are not all run here
     cfg = write_config(tmp_path / "c.yaml", **tiny_config)
     text = snakemake("-n", "-p", "--configfile", str(cfg), "-d", str(tmp_path)).stdout
     counts = job_counts(text)
@@ -126,8 +127,8 @@ def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path,
 
     n_bench, per_benchmark, suites_bench = outputs("per_benchmark")
     n_run, per_run, suites_run = outputs("per_run")
-    assert (n_bench, n_run) == (42, 6)  # 6 runs × 7 splits
-    assert per_benchmark == per_run and len(per_run) == 42 * 2  # metrics + predictions
+    assert (n_bench, n_run) == (35, 5)  # 5 runs × 7 splits
+    assert per_benchmark == per_run and len(per_run) == 35 * 2  # metrics + predictions
     assert (suites_bench, suites_run) == ({1}, {7})  # one command line, one --suite per split
 
 
@@ -136,7 +137,7 @@ def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}
     cfg = write_config(tmp_path / "c.yaml", models=models)
     counts = job_counts(snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path)).stdout)
-    assert counts["build_tiny_model"] == 2 and counts["train"] == 7 and counts["sft"] == 1
+    assert counts["build_tiny_model"] == 2 and counts["train"] == 6 and counts["sft"] == 1
 
 
 def test_per_format_warm_starts_add_a_prethink_sft_job(tmp_path, tiny_config):
@@ -180,3 +181,16 @@ def test_a_counterfactual_reference_outside_its_methods_is_refused_by_name(tmp_p
     assert proc.returncode != 0
     assert "counterfactual.reference = 'llds' is not in counterfactual.methods" in (
         proc.stdout + proc.stderr)
+
+
+def test_a_counterfactual_method_on_another_prompt_is_refused_by_name(tmp_path, tiny_config):
+    """The batch is sampled with PreThink (calibadv): search-r1's format rule would score all of
+    it 0, a null update that reads as "GRPO leaves the policy alone"."""
+    tiny_config["counterfactual"] = {**tiny_config["counterfactual"], "reference": "search-r1",
+                                     "methods": ["search-r1", "calibadv"]}
+    cfg = write_config(tmp_path / "c.yaml", **tiny_config)
+    proc = snakemake("-n", "--configfile", str(cfg), "-d", str(tmp_path), check=False)
+    assert proc.returncode != 0
+    assert "counterfactual.methods: 'search-r1' scores rollouts with prethink/require_search" in (
+        proc.stdout + proc.stderr)
+

@@ -47,7 +47,11 @@ def storage_units_for(cpus: int, gpus: int) -> int:
     return units
 
 
-def smoke_spec(work: Path, gpus: int, cpus: int, steps: int, method: str = "calibadv"
+#: The smoke run's first case (cluster-smoke.sh writes its spec as spec-N.yaml).
+SMOKE_METHOD = "calibadv"
+
+
+def smoke_spec(work: Path, gpus: int, cpus: int, steps: int, method: str = SMOKE_METHOD
                ) -> dict[str, Any]:
     """A tiny verl run: 4 questions x 2 rollouts per step, short turns, every step saved;
     ``method`` ``stepsearch`` adds verl's critic (PPO with GAE)."""
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--gpus", type=int, default=1)
     sp.add_argument("--cpus", type=int, default=16)
     sp.add_argument("--steps", type=int, default=2)
-    sp.add_argument("--method", default="calibadv",
+    sp.add_argument("--method", default=SMOKE_METHOD,
                     help="method preset; stepsearch runs verl's critic (writes "
                          "spec-stepsearch-<steps>.yaml)")
     ck = sub.add_parser("check", help="check a finished smoke run and print what was checked")
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "spec":
-            tag = "" if args.method == "calibadv" else f"{args.method}-"
+            # the default case keeps its historical file name (spec-N.yaml), others are tagged
+            tag = "" if args.method == SMOKE_METHOD else f"{args.method}-"
             out = args.work / f"spec-{tag}{args.steps}.yaml"
             spec = run_spec_from_dict(smoke_spec(args.work, args.gpus, args.cpus, args.steps,
                                                  args.method))
