@@ -28,7 +28,14 @@ def test_tiny_pipeline_runs_to_tables_figures_and_report(tmp_path):
     assert proxy["overall"]["has_gold"] is True  # the synthetic world carries gold passages
     table1 = (root / "report/tables/table1_main.md").read_text()
     assert "Tiny (synthetic)" in table1 and "CalibAdv" in table1 and "53.20" in table1
-    assert len(list((root / "report/figures").glob("*.png"))) == 7
+    # the seven training/proxy figures, the Kaplan-Meier figure and the counterfactual update's
+    assert len(list((root / "report/figures").glob("*.png"))) == 9
+    assert (root / "report/figures/counterfactual_update.png").exists()
+    counterfactual = json.loads((root / "counterfactual/tiny/summary.json").read_text())
+    assert counterfactual["config"]["reference"] == "prethink"
+    assert counterfactual["counts"]["held-out"]["steps"] > 0
+    assert all(a["reward_mean"] > 0 for a in counterfactual["advantages"].values())  # none scores 0
+    assert "held-out (evidence)" in (root / "report/tables/table10_counterfactual.md").read_text()
     # proxy validation with the stand-in judge on a real transformers serve (docs/judge.md)
     judged = root / "judge/tiny/calibadv/seed_0"
     summary = json.loads((judged / "summary.json").read_text())
