@@ -62,6 +62,7 @@ def test_tiny_training_chain_on_slurm_requests_gpus_and_survives_scancel(tmp_pat
     }
     cfg = write_config(
         tmp_path / "c.yaml", models=models, resources=resources,
+        counterfactual={**tiny_config["counterfactual"], "enabled": False},  # its methods are not run
         index={"source": "build", "kind": "flat", "num_shards": 1},
     )  # fmt: skip
     target = "results/synthetic/runs/tiny/calibadv/seed_0/done.json"
