@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -211,8 +212,9 @@ async def drive(
     }
 
 
-async def one_post(url: str, queries: list[str]) -> dict[str, float]:
-    """One request of all ``queries`` (a paper turn: Search-R1 sends a turn in one POST)."""
+async def one_post(url: str, queries: list[str], answers: list | None = None) -> dict[str, float]:
+    """One request of all ``queries`` (a paper turn: Search-R1 sends a turn in one POST);
+    the answer's passages (ids, in rank order) go to ``answers`` when given."""
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
@@ -223,7 +225,49 @@ async def one_post(url: str, queries: list[str]) -> dict[str, float]:
             body = await r.json()
         wall = time.perf_counter() - t
     assert r.status == 200 and len(body["result"]) == len(queries), r.status
+    if answers is not None:
+        answers[:] = [[str(hit["document"]["id"]) for hit in hits] for hits in body["result"]]
     return {"qps": len(queries) / wall, "wall_s": wall}
+
+
+def server_pid(url: str) -> int:
+    """The pid of the child process listening on ``url``'s port (to read its CPU time)."""
+    import psutil
+
+    port = int(url.rsplit(":", 1)[1])
+    for child in psutil.Process().children(recursive=True):
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            return child.pid
+    raise RuntimeError(f"no child process listens on {url}")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def measured(pid: int, work: Any) -> dict[str, float]:
+    """Run ``work`` (a coroutine) and add the server's CPU milliseconds per query to its result:
+    the number that load on the machine moves least (wall q/s measures the scheduler too)."""
+    before = cpu_s(pid)
+    row = asyncio.run(work)
+    n = row.get("requests") or row["qps"] * row["wall_s"]
+    row["cpu_ms_per_q"] = (cpu_s(pid) - before) * 1000 / n
+    return row
+
+
+def agreement(a: list[list[str]], b: list[list[str]]) -> dict[str, float]:
+    """Shares of queries whose top-k lists are identical (order included) and whose top-1 is."""
+    same = sum(x == y for x, y in zip(a, b, strict=True))
+    top1 = sum(x[:1] == y[:1] for x, y in zip(a, b, strict=True))
+    return {"lists": same / len(a), "top1": top1 / len(a)}
 
 
 async def many_clients(
@@ -307,7 +351,10 @@ def search_r1_server(args: argparse.Namespace, corpus: Path, index: Path) -> Ite
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Search-R1's server did not start: {' '.join(cmd)}")
             try:
-                httpx.post(url + "/retrieve", json={"queries": ["x"], "topk": 3}, timeout=60)
+                # Search-R1 answers 500 to return_scores false (its endpoint unpacks two values
+                # from a one-value return), so the probe asks for scores
+                httpx.post(url + "/retrieve", json={"queries": ["x"], "topk": 3,
+                                                    "return_scores": True}, timeout=60)
                 break
             except httpx.HTTPError:
                 time.sleep(1)
@@ -318,8 +365,9 @@ def search_r1_server(args: argparse.Namespace, corpus: Path, index: Path) -> Ite
 
 
 def targets(args: argparse.Namespace, corpus: Path, index: Path) -> int:
-    """Issue 30's targets on one server, rounds alternating: 128 single-query clients vs one
-    2,560-query POST (same queries), and a single client's p99 beside a 4,096-query POST."""
+    """Issue 30's targets, rounds alternating between servers: one 2,560-query POST to each
+    server (ours at fp32 and at bf16, Search-R1's), 128 single-query clients sending the same
+    queries, and a single client's p99 beside a 4,096-query POST."""
     from calibadv.retrieval.launch import serve_in_background
 
     queries = synth_queries(4096, args.seed + 1)
@@ -327,41 +375,74 @@ def targets(args: argparse.Namespace, corpus: Path, index: Path) -> int:
     extra = ["--device", "cpu", "--threads", str(args.threads or 1), "--max-batch",
              str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
              "--chunk-queries", str(args.chunk_queries)]  # fmt: skip
-    rows: dict[str, list[dict[str, float]]] = {"post": [], "clients": [], "fair": [], "sr1": []}
+    rows: dict[str, list[dict[str, float]]] = {
+        k: [] for k in ("post", "clients", "fair", "post_bf16", "clients_bf16", "sr1")
+    }
+    answers: dict[str, list] = {"fp32": [], "bf16": [], "sr1": []}
     with ExitStack() as stack:
         url = stack.enter_context(serve_in_background(
             corpus, index, "bundled:minilm", extra_args=extra, startup_timeout=900))
+        bf16 = stack.enter_context(serve_in_background(
+            corpus, index, "bundled:minilm", extra_args=[*extra, "--precision", "bf16"],
+            startup_timeout=900))
         sr1 = stack.enter_context(search_r1_server(args, corpus, index)) if args.search_r1 else None
-        asyncio.run(many_clients(url, 8, 2, queries))  # warm up
+        pids = {u: server_pid(u) for u in (url, bf16, sr1) if u}
+        for u in (url, bf16):
+            asyncio.run(many_clients(u, 8, 2, queries))  # warm up
         for rnd in range(args.rounds):
             if sr1:
-                rows["sr1"].append(asyncio.run(one_post(sr1, turn)))
-            rows["post"].append(asyncio.run(one_post(url, turn)))
-            rows["clients"].append(asyncio.run(many_clients(url, 128, 20, turn)))
+                rows["sr1"].append(measured(pids[sr1], one_post(sr1, turn, answers["sr1"])))
+            rows["post"].append(measured(pids[url], one_post(url, turn, answers["fp32"])))
+            rows["post_bf16"].append(measured(pids[bf16], one_post(bf16, turn, answers["bf16"])))
+            rows["clients"].append(measured(pids[url], many_clients(url, 128, 20, turn)))
+            rows["clients_bf16"].append(measured(pids[bf16], many_clients(bf16, 128, 20, turn)))
             rows["fair"].append(asyncio.run(fairness(url, queries, queries[2560:])))
-            print(f"round {rnd}: {rows['post'][-1]} {rows['clients'][-1]} {rows['fair'][-1]}",
+            print(f"round {rnd}: " + " ".join(f"{k}={v[-1]}" for k, v in rows.items() if v),
                   file=sys.stderr)  # fmt: skip
         load = os.getloadavg()
     med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]} for k, v in rows.items() if v}
-    p, c, f = med["post"], med["clients"], med["fair"]
+    agree = {"bf16 vs fp32": agreement(answers["bf16"], answers["fp32"])}
+    if sr1:
+        agree["fp32 vs Search-R1"] = agreement(answers["fp32"], answers["sr1"])
+    print_targets(args, med, agree, load)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "rounds": rows, "agreement": agree, "load": load}, indent=2))
+    return 0
+
+
+def print_targets(args: argparse.Namespace, med: dict[str, dict[str, float]],
+                  agree: dict[str, dict[str, float]], load: tuple[float, ...]) -> None:
+    """The targets table (markdown) of :func:`targets`' medians."""
+    p, f = med["post"], med["fair"]
     print(f"\nretrieval server targets, {args.passages} passages (MiniLM 384-d, IndexFlatIP), "
           f"--threads {args.threads or 1} --max-batch {args.max_batch} --chunk-queries "
           f"{args.chunk_queries}, medians of {args.rounds} alternating rounds, load average "
           f"at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs\n")
-    print("| workload | q/s | p50 ms | p99 ms | ratio |\n|---|---:|---:|---:|---:|")
-    print(f"| one POST of 2,560 queries | {p['qps']:.1f} | | | 1 |")
-    if "sr1" in med:
-        r = p["qps"] / med["sr1"]["qps"]
-        print(f"| Search-R1's server, one POST of 2,560 queries | {med['sr1']['qps']:.1f} | | | "
-              f"ours **{r:.2f}x** (target >= 1.3x) |")
-    print(f"| 128 clients x 20 single-query requests | {c['qps']:.1f} | {c['p50_ms']:.0f} | "
-          f"{c['p99_ms']:.0f} | **{c['qps'] / p['qps']:.2f}x** (target >= 0.9x) |")
-    print(f"| 1 client beside one POST of 4,096 queries ({f['big_qps']:.1f} q/s, "
-          f"{f['requests']:.0f} small requests) | | {f['p50_ms']:.0f} | **{f['p99_ms']:.0f}** "
+    print("| workload | q/s | server CPU ms/query | p50 ms | p99 ms | ratio |")
+    print("|---|---:|---:|---:|---:|---|")
+
+    def row(label: str, r: dict[str, float], ratio: str) -> None:
+        lat = (f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f}" if "p50_ms" in r else " | ")
+        print(f"| {label} | {r['qps']:.1f} | {r['cpu_ms_per_q']:.2f} | {lat} | {ratio} |")
+
+    sr = med.get("sr1")
+    for tag, label in (("", "fp32 (default)"), ("_bf16", "bf16 (--precision bf16)")):
+        post, clients = med["post" + tag], med["clients" + tag]
+        vs = (f"1 (Search-R1 x{post['qps'] / sr['qps']:.2f} in q/s, "
+              f"x{sr['cpu_ms_per_q'] / post['cpu_ms_per_q']:.2f} in CPU; target >= 1.3x)"
+              if sr else "1")  # fmt: skip
+        row(f"ours {label}, one POST of 2,560 queries", post, vs)
+        row(f"ours {label}, 128 clients x 20 single-query requests", clients,
+            f"**{clients['qps'] / post['qps']:.2f}x** of its POST (target >= 0.9x)")
+    if sr:
+        row("Search-R1's server, one POST of 2,560 queries", sr, "")
+    print(f"| ours fp32, 1 client beside one POST of 4,096 queries ({f['big_qps']:.1f} q/s, "
+          f"{f['requests']:.0f} small requests) | | | {f['p50_ms']:.0f} | **{f['p99_ms']:.0f}** "
           f"(target < 1000) | |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rows}, indent=2))
-    return 0
+    for name, a in agree.items():
+        print(f"\nanswers, {name}: identical top-3 lists {100 * a['lists']:.1f}%, "
+              f"identical top-1 {100 * a['top1']:.1f}%")
 
 
 def main() -> int:

@@ -64,6 +64,8 @@ class RetrievalSpec:
     # models; faiss_gpu shards the index over the node's GPUs in fp16 (docs/retrieval.md).
     device: str | None = None
     faiss_gpu: bool = False
+    # The encoder's precision (serve --precision): auto = fp16 on GPU, fp32 on CPU.
+    precision: str = "auto"
 
 
 @dataclass

@@ -6,6 +6,7 @@ of many concurrent requests at once, and one encoder call + one FAISS call serve
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,8 @@ def passage_for_rerank(doc: Document) -> str:
 
 class SearchEngine:
     def __init__(
-        self, corpus: Corpus, index: Any, encoder: Any, reranker: Reranker | None = None
+        self, corpus: Corpus, index: Any, encoder: Any, reranker: Reranker | None = None,
+        threads: int | None = None,
     ):
         if index.ntotal != len(corpus):
             from calibadv.errors import CalibAdvError
@@ -78,6 +80,23 @@ class SearchEngine:
         self.index = index
         self.encoder = encoder
         self.reranker = reranker
+        self.threads = threads
+        self._pinned = threading.local()
+
+    def _pin_threads(self) -> None:
+        """Apply ``threads`` to FAISS in the calling thread, once per thread.
+
+        FAISS's OpenMP thread count is per thread: ``faiss.omp_set_num_threads`` in the thread
+        that loaded the engine leaves the server's engine thread at every core (torch's count,
+        by contrast, is process-wide). On 2 cores under load, a 2,560-query POST to a
+        ``--threads 1`` server cost 12-15 CPU ms per query instead of 4.4 (the OpenMP team
+        spinning for a core someone else holds; benchmarks/bench_retrieval.py --part targets).
+        """
+        if self.threads and not getattr(self._pinned, "done", False):
+            import faiss
+
+            faiss.omp_set_num_threads(self.threads)
+            self._pinned.done = True
 
     @property
     def size(self) -> int:
@@ -90,6 +109,7 @@ class SearchEngine:
         GRPO group often send the same query in the same turn, and a turn in which many
         rollouts search with an empty ``<search></search>`` sends many ``""``.
         """
+        self._pin_threads()
         unique: dict[str, int] = {}
         for job in jobs:
             for q in job.queries:
@@ -165,6 +185,7 @@ def load_engine(
     mmap_index: bool = False,
     threads: int | None = None,
     query_prefix: str | None = None,
+    precision: str = "auto",
 ) -> SearchEngine:
     """Load everything the server needs from paths/model names (slow: seconds to minutes).
 
@@ -185,7 +206,7 @@ def load_engine(
     c = Corpus(corpus)
     idx = load_index(index, gpu=faiss_gpu, mmap=mmap_index)
     overrides = {} if query_prefix is None else {"query_prefix": query_prefix}
-    enc = Encoder(encoder, device=device, **overrides)
+    enc = Encoder(encoder, device=device, precision=precision, **overrides)
     if enc.dim != idx.d:
         raise_dim = (
             f"encoder {encoder!r} makes {enc.dim}-d vectors but index {index} holds {idx.d}-d ones: "
@@ -197,4 +218,4 @@ def load_engine(
     rr = Reranker(reranker, device=device) if reranker else None
     if not faiss_gpu:
         use_blas_from(BLAS_MIN_QUERIES, idx.d)
-    return SearchEngine(c, idx, enc, rr)
+    return SearchEngine(c, idx, enc, rr, threads=threads)

@@ -67,6 +67,8 @@ def spec_server_args(retrieval: object) -> list[str]:
         args += ["--device", retrieval.device]
     if getattr(retrieval, "faiss_gpu", False):
         args.append("--faiss-gpu")
+    if getattr(retrieval, "precision", "auto") != "auto":
+        args += ["--precision", retrieval.precision]
     return args
 
 

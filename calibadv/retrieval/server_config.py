@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from calibadv.errors import CalibAdvError
+from calibadv.retrieval.precision import PRECISIONS
 
 if TYPE_CHECKING:
     from calibadv.retrieval.engine import SearchEngine
@@ -78,36 +79,35 @@ class ServerOptions:
     mmap_index: bool = False
     threads: int | None = None
     query_prefix: str | None = None
+    precision: str = "auto"  # encoder precision: encoder.resolve_precision
     config: ServerConfig = field(default_factory=ServerConfig)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerOptions:
-        """The options of parsed ``serve`` flags (see :func:`add_serve_arguments`)."""
+        """The options of parsed ``serve`` flags (see :func:`add_serve_arguments`): every
+        :class:`ServerConfig` field comes from the flag of the same name, or of the name in
+        :data:`CONFIG_FLAG_DEST`, so a new knob needs a field and a flag, not a third line."""
+        values = {
+            f.name: getattr(args, CONFIG_FLAG_DEST.get(f.name, f.name))
+            for f in fields(ServerConfig)
+            if f.name != "batching"
+        }
         return cls(
             corpus=args.corpus, index=args.index, encoder=args.encoder, reranker=args.reranker,
             device=args.device, faiss_gpu=args.faiss_gpu, mmap_index=args.mmap_index,
-            threads=args.threads, query_prefix=args.query_prefix,
-            config=ServerConfig(
-                default_topk=args.topk,
-                max_topk=args.max_topk,
-                retrieval_topk=args.retrieval_topk,
-                rerank_topk=args.rerank_topk,
-                max_queries=args.max_queries,
-                max_query_chars=args.max_query_chars,
-                max_body_bytes=args.max_body_bytes,
-                max_results=args.max_results,
-                max_total_query_chars=args.max_total_query_chars,
-                max_answer_bytes=args.max_answer_bytes,
-                batching=not args.no_batching,
-                max_batch=args.max_batch,
-                max_wait_ms=args.max_wait_ms,
-                chunk_queries=args.chunk_queries,
-                header_timeout_s=args.header_timeout,
-                body_timeout_s=args.body_timeout,
-                max_connections=args.max_connections,
-                shutdown_timeout_s=args.shutdown_timeout,
-            ),
+            threads=args.threads, query_prefix=args.query_prefix, precision=args.precision,
+            config=ServerConfig(**values, batching=not args.no_batching),
         )  # fmt: skip
+
+
+#: ServerConfig fields whose ``serve`` flag has another name (the flag's argparse dest);
+#: ``batching`` is the negation of ``--no-batching``.
+CONFIG_FLAG_DEST = {
+    "default_topk": "topk",
+    "header_timeout_s": "header_timeout",
+    "body_timeout_s": "body_timeout",
+    "shutdown_timeout_s": "shutdown_timeout",
+}
 
 
 def server_parts(
@@ -130,7 +130,7 @@ def server_parts(
         load_engine, o.corpus, o.index, o.encoder, o.reranker,
         device=o.device, faiss_gpu=o.faiss_gpu, mmap_index=o.mmap_index,
         threads=o.threads or (server_threads() if own_process else None),
-        query_prefix=o.query_prefix,
+        query_prefix=o.query_prefix, precision=o.precision,
     )  # fmt: skip
     return load, o.config
 
@@ -174,6 +174,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--query-prefix", default=None, help="override the model's query prefix"
     )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="encoder precision (default auto: fp16 on a GPU as Search-R1 serves it, fp32 on "
+        "CPU: exact). bf16 on CPU is ~1.9x faster on CPUs with AVX-512 BF16 and agrees with "
+        "fp32 on ~99%% of top-3 results (docs/retrieval.md)",
+    )  # fmt: skip
     d = ServerConfig()
     parser.add_argument("--topk", type=int, default=d.default_topk,
                         help="default results per query")

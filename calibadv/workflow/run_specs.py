@@ -120,6 +120,7 @@ def _retrieval_section(config: dict[str, Any], layout: Layout) -> dict[str, Any]
         "server": retrieval["server"],
         "device": retrieval["device"],
         "faiss_gpu": retrieval["faiss_gpu"],
+        "precision": retrieval["precision"],
     }
 
 

@@ -111,6 +111,13 @@ def _check_retrieval(config: dict[str, Any]) -> None:
             f"an integer in [1, retrieval.topk_retrieval = {retrieval['topk_retrieval']}]",
             "the agent cannot see more passages than dense retrieval returns",
         )  # fmt: skip
+    device = retrieval.get("device")
+    if retrieval.get("precision") == "fp16" and device and not str(device).startswith("cuda"):
+        raise _value_error(
+            "retrieval.precision", "fp16", "auto, fp32 or bf16 on CPU",
+            f"retrieval.device is {device!r}; fp16 encoding needs a GPU (bf16 is the fast "
+            "CPU choice, fp32 the exact one)",
+        )  # fmt: skip
 
 
 def _check_model(config: dict[str, Any], name: str) -> None:

@@ -172,6 +172,8 @@ def test_run_spec_retrieval_settings_become_server_flags():
     ]
     on_gpus = RetrievalSpec(topk=3, device="cuda", faiss_gpu=True)
     assert spec_server_args(on_gpus) == ["--topk", "3", "--device", "cuda", "--faiss-gpu"]
+    fast_cpu = RetrievalSpec(topk=3, device="cpu", precision="bf16")
+    assert spec_server_args(fast_cpu) == ["--topk", "3", "--device", "cpu", "--precision", "bf16"]
 
 
 def test_paper_config_serves_the_exact_index_from_the_trainers_gpus():
@@ -200,6 +202,32 @@ def test_serve_defaults_are_the_server_config_defaults():
         d.max_queries, d.max_body_bytes, d.max_batch
     )
     assert d.max_queries >= 512 * 5  # a paper turn in one request
+
+
+def test_every_server_config_field_comes_from_its_serve_flag():
+    """Each ServerConfig knob is set by a flag: a non-default value for every field, through
+    the parser, arrives in the ServerConfig unchanged (a field without a flag, or a flag mapped
+    to the wrong field, fails here)."""
+    from dataclasses import fields
+
+    from calibadv.cli import build_parser
+    from calibadv.retrieval.server_config import CONFIG_FLAG_DEST, ServerConfig, ServerOptions
+
+    d = ServerConfig()
+    argv = ["serve", "--corpus", "c", "--index", "i", "--encoder", "e", "--no-batching",
+            "--precision", "bf16"]  # fmt: skip
+    want = {}
+    for f in fields(ServerConfig):
+        if f.name == "batching":
+            continue
+        value = getattr(d, f.name)
+        new = value + 1 if isinstance(value, int) else value * 2 + 0.5
+        flag = "--" + CONFIG_FLAG_DEST.get(f.name, f.name).replace("_", "-")
+        argv += [flag, str(new)]
+        want[f.name] = new
+    options = ServerOptions.from_args(build_parser().parse_args(argv))
+    assert options.precision == "bf16"
+    assert options.config == ServerConfig(**want, batching=False)
 
 
 def test_thread_server_answers_exactly_like_the_serve_process(

@@ -254,3 +254,28 @@ def test_sigterm_during_a_long_request_stops_the_server_after_its_chunk(
     assert isinstance(answer[0], httpx.Response), answer
     assert answer[0].status_code == 503
     assert "shutting down" in answer[0].json()["detail"]
+
+
+# -- threads -------------------------------------------------------------------------------------
+
+
+def test_the_engine_thread_searches_with_the_servers_thread_count(corpus_path, index_path):
+    """``serve --threads 1`` holds in the thread the engine runs in. FAISS keeps its OpenMP
+    thread count per thread, so setting it where the engine was loaded left the server's engine
+    thread at every core (3x the CPU per query under load; docs/retrieval.md)."""
+    import faiss
+
+    from calibadv.retrieval.engine import load_engine
+
+    engine = load_engine(str(corpus_path), str(index_path), "bundled:minilm", device="cpu",
+                         threads=1)  # fmt: skip
+    seen: list[int] = []
+
+    def serve_one() -> None:
+        engine.run([Job(queries=["Oslo"], k_final=2, k_candidates=2)])
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=serve_one)
+    worker.start()
+    worker.join()
+    assert seen == [1]

@@ -89,6 +89,7 @@ BAD_VALUES = [
     ("resources_dir", "results", r"resources_dir: 'results' is not allowed \(deleting results_dir .*\); "
      r"allowed: a folder outside results_dir = 'results'"),
     ("resources_dir", "results/resources", r"resources_dir: 'results/resources' is not allowed"),
+    ("retrieval.precision", "half", r"retrieval\.precision: 'half' is not one of .*; allowed: one of 'auto', 'fp32', 'bf16', 'fp16'"),
     ("agent.max_response_tokens", 40,
      r"agent\.max_response_tokens: 40 is not allowed \(a whole response must hold at least one turn\); "
      r"allowed: an integer >= agent\.max_tokens_per_turn = 48"),
@@ -102,6 +103,17 @@ def test_a_bad_value_is_rejected_by_the_validation_naming_key_value_and_range(ke
     setting(config, key, value)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_fp16_encoding_on_a_cpu_server_is_rejected_naming_both_keys():
+    config = load_yaml(REPO / "config/tiny.yaml")
+    setting(config, "retrieval.device", "cpu")
+    setting(config, "retrieval.precision", "fp16")
+    with pytest.raises(ConfigError, match=r"retrieval\.precision: 'fp16' is not allowed "
+                       r"\(retrieval\.device is 'cpu'; fp16 encoding needs a GPU .*bf16"):
+        validate_config(config)
+    setting(config, "retrieval.precision", "bf16")
+    validate_config(config)
 
 
 @pytest.mark.slow  # ~1.4 s of CPU per row: one Snakemake start each
