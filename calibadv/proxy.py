@@ -128,6 +128,9 @@ def step_stats(rows: Sequence[dict[str, Any]], k: int = 3) -> dict[str, Any]:
                 "c_pos_recall": _ratio(hit_found, hit_total),
                 "c1_precision": _ratio(one_tp, one_pred),
                 "c_gold_mae": _ratio(sum(abs_err), len(abs_err)),
+                # [k, n] of each share: Table 5 pools them over seeds with Wilson's interval
+                "counts": {"c_pos_precision": [pos_tp, pos_pred],
+                           "c_pos_recall": [hit_found, hit_total], "c1_precision": [one_tp, one_pred]},
             }
         )
     return stats

@@ -2,8 +2,9 @@
 
 Every function says what it resamples or assumes, so a table can print it in its note:
 
-- shares (a count out of n) get Wilson's score interval or the exact Clopper–Pearson one, both
-  inside [0, 1] by construction (a t-interval on 0/1 values is not: "97.9 ± 9.0");
+- shares (a count out of n) get Wilson's score interval (:func:`calibadv.shares.wilson`, the
+  one implementation, re-exported here) or the exact Clopper–Pearson one, both inside [0, 1]
+  by construction (a t-interval on 0/1 values is not: "97.9 ± 9.0");
 - :func:`cluster_bootstrap` resamples *groups* (questions) with replacement, so units that share
   a question (the steps of its rollouts) move together; :func:`two_level_bootstrap` resamples
   seeds, then questions within each drawn seed;
@@ -21,6 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from calibadv.shares import wilson
+
 LEVEL = 0.95
 
 
@@ -28,23 +31,6 @@ LEVEL = 0.95
 def _check_share(k: int, n: int) -> None:
     if n < 0 or k < 0 or k > n:
         raise ValueError(f"a share needs 0 <= k <= n, got k={k}, n={n}")
-
-
-def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float] | None:
-    """Wilson's score interval of the share k/n, as fractions in [0, 1] (None for n = 0).
-
-    ``(p + z²/2n ± z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)``, z the two-sided normal quantile."""
-    _check_share(k, n)
-    if n == 0:
-        return None
-    from scipy.stats import norm
-
-    z = float(norm.ppf((1 + level) / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float] | None:
@@ -138,6 +124,78 @@ def two_level_bootstrap(seeds: Mapping[object, Mapping[object, float]], reps: in
     a = (1 - level) / 2
     low, high = np.quantile(draws, [a, 1 - a])
     return Boot(mean, float(low), float(high), _boot_p(draws.tolist()), len(per_seed))
+
+
+@dataclass(frozen=True)
+class SplitBoot:
+    """:func:`split_bootstrap`'s answer: one :class:`Boot` per split, for the split average
+    (the mean of the split means, the paper's "Avg.") and for the pooled mean (every question
+    of every split weighted alike). ``n_groups`` of each is the number of seeds."""
+
+    splits: dict[str, Boot]
+    average: Boot
+    pooled: Boot
+
+
+def _resample_means(values, draws: int, rng) -> object:
+    """Means of ``draws`` resamples with replacement of ``values`` (numpy array), in chunks of
+    at most ~4M indices so a split of 14,000 questions does not need gigabytes."""
+    import numpy as np
+
+    n = len(values)
+    out = np.empty(draws)
+    chunk = max(1, 4_000_000 // n)
+    for i in range(0, draws, chunk):
+        m = min(chunk, draws - i)
+        out[i : i + m] = values[rng.integers(0, n, size=(m, n))].mean(axis=1)
+    return out
+
+
+def split_bootstrap(seeds: Mapping[object, Mapping[str, Sequence[float]]], reps: int = 2000,
+                    seed: int = 0, level: float = LEVEL) -> SplitBoot | None:
+    """Two-level bootstrap of per-question values ``{seed: {split: [value per question]}}``
+    (e.g. paired F1 differences): each draw picks as many seeds as there are, with
+    replacement, then, within every picked seed and every split, as many questions as the
+    split has, with replacement; the statistic is the mean over the picked seeds.
+
+    The seed level carries the spread between RL runs, the question level the test questions
+    drawn (a split is resampled within itself, so every draw keeps each split's size). With one
+    seed it is the question bootstrap alone. Every seed must have the same splits, each with at
+    least one value (ValueError otherwise); None for no seed. Percentile intervals; p-values as
+    :func:`_boot_p` (two-sided, of "the mean is 0")."""
+    import numpy as np
+
+    keys = list(seeds)
+    if not keys:
+        return None
+    names = sorted(seeds[keys[0]])
+    if not names or any(sorted(seeds[k]) != names or not all(len(v) for v in seeds[k].values())
+                        for k in keys):
+        raise ValueError(f"every seed needs the same non-empty splits; got "
+                         f"{ {k: sorted(v) for k, v in seeds.items()} }")
+    vals = [[np.asarray(seeds[k][b], dtype=float) for b in names] for k in keys]
+    sizes = np.array([[len(v) for v in row] for row in vals], dtype=float)  # seed x split
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(keys), size=(reps, len(keys)))
+    means = np.empty((len(names), reps, len(keys)))  # split x draw x picked slot
+    for s in range(len(keys)):
+        slot = picks == s
+        for b in range(len(names)):
+            means[b][slot] = _resample_means(vals[s][b], int(slot.sum()), rng)
+    weights = sizes[picks] / sizes[picks].sum(axis=2, keepdims=True)  # draw x slot x split
+    draws = {b: means[i].mean(axis=1) for i, b in enumerate(names)}
+    draws_avg = means.mean(axis=0).mean(axis=1)
+    draws_pool = (means.transpose(1, 2, 0) * weights).sum(axis=2).mean(axis=1)
+    split_means = np.array([[v.mean() for v in row] for row in vals])  # seed x split
+    pooled = (split_means * sizes).sum(axis=1) / sizes.sum(axis=1)
+
+    def boot(point: float, d) -> Boot:
+        a = (1 - level) / 2
+        low, high = np.quantile(d, [a, 1 - a])
+        return Boot(float(point), float(low), float(high), _boot_p(d.tolist()), len(keys))
+
+    return SplitBoot({b: boot(split_means[:, i].mean(), draws[b]) for i, b in enumerate(names)},
+                     boot(split_means.mean(axis=1).mean(), draws_avg), boot(pooled.mean(), draws_pool))
 
 
 # --------------------------------------------------------------------------- families

@@ -12,27 +12,13 @@ The interval is over the sampled steps (binomial sampling of steps), not over se
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-#: two-sided 95 % normal quantile
-Z95 = 1.959963984540054
+from calibadv.shares import Z95, wilson
 
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval of ``k`` successes in ``n`` trials (None when n = 0)."""
-    if n <= 0:
-        return None
-    if not 0 <= k <= n:
-        raise ValueError(f"wilson: k = {k} is not in [0, n = {n}]")
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # the exact ends at k = 0 and k = n (rounding leaves ~1e-18 there otherwise)
-    low = 0.0 if k == 0 else max(0.0, centre - half)
-    high = 1.0 if k == n else min(1.0, centre + half)
-    return low, high
+#: two-sided 95 % normal quantile; Wilson's interval is :func:`calibadv.shares.wilson` (one
+#: implementation for the judge and the report; the layers keep it below both)
+__all__ = ["Z95", "cohen_kappa", "wilson"]
 
 
 def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float | None:

@@ -35,6 +35,10 @@ class Results:
     judge: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # summary.json
     # (start model, bench) -> metrics of the start point with no RL (evaluation.start_point)
     start_evals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (model, method, seed, bench) -> {question id: {metric: value}} from predictions.jsonl,
+    # for the question-level intervals (calibadv.report.questions); absent for an evaluation
+    # without the file
+    questions: dict[tuple[str, str, int, str], dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def seeds(self, model: str, method: str) -> list[int]:
         """The seeds of (model, method) that left a run folder behind (or were configured)."""
@@ -63,10 +67,30 @@ def _parquet_counts(path: Path, column: str | None = None) -> dict[str, int] | i
     return {str(k): int(v) for k, v in frame[column].value_counts().items()}
 
 
+def _questions(path: Path) -> dict[str, dict[str, float]] | None:
+    """``{question id: {f1, em, format_rate, high_ppl_ratio}}`` of one ``predictions.jsonl``
+    (each a 0/1 indicator but F1), so a table can resample questions; None when it is missing.
+    Only the numbers are kept: the answers' text is not needed for an interval."""
+    if not path.exists():
+        return None
+    from calibadv.evaluate.metrics import HIGH_PPL_THRESHOLD
+
+    out = {}
+    for rec in read_jsonl(path):
+        ok = bool(rec.get("format_ok"))
+        out[str(rec["id"])] = {
+            "f1": float(rec.get("f1") or 0.0),
+            "em": float(rec.get("em") or 0.0),
+            "format_rate": float(ok),
+            "high_ppl_ratio": float(float(rec.get("ppl") or 1.0) >= HIGH_PPL_THRESHOLD),
+        }
+    return out
+
+
 def collect(config: dict[str, Any]) -> Results:
     """Everything the tables and figures need, for the runs the config names."""
     layout = Layout.of(config)
-    evals, runs, proxy = {}, {}, {}
+    evals, runs, proxy, questions = {}, {}, {}, {}
     for model, method, seed in seed_runs(config):
         run_dir = Path(layout.run_dir(model, method, seed))
         runs[(model, method, seed)] = RunResult(
@@ -79,6 +103,9 @@ def collect(config: dict[str, Any]) -> Results:
             found = _json(Path(layout.eval_dir(model, method, seed, bench)) / "metrics.json")
             if found is not None:
                 evals[(model, method, seed, bench)] = found
+            preds = _questions(Path(layout.eval_dir(model, method, seed, bench)) / "predictions.jsonl")
+            if preds:
+                questions[(model, method, seed, bench)] = preds
         stats = _json(Path(layout.proxy(model, method, seed)))
         if stats is not None:
             proxy[(model, method, seed)] = stats
@@ -100,7 +127,7 @@ def collect(config: dict[str, Any]) -> Results:
             found = _json(Path(layout.start_eval_dir(model, bench)) / "metrics.json")
             if found is not None:
                 start_evals[(model, bench)] = found
-    return Results(evals, runs, proxy, train, tests, judge, start_evals)
+    return Results(evals, runs, proxy, train, tests, judge, start_evals, questions)
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:

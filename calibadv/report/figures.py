@@ -114,6 +114,7 @@ def _single(signal: str, title: str, ylabel: str, reference: Callable[[plt.Axes]
         frame = metrics_frame(results, config)
         fig, ax = plt.subplots(figsize=(7, 4))
         _lines(ax, frame, signal, title, config["report"]["smooth_steps"])
+        ax.set_title(f"{ax.get_title()}\nmean over seeds, {band_caption(results)}", fontsize=9)
         if not frame[frame.signal == signal].empty:
             ax.set_ylabel(ylabel)
             if reference:
@@ -175,7 +176,8 @@ def c_distribution(results: Results, config: dict[str, Any]) -> plt.Figure:
         sns.barplot(data=pd.DataFrame(rows), x="c", y="share", hue="run", ax=ax, errorbar=band)
         ax.set_ylabel("share of scored steps")
         ax.legend(fontsize=6)
-    ax.set_title("Distribution of the step score c — paper Figure 7", fontsize=9)
+    ax.set_title("Distribution of the step score c — paper Figure 7\nmean over logged steps and "
+                 f"seeds, {band_caption(results).replace('band', 'bars')}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -212,7 +214,8 @@ def alpha_sweep(results: Results, config: dict[str, Any]) -> plt.Figure:
         right.set_ylabel("average test F1 ×100")
     else:
         _empty(right, "no α-sweep run was evaluated on every benchmark")
-    fig.suptitle("Answer-step rebalance coefficient α — paper Figure 6")
+    fig.suptitle("Answer-step rebalance coefficient α — paper Figure 6: mean over seeds, "
+                 + band_caption(results))
     fig.tight_layout()
     return fig
 

@@ -39,6 +39,35 @@ class Interval:
         return None if self.half is None else self.mean + self.half
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """An estimate with an interval that need not be symmetric: a percentile bootstrap (F1
+    levels and effects, :func:`calibadv.evaluate.intervals.split_bootstrap`) or Wilson's
+    interval of a share. ``n`` is the number of seeds it rests on; ``how`` what the interval
+    resamples (``bootstrap``: seeds, then questions; ``wilson``: a pooled count); ``p`` the
+    bootstrap's two-sided p-value of 0 and ``p_holm`` its Holm-adjusted value where the cell is
+    in a table's family of effects; ``mark`` (``†``) says the effect survives Holm."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+    how: str = "bootstrap"
+    p: float | None = None
+    p_holm: float | None = None
+    mark: str = ""
+
+
+def fmt_bounds(b: Bounds, digits: int = 2, signed: bool = False) -> str:
+    """``+20.00 [+10.00, +30.00]†`` (signed, for effects) or ``55.0 [34.2, 74.2]``; the mean
+    alone when there are no bounds."""
+    f = f"{'+' if signed else ''}.{digits}f"
+    text = f"{b.mean:{f}}"
+    if b.low is not None and b.high is not None:
+        text += f" [{b.low:{f}}, {b.high:{f}}]"
+    return text + b.mark
+
+
 def t_quantile(df: int, level: float = LEVEL) -> float:
     """Two-sided Student-t critical value: t_{(1+level)/2, df}."""
     if df < 1:
@@ -92,11 +121,13 @@ def band(values: Sequence[float]) -> tuple[float, float]:
     return (iv.mean - iv.half, iv.mean + iv.half)
 
 
-def fmt_interval(iv: Interval | None, digits: int = 2, signed: bool = False) -> str:
+def fmt_interval(iv: Interval | Bounds | None, digits: int = 2, signed: bool = False) -> str:
     """``12.34 ± 1.05`` (n ≥ 2) or ``12.34`` (n = 1; the row label carries ``n=1, no interval``);
-    ``—`` for nothing measured."""
+    a :class:`Bounds` as ``12.34 [11.02, 13.60]``; ``—`` for nothing measured."""
     if iv is None:
         return "—"
+    if isinstance(iv, Bounds):
+        return fmt_bounds(iv, digits, signed)
     sign = "+" if signed else ""
     text = f"{iv.mean:{sign}.{digits}f}"
     return text if iv.half is None else f"{text} ± {iv.half:.{digits}f}"
@@ -110,3 +141,22 @@ def n_label(ns: Sequence[int]) -> str:
         return "n=0"
     text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
     return text + (", no interval" if ns[-1] == 1 else "")
+
+
+def interval_label(cells: Sequence[object]) -> str:
+    """What a row's intervals rest on and resample: ``n=3`` (t over seeds, as
+    :func:`n_label`), ``n=3; 2-level bootstrap``, ``n=1; question bootstrap`` or ``n=3; Wilson,
+    questions pooled over seeds``; "mixed" when the row's cells differ (some evaluations
+    without per-question results)."""
+    ts = [c.n for c in cells if isinstance(c, Interval)]
+    bs = [c for c in cells if isinstance(c, Bounds)]
+    if not bs:
+        return n_label(ts)
+    ns = sorted({c.n for c in bs} | set(ts))
+    text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+    hows = {c.how for c in bs}
+    if hows == {"wilson"}:
+        how = "Wilson, questions pooled over seeds"
+    else:
+        how = "question bootstrap" if max(ns) == 1 else "2-level bootstrap"
+    return f"{text}; {how}" + ("; mixed with t over seeds" if ts else "")

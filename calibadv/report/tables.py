@@ -18,10 +18,20 @@ from statistics import mean
 from typing import Any
 
 from calibadv.report.collect import Results
+from calibadv.report.questions import (
+    SHARE_METRICS,
+    effect_cells,
+    has_questions,
+    holm_mark,
+    level_cells,
+    share_cells,
+)
 from calibadv.report.stats import (
+    Bounds,
     Interval,
     effect_or_structural_zero,
     fmt_interval,
+    interval_label,
     n_label,
     t_interval,
 )
@@ -40,6 +50,9 @@ BENCHMARKS = [
 ]
 SCORE_KEYS = [k for k, _ in BENCHMARKS] + ["average"]
 SCORE_HEADERS = [h for _, h in BENCHMARKS] + ["Avg."]
+#: the F1 tables' columns: the split average beside F1 pooled over every test question
+TABLE_KEYS = SCORE_KEYS + ["pooled"]
+TABLE_HEADERS = SCORE_HEADERS + ["Pooled"]
 MISSING = "—"
 START_POINT_LABEL = "start point (no RL)"  # Table 1's row of the model RL starts from
 NOT_IN_PAPER = "not in paper"  # paper cell of a method the paper has no numbers for
@@ -57,11 +70,11 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-Cell = Interval | float | str | None
+Cell = Interval | Bounds | float | str | None
 
 
 def fmt(value: Cell, digits: int = 2) -> str:
-    if isinstance(value, Interval):
+    if isinstance(value, (Interval, Bounds)):
         return fmt_interval(value, digits)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
@@ -71,7 +84,7 @@ def fmt(value: Cell, digits: int = 2) -> str:
 
 
 def _number(value: Cell) -> float | None:
-    if isinstance(value, Interval):
+    if isinstance(value, (Interval, Bounds)):
         return value.mean
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
         return float(value)
@@ -85,7 +98,7 @@ def diff(ours: Cell, paper: Cell) -> float | None:
 
 
 def fmt_diff(value: Cell, digits: int = 2) -> str:
-    if isinstance(value, Interval):
+    if isinstance(value, (Interval, Bounds)):
         return fmt_interval(value, digits, signed=True)
     return MISSING if value is None else f"{value:+.{digits}f}"
 
@@ -133,10 +146,10 @@ def block(
     ``Δ ours − paper`` only in the paper's own setting, and the effect rows
     ``(ref, ours, paper)`` when given: our difference from the reference row beside the paper's."""
     blank = [""] * len(labels)
-    ns = [v.n for v in ours.values() if isinstance(v, Interval)]
+    cells = [v for v in ours.values() if isinstance(v, (Interval, Bounds))]
     rows = [
         # counts (Table 7) are not over seeds: no n to show
-        [*labels, f"ours: {setting.ours}" + (f" ({n_label(ns)})" if ns else ""),
+        [*labels, f"ours: {setting.ours}" + (f" ({interval_label(cells)})" if cells else ""),
          *(fmt(ours.get(k), digits) for k in keys)],
         [*blank, f"paper: {setting.paper}", *(fmt(paper.get(k), digits) for k in keys)],
     ]
@@ -145,24 +158,39 @@ def block(
                      *(fmt_diff(diff(ours.get(k), paper.get(k)), digits) for k in keys)])  # fmt: skip
     if effect is not None:
         ref, ours_eff, paper_eff = effect
-        eff_ns = [v.n for v in ours_eff.values() if isinstance(v, Interval)]
-        rows.append([*blank, f"effect ours: − {ref} (paired, {n_label(eff_ns)})",
+        eff = [v for v in ours_eff.values() if isinstance(v, (Interval, Bounds))]
+        rows.append([*blank, f"effect ours: − {ref} (paired, {interval_label(eff)}{_p_text(ours_eff)})",
                      *(fmt_diff(ours_eff.get(k), digits) for k in keys)])  # fmt: skip
         rows.append([*blank, f"effect paper: − {ref}",
                      *(fmt_diff(paper_eff.get(k), digits) for k in keys)])  # fmt: skip
     return rows
 
 
+def _p_text(effect: dict[str, Cell]) -> str:
+    """``; Avg. p = 0.004, Holm 0.012`` for an effect whose average is in the table's Holm
+    family (bootstrap p-values); nothing otherwise."""
+    avg = effect.get("average")
+    if not isinstance(avg, Bounds) or avg.p is None:
+        return ""
+    return f"; Avg. p = {avg.p:.3f}" + ("" if avg.p_holm is None else f", Holm {avg.p_holm:.3f}")
+
+
 # --------------------------------------------------------------------------- our numbers
 
 
-def bench_scores(metrics: dict[str, dict[str, Any] | None], metric: str = "f1") -> dict[str, float]:
+def bench_scores(metrics: dict[str, dict[str, Any] | None], metric: str = "f1",
+                 counts: dict[str, int] | None = None) -> dict[str, float]:
     """×100 scores of one evaluation: benchmark -> score, plus ``average`` when all seven
-    benchmarks have one (an average over fewer would not compare)."""
+    benchmarks have one (an average over fewer would not compare) and ``pooled``, the mean over
+    every test question (each split weighted by its questions: metrics.json's ``n``, else
+    ``counts``), when every split's size is known."""
     out = {b: 100.0 * float(m[metric]) for b, _ in BENCHMARKS
            if (m := metrics.get(b)) is not None and m.get(metric) is not None}  # fmt: skip
     if len(out) == len(BENCHMARKS):
         out["average"] = mean(out.values())
+        sizes = {b: (metrics[b] or {}).get("n") or (counts or {}).get(b) for b, _ in BENCHMARKS}
+        if all(sizes.values()):
+            out["pooled"] = sum(out[b] * sizes[b] for b in sizes) / sum(sizes.values())
     return out
 
 
@@ -174,7 +202,7 @@ def seed_scores(
     out: dict[str, dict[int, float]] = {}
     for seed in results.seeds(model, method):
         found = {b: results.evals.get((model, method, seed, b)) for b, _ in BENCHMARKS}
-        for key, score in bench_scores(found, metric).items():
+        for key, score in bench_scores(found, metric, results.test_counts).items():
             out.setdefault(key, {})[seed] = score
     return out
 
@@ -185,14 +213,32 @@ def aggregate(per_seed: dict[str, dict[int, float]]) -> dict[str, Cell]:
 
 
 def our_scores(results: Results, model: str, method: str, metric: str = "f1") -> dict[str, Cell]:
-    """×100 scores per benchmark (and average), aggregated over the seeds."""
-    return aggregate(seed_scores(results, model, method, metric))
+    """×100 scores per benchmark (average, pooled), aggregated over the seeds: mean ± t over
+    seeds; at one seed the question bootstrap where the predictions are there (rather than no
+    interval); a share (:data:`SHARE_METRICS`) as Wilson's interval of the questions pooled
+    over seeds, never a t-interval."""
+    keys = [b for b, _ in BENCHMARKS]
+    if metric in SHARE_METRICS:
+        return dict(share_cells(results, model, method, metric, keys))
+    cells = aggregate(seed_scores(results, model, method, metric))
+    if any(isinstance(v, Interval) and v.half is None for v in cells.values()) and \
+            has_questions(results, model, method):
+        boot = level_cells(results, model, method, metric, keys)
+        cells = {k: boot.get(k, v) if isinstance(v, Interval) and v.half is None else v
+                 for k, v in cells.items()}  # fmt: skip
+    return cells
 
 
 def effects(
     results: Results, model: str, method: str, reference: str, metric: str = "f1"
 ) -> dict[str, Cell]:
-    """Paired effect ``method − reference`` per benchmark (and average), over shared seeds."""
+    """Paired effect ``method − reference`` per benchmark (average, pooled): the two-level
+    bootstrap over seeds and questions where both methods left per-question results
+    (:func:`calibadv.report.questions.effect_cells`), else the t-interval of the per-seed
+    differences over the shared seeds."""
+    if has_questions(results, model, method) and has_questions(results, model, reference):
+        return dict(effect_cells(results, model, method, reference, metric,
+                                 [b for b, _ in BENCHMARKS]))
     ours = seed_scores(results, model, method, metric)
     ref = seed_scores(results, model, reference, metric)
     return {k: effect_or_structural_zero(ours[k], ref[k]) for k in ours if k in ref}
@@ -267,18 +313,56 @@ def _model_label(config: dict[str, Any], model: str) -> str:
     return config["models"][model].get("label", model)
 
 
+# --------------------------------------------------------------------------- F1 tables
+
+
+def render_blocks(table: Table, entries: list[tuple[Any, ...]]) -> int:
+    """Holm over the table's family of effects (the split average of every effect row with a
+    bootstrap p-value, :func:`calibadv.report.questions.holm_mark`), then each entry's rows
+    (:func:`block` arguments) after a rule. Returns the family's size, for the note."""
+    family = holm_mark([e[5][1] for e in entries if len(e) > 5 and e[5] is not None])
+    for entry in entries:
+        table.breaks.append(len(table.rows))
+        table.rows += block(*entry)
+    return family
+
+
+def interval_notes(family: int) -> list[str]:
+    """What the F1 tables' intervals are and resample (the row labels say which applies)."""
+    notes = [
+        "95% intervals, as the row label says: 'n=k' alone = mean ± t(0.975, k−1) s/sqrt(k) over "
+        "k RL seeds (no interval at n=1 without per-question results); '2-level bootstrap' = "
+        "[2.5%, 97.5%] percentiles of 2000 draws that resample the seeds, then the questions "
+        "within each split of each drawn seed (effects: per-question differences paired by seed "
+        "and question); 'question bootstrap' = the same at one seed (the questions alone); "
+        "'Wilson' = a share's score interval of the questions pooled over seeds (in [0, 100]).",
+        "Avg. = the mean of the seven split scores (the paper's); Pooled = the mean over every "
+        "test question of every split (splits weighted by their questions); '—' = not "
+        "measured, or a structural zero (both methods exactly 0 everywhere).",
+    ]
+    if family:
+        notes.append(
+            f"Holm: the Avg. effects of this table's {family} bootstrap effect rows are one "
+            "family; p = two-sided bootstrap p-value of 'the effect is 0' (2·(1 + the draws on "
+            "the smaller side of 0) / (draws + 1), capped at 1), Holm-adjusted step-down; † = "
+            "survives at family-wise α = 0.05. Split and pooled cells are not adjusted.")
+    return notes
+
+
 # --------------------------------------------------------------------------- Table 1
 
 
 def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
     labels = config["report"]["method_labels"]
     reference = config["report"]["reference_method"]
-    keys = SCORE_KEYS + ["collapse"]
+    keys = TABLE_KEYS + ["collapse"]
     table = Table(
         "table1_main",
-        "Table 1: main results (F1 ×100; mean ± 95% CI over seeds) and collapse point",
-        ["Model", "Method", "", *SCORE_HEADERS, "Collapse"],
+        "Table 1: main results (F1 ×100; 95% CI: t over seeds, or bootstrap over seeds, then "
+        "questions — see the row label) and collapse point",
+        ["Model", "Method", "", *TABLE_HEADERS, "Collapse"],
     )
+    entries: list[tuple[Any, ...]] = []  # block() arguments, rendered after Holm
     paper_rows = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
     paper_methods = {r["method"] for r in paper.get("table1_main", [])}
     paper_models = {r["model"] for r in paper.get("table1_main", [])}
@@ -292,9 +376,8 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         start = start_point_scores(config, results, model)
         if start is not None:
             with_start = True
-            table.breaks.append(len(table.rows))
-            table.rows += block([_model_label(config, model), START_POINT_LABEL], setting,
-                                {**start, "collapse": None}, dict.fromkeys(keys, NOT_IN_PAPER), keys)  # fmt: skip
+            entries.append(([_model_label(config, model), START_POINT_LABEL], setting,
+                            {**start, "collapse": None}, dict.fromkeys(keys, NOT_IN_PAPER), keys))  # fmt: skip
         for method in model_methods(config, model):
             if method not in labels:
                 continue
@@ -311,22 +394,23 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
                 paper_eff = (paper_effects(prow.get("scores", {}), ref_prow.get("scores", {}), SCORE_KEYS)
                              if in_paper and prow and ref_prow else dict.fromkeys(SCORE_KEYS))  # fmt: skip
                 effect = (ref_label, effects(results, model, method, reference), paper_eff)
-            table.breaks.append(len(table.rows))
-            table.rows += block([_model_label(config, model), labels[method]], setting, ours, theirs,
-                                keys, effect)  # fmt: skip
+            entries.append(([_model_label(config, model), labels[method]], setting, ours, theirs,
+                            keys, effect))  # fmt: skip
+    family = render_blocks(table, entries)
     for (pmodel, method_label), prow in paper_rows.items():
         if (pmodel, method_label) in seen:
             continue
         table.breaks.append(len(table.rows))
         table.rows.append([pmodel, method_label, f"paper: {pmodel}, {PAPER_WORLD}",
-                           *(fmt(prow["scores"].get(k)) for k in SCORE_KEYS),
+                           *(fmt(prow["scores"].get(k)) for k in TABLE_KEYS),
                            fmt(prow.get("collapse_point"))])  # fmt: skip
     table.notes += [
-        "Each block: ours (mean ± half-width of the 95% t-interval over RL seeds; n = seeds; "
-        "n=1 has no interval), the paper's numbers, and — only where our run is in the paper's "
+        "Each block: ours, the paper's numbers, and — only where our run is in the paper's "
         "own setting (real world, a model the paper ran) — ours − paper. Elsewhere an absolute "
         "difference means nothing: the effect rows compare our difference between methods "
-        f"(each method − {ref_label_of(config)}, paired by seed) with the paper's same difference.",
+        f"(each method − {ref_label_of(config)}, paired by seed and question) with the paper's "
+        "same difference.",
+        *interval_notes(family),
         "Rows pair our run with the paper's by method label (config report.method_labels) and "
         "the paper model named in the 'paper:' label (models.<m>.paper_model, else the model's "
         "label if the paper ran it, else report.paper_model); '—' = not run / not reported; "
@@ -366,13 +450,14 @@ def _variant_table(
     """Rows per configured variant (our method -> paper label) and per metric, each with its
     effect against the variant above it (same metric), ours beside the paper's."""
     model = section.get("model")
-    cols = ["Variant", "Metric", "", *SCORE_HEADERS, *(h for _, h in extra)]
+    cols = ["Variant", "Metric", "", *TABLE_HEADERS, *(h for _, h in extra)]
     table = Table(key, title, cols)
+    entries: list[tuple[Any, ...]] = []  # block() arguments, rendered after Holm
     if model is None:
         table.notes.append("No model configured for this table (report.<table>.model).")
     pmodel = paper_rows[0]["model"] if paper_rows else config["report"]["paper_model"]
     setting = setting_of(config, model, pmodel) if model else Setting("—", f"{pmodel}, {PAPER_WORLD}", pmodel, False)
-    keys = SCORE_KEYS + [k for k, _ in extra]
+    keys = TABLE_KEYS + [k for k, _ in extra]
     variants = list(section.get("rows", {}).items())
     for metric, paper_metric in metrics:
         for i, (method, label) in enumerate(variants):
@@ -391,15 +476,16 @@ def _variant_table(
                 paper_eff = paper_effects(theirs, _paper_variant(paper_rows, above_label, paper_metric)
                                           .get("scores", {}), SCORE_KEYS)  # fmt: skip
                 effect = (above_label, ours_eff, paper_eff)
-            table.breaks.append(len(table.rows))
-            table.rows += block([label, paper_metric], setting, ours, theirs, keys, effect)
+            entries.append(([label, paper_metric], setting, ours, theirs, keys, effect))
+    family = render_blocks(table, entries)
     table.notes.append(
-        f"Our runs: {setting.ours}; paper: {setting.paper}. Ours: mean ± 95% CI over seeds (n "
-        "in the row label). Effect rows: each row − the row above (same metric; ours paired by "
-        "seed) beside the paper's same difference"
+        f"Our runs: {setting.ours}; paper: {setting.paper}. Effect rows: each row − the row "
+        "above (same metric; ours paired by seed and question) beside the paper's same "
+        "difference"
         + ("; Δ rows: ours − paper (the paper's own setting)." if setting.same
            else "; no ours − paper row: the settings differ.")
     )
+    table.notes += interval_notes(family)
     return table
 
 
@@ -484,9 +570,9 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
         found = [st for st in found if st["overall"].get("has_gold")]
         if found:
             steps_seen = sorted({int(s) for st in found for s in st["per_step"]})
-            per = {s: t_interval([st["per_step"][str(s)].get("c_pos_precision") for st in found
-                                  if str(s) in st["per_step"]]) for s in steps_seen}  # fmt: skip
-            overall = t_interval([st["overall"].get("c_pos_precision") for st in found])
+            per = {s: _pooled_precision([st["per_step"][str(s)] for st in found
+                                         if str(s) in st["per_step"]]) for s in steps_seen}  # fmt: skip
+            overall = _pooled_precision([st["overall"] for st in found])
             name = f"Silver proxy vs gold ({method}" + (f", {n_label([len(found)])})" if len(found) > 1 else ")")
             ours_rows.append((name, per, overall))
     judged = _judge_rows(results, len(section.get("rows", {})) > 1 or len(results.judge) > 1)
@@ -507,6 +593,11 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
             [row["evaluator"], "paper", *(fmt(acc.get(f"step{s}")) for s in steps), fmt(acc.get("average"))]
         )
     table.notes.append(
+        "Silver proxy vs gold: precision of c > 0 against the gold passages, the sampled steps "
+        "of every seed counted together, with Wilson's 95% interval over the steps (inside "
+        "[0, 1]; the mean over seeds alone for proxy files without counts)."
+    )
+    table.notes.append(
         "No difference row: our evaluators (our judge model, our raters, the gold passages of "
         "the synthetic world) are not the paper's (DeepSeek-V3.2 / the authors' raters); "
         "'—' = not measured at that step."
@@ -514,6 +605,22 @@ def table5_judge(config: dict[str, Any], results: Results, paper: dict[str, Any]
     for note in {n for *_, notes in judged for n in notes}:
         table.notes.append(note)
     return table
+
+
+def _pooled_precision(recs: list[dict[str, Any]], key: str = "c_pos_precision") -> Cell:
+    """A Table 5 share of several seeds: the counts pooled over the seeds with Wilson's 95%
+    interval (``0.80 [0.49, 0.94]``), never a t-interval over seeds (that reads "1.00 ± 0.00"
+    at 100%, or leaves [0, 1]); the mean over seeds alone when a file has no counts."""
+    from calibadv.shares import wilson
+
+    counts = [(r.get("counts") or {}).get(key) for r in recs]
+    if counts and all(counts):
+        k, n = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        if n:
+            low, high = wilson(k, n)
+            return f"{k / n:.2f} [{low:.2f}, {high:.2f}]"
+    vals = [float(r[key]) for r in recs if r.get(key) is not None]
+    return mean(vals) if vals else None
 
 
 def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, Any], Any, list[str]]]:
@@ -580,7 +687,7 @@ def _judge_rows(results: Results, name_runs: bool) -> list[tuple[str, dict[int, 
 def _share(block: dict[str, Any], key: str) -> Cell:
     """A Table 5 cell: the share with its 95% Wilson interval over the sampled steps when the
     summary has its counts (``0.50 [0.15, 0.85]``), else the bare value (kappa, old summaries)."""
-    from calibadv.judge.agreement import wilson
+    from calibadv.shares import wilson
 
     k_n = (block.get("counts") or {}).get(key)
     if not k_n or not k_n[1]:
@@ -659,19 +766,52 @@ def figure2_seed_values(results: Results, model: str, method: str) -> dict[str, 
     return out
 
 
+def share_counts(results: Results, model: str, method: str, key: str,
+                 step: int | None = None) -> tuple[int, int] | None:
+    """``(k, n)`` of a Figure 2 share pooled over seeds, at one dumped step or (None) over all
+    of them; None when no proxy file carries its counts (a ratio, or an old file)."""
+    k = n = 0
+    for seed in results.seeds(model, method):
+        stats = results.proxy.get((model, method, seed)) or {}
+        for at, rec in (stats.get("figure2") or {}).items():
+            kn = (rec.get("counts") or {}).get(key)
+            if kn and (step is None or int(at) == step):
+                k, n = k + int(kn[0]), n + int(kn[1])
+    return (k, n) if n else None
+
+
 def pooled_share(results: Results, model: str, method: str, key: str) -> str:
     """``k/n`` of a Figure 2 share pooled over seeds and dumped steps, as ``64.0 [58.1, 69.5]``
     (Wilson, percent); "—" when no proxy file carries its counts (a ratio, or an old file)."""
     from calibadv.evaluate.intervals import fmt_share
 
-    k = n = 0
-    for seed in results.seeds(model, method):
-        stats = results.proxy.get((model, method, seed)) or {}
-        for rec in (stats.get("figure2") or {}).values():
-            kn = (rec.get("counts") or {}).get(key)
-            if kn:
-                k, n = k + int(kn[0]), n + int(kn[1])
-    return fmt_share(k, n) if n else MISSING
+    kn = share_counts(results, model, method, key)
+    return fmt_share(*kn) if kn else MISSING
+
+
+def _figure2_cells(results: Results, model: str, method: str, key: str, pct: bool,
+                   per: dict[int, list[float]], steps: list[int]) -> list[str]:
+    """Table 8's cells of one quantity: per step and the mean over steps. A share (``pct``)
+    is never a t-interval: per step the count pooled over seeds with Wilson's interval (the
+    mean over seeds alone for a file without counts), over steps the mean of the step shares
+    (the pooled column gives its interval). A ratio: mean ± t over seeds (each seed's mean over
+    the steps, then over seeds)."""
+    from calibadv.evaluate.intervals import fmt_share
+
+    if pct:
+        out = []
+        for s in steps:
+            kn = share_counts(results, model, method, key, s)
+            if s not in per:
+                out.append(MISSING)
+            else:
+                out.append(fmt_share(*kn) if kn else fmt(mean(per[s]), 1))
+        shares = [mean(per[s]) for s in steps if s in per]
+        return out + [fmt(mean(shares), 1) if shares else MISSING]
+    ns = [len(v) for v in per.values()]
+    complete = [s for s in steps if s in per and len(per[s]) == max(ns)]
+    seed_means = [mean(per[s][i] for s in complete) for i in range(max(ns))] if complete else []
+    return [*(fmt(t_interval(per.get(s, []))) for s in steps), fmt(t_interval(seed_means))]
 
 
 def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
@@ -692,19 +832,15 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         setting = setting_of(config, model, config["report"]["paper_model"])
         first = True
         table.breaks.append(len(table.rows))
-        for key, label, _ in FIGURE2_ROWS:
+        for key, label, pct in FIGURE2_ROWS:
             per = values[(model, method)].get(key, {})
             if not per:
                 continue
             ns = [len(v) for v in per.values()]
-            # the mean over steps, per seed (seeds in the same order at every step)
-            complete = [s for s in steps if s in per and len(per[s]) == max(ns)]
-            seed_means = ([mean(per[s][i] for s in complete) for i in range(max(ns))]
-                          if complete else [])  # fmt: skip
             table.rows.append([
                 f"{_model_label(config, model)} / {method}" if first else "", label,
                 f"ours: {setting.ours} ({n_label(ns)})" if first else "",
-                *(fmt(t_interval(per.get(s, []))) for s in steps), fmt(t_interval(seed_means)),
+                *_figure2_cells(results, model, method, key, pct, per, steps),
                 pooled_share(results, model, method, key),
             ])  # fmt: skip
             first = False
@@ -716,11 +852,13 @@ def table8_figure2_gold(config: dict[str, Any], results: Results, paper: dict[st
         "proxy gives c). Gold: the step retrieved one of its question's supporting passages "
         "(synthetic world). Precision/recall of c = 1 against gold on the scored steps. Ratios: "
         "Σ|negative| / Σpositive advantage, from metrics.jsonl at the same step.",
-        "Mean ± 95% t-interval over seeds (n in the label; n=1: no interval); 'mean over "
-        "steps' is each seed's mean over the dumped steps, then over seeds. Pooled: the steps "
-        "of every seed and dumped step counted together, k/n with Wilson's 95% score interval "
-        "(inside [0, 100]; it treats steps as independent, so it is narrower than a "
-        "question-level one); '—' for the ratios and for proxy files without counts.",
+        "Shares (%): per step, the steps of every seed counted together, k/n with Wilson's 95% "
+        "score interval (inside [0, 100]; never a t-interval; the mean over seeds alone for "
+        "proxy files without counts); 'mean over steps' is the mean of the step shares, no "
+        "interval. Pooled: every seed and dumped step counted together, with Wilson's interval "
+        "(it treats steps as independent, so it is narrower than a question-level one); '—' "
+        "for the ratios and for files without counts. Ratios: mean ± 95% t-interval over seeds "
+        "(n in the label; n=1: no interval); 'mean over steps' each seed's mean, then over seeds.",
     ]
     if c1 is not None:
         table.notes.append(
@@ -753,6 +891,27 @@ def _last_metric(results: Results, model: str, method: str, key: str, scale: flo
         if recs:
             out[seed] = scale * float(max(recs, key=lambda r: r["step"])[key])
     return out
+
+
+def _last_share(results: Results, model: str, method: str, key: str) -> Cell:
+    """A batch share at each seed's last step (×100), its rollouts pooled over the seeds with
+    Wilson's interval; the mean over seeds alone when a record has no ``rollouts`` count (the
+    verl backend, old runs). None when no seed logged it."""
+    from calibadv.shares import wilson
+
+    recs = []
+    for seed in results.seeds(model, method):
+        found = [r for r in results.runs[(model, method, seed)].metrics if r.get(key) is not None]
+        if found:
+            recs.append(max(found, key=lambda r: r["step"]))
+    if not recs:
+        return None
+    if all(r.get("rollouts") for r in recs):
+        k = sum(round(float(r[key]) * int(r["rollouts"])) for r in recs)
+        n = sum(int(r["rollouts"]) for r in recs)
+        low, high = wilson(k, n)
+        return Bounds(100 * k / n, 100 * low, 100 * high, len(recs), how="wilson")
+    return Bounds(100 * mean(float(r[key]) for r in recs), None, None, len(recs), how="wilson")
 
 
 def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
@@ -795,6 +954,11 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
     for method in methods:
         values = per_seed(method)
         ours: dict[str, Cell] = {k: t_interval(list(v.values())) for k, v in values.items()}
+        # shares: Wilson over the pooled rollouts / questions, never mean ± t (issue 31)
+        ours.update({k: _last_share(results, model, method, m) for k, m in
+                     (("format_last", "format_rate"), ("train_high_ppl", "high_ppl_ratio"))})
+        ours["high_ppl"] = share_cells(results, model, method, "high_ppl_ratio",
+                                       [b for b, _ in BENCHMARKS]).get("average")
         ours["collapse"] = collapse_label(results, model, method)
         label = labels.get(method, method)
         prow = paper_t1.get((pmodel, label), {})
@@ -818,7 +982,10 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
         "Val F1: greedy validation F1 ×100 (peak over training, and at the last validation); "
         "Test: the evaluated checkpoint (the last before a collapse); High-PPL: share of "
         "outputs with perplexity ≥ 50, ×100 (test average, and the training batch at the last "
-        "step). Ours: mean ± 95% CI over seeds; effects paired by seed.",
+        "step). Ours: mean ± 95% t-interval over seeds for F1; shares (format, High-PPL at the "
+        "last step) as the rollouts of every seed counted together with Wilson's 95% interval "
+        "(the mean alone without counts); the test High-PPL average is a mean of split shares, "
+        "no interval (Table 2's Pooled column has one). Effects: paired by seed, t over seeds.",
         "Paper: collapse point (Table 1) and High-PPL average (Table 2, where the method is an "
         f"ablation row) of {pmodel} at its own learning rate — not a stress run.",
     ]

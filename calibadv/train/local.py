@@ -469,6 +469,7 @@ class LocalTrainer:
             "f1_mean": _mean([tr.f1 for tr in trajs]),
             "em_mean": _mean([tr.em for tr in trajs]),
             "format_rate": _mean([float(tr.format_ok) for tr in trajs]),
+            "rollouts": len(trajs),  # the shares' denominator (the report's Wilson intervals)
             "entropy": float(ent_all[gen_mask.flatten()].mean()) if gen_mask.any() else 0.0,
             "token_prob_mean": _mean([math.exp(x) for x in gen_lp]),
             "ppl_mean": _mean(ppls),

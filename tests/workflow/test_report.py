@@ -51,7 +51,8 @@ def results(config):
     for (method, seed), f1 in SCORES.items():
         for bench in BENCHES:
             dump(f"{layout.eval_dir('tiny', method, seed, bench)}/metrics.json",
-                 {"f1": f1, "em": f1 / 2, "high_ppl_ratio": 0.1 * (seed + 1), "benchmark": bench})  # fmt: skip
+                 {"f1": f1, "em": f1 / 2, "high_ppl_ratio": 0.1 * (seed + 1), "benchmark": bench,
+                  "n": 10})  # fmt: skip
         run = layout.run_dir("tiny", method, seed)
         collapsed = method == "search-r1" and seed == 0
         dump(f"{run}/done.json", {"steps": 6, "wall_s": 10, "backend": "local"})
@@ -68,9 +69,12 @@ def results(config):
     for seed, (first, later) in enumerate([(0.9, 0.8), (0.7, 0.6)]):
         dump(layout.proxy("tiny", "calibadv", seed), {
             "steps": [1, 3],
-            "per_step": {"1": {"c_pos_precision": first, "has_gold": True},
-                         "3": {"c_pos_precision": later, "has_gold": True}},
-            "overall": {"c_pos_precision": (first + later) / 2, "has_gold": True},
+            "per_step": {"1": {"c_pos_precision": first, "has_gold": True,
+                               "counts": {"c_pos_precision": [round(10 * first), 10]}},
+                         "3": {"c_pos_precision": later, "has_gold": True,
+                               "counts": {"c_pos_precision": [round(10 * later), 10]}}},
+            "overall": {"c_pos_precision": (first + later) / 2, "has_gold": True,
+                        "counts": {"c_pos_precision": [round(10 * (first + later)), 20]}},
             "figure2": {"1": {"gold_frac_all": 0.5 + 0.1 * seed, "c1_frac": 0.4,
                               "negpos_ratio_before": 1.0, "negpos_ratio_after": 0.8,
                               "counts": {"gold_frac_all": [5 + seed, 10], "c1_frac": [4, 10]}}},
@@ -101,6 +105,8 @@ def block_of(table, first):
 
 #: 95% t critical value with 1 degree of freedom (two seeds).
 T1 = 12.706204736174698
+#: two-sided 95% normal quantile (Wilson's interval)
+Z = 1.959963984540054
 
 
 def test_collect_reads_what_exists_and_skips_what_does_not(results):
@@ -118,7 +124,9 @@ def test_table1_ours_is_the_mean_over_seeds_with_a_t_interval(tables):
     half = T1 * 5.0  # s = 7.07, s / √2 = 5
     assert ours[3] == f"65.00 ± {half:.2f}" and ours[10] == f"65.00 ± {half:.2f}"  # nq, average
     assert rows["paper"][3] == "53.20" and rows["paper"][10] == "56.70"
-    assert ours[11] == "0/2 collapsed" and rows["paper"][11] == "none"
+    # pooled over every question: the splits are equal-sized here, so it is the average
+    assert ours[11] == f"65.00 ± {half:.2f}" and rows["paper"][11] == MISSING  # not in the paper
+    assert ours[12] == "0/2 collapsed" and rows["paper"][12] == "none"
 
 
 def test_table1_effects_are_paired_by_seed_beside_the_papers_effect(tables):
@@ -150,7 +158,7 @@ def test_a_method_the_paper_never_ran_says_so_in_the_paper_cells(config, results
 
 def test_collapse_over_seeds_counts_the_collapsed_runs_and_their_steps(tables):
     rows = block_of(tables["table1_main"], ["Qwen2.5-7B", "Search-R1"])
-    assert rows["ours"][11] == "1/2 collapsed: 4 of 6" and rows["paper"][11] == "58/205"
+    assert rows["ours"][12] == "1/2 collapsed: 4 of 6" and rows["paper"][12] == "58/205"
 
 
 def test_table1_opens_each_model_with_its_start_point_when_it_was_evaluated(config, results):
@@ -185,7 +193,16 @@ def test_ablation_effects_are_each_row_minus_the_row_above(tables):
     assert rows["effect ours"][3] == "+5.00"  # seed 0 only: 55 − 50, one pair, no interval
     assert rows["effect paper"][3] == "+4.17"  # 49.87 − 45.70
     rows = block_of(t, ["Standard GRPO", "HighPPLRatio"])
-    assert rows["ours"][3] == f"15.00 ± {T1 * 5.0:.2f}" and rows["paper"][3] == "collapse"
+    # a share: 1 of 10 and 2 of 10 High-PPL answers pooled over the seeds, 3 of 20, Wilson
+    p, n = 0.15, 20
+    centre, half = (p + Z * Z / (2 * n)) / (1 + Z * Z / n), \
+        Z * (p * (1 - p) / n + Z * Z / (4 * n * n)) ** 0.5 / (1 + Z * Z / n)
+    wil = f"15.00 [{100 * (centre - half):.2f}, {100 * (centre + half):.2f}]"
+    assert rows["ours"][3] == wil == "15.00 [5.24, 36.04]" and rows["paper"][3] == "collapse"
+    assert "Wilson" in rows["ours"][2] and "±" not in "".join(rows["ours"])  # never t on a share
+    assert rows["ours"][10] == "15.00"  # the split average of shares is not a count: no interval
+    # pooled over the 7 splits and 2 seeds: 21 of 140 = 15%, Wilson
+    assert rows["ours"][11].startswith("15.00 [") and rows["ours"][11] != wil
     assert "effect ours" not in rows  # the first row has nothing above it
 
 
@@ -201,9 +218,13 @@ def test_table5_has_our_gold_precision_over_seeds_and_the_papers_raters(tables):
     t = tables["table5_judge"]
     assert t.columns[2:4] == ["step 1", "step 3"] and "step 200" in t.columns
     ours = t.rows[0]
-    half = T1 * 0.1  # 0.9 and 0.7: s = 0.141, s / √2 = 0.1
     assert ours[0] == "Silver proxy vs gold (calibadv, n=2)" and ours[1] == "ours"
-    assert ours[2:4] == [f"0.80 ± {half:.2f}", f"0.70 ± {half:.2f}"] and ours[-1] == f"0.75 ± {half:.2f}"
+    # a precision is a share: 9/10 and 7/10 pooled = 16/20, Wilson; never "± t" over seeds
+    p, n = 0.8, 20
+    centre, half = (p + Z * Z / (2 * n)) / (1 + Z * Z / n), \
+        Z * (p * (1 - p) / n + Z * Z / (4 * n * n)) ** 0.5 / (1 + Z * Z / n)
+    assert ours[2] == f"0.80 [{centre - half:.2f}, {centre + half:.2f}]" == "0.80 [0.58, 0.92]"
+    assert ours[3] == "0.70 [0.48, 0.85]" and ours[-1] == "0.75 [0.60, 0.86]"  # 14/20, 30/40
     human = next(r for r in t.rows if r[0] == "Human")
     assert human[-1] == "0.89" and human[2] == MISSING
 
@@ -222,11 +243,12 @@ def test_table8_puts_gold_beside_the_proxy_per_dumped_step(tables):
     assert t.columns[3:] == ["step 1", "mean over steps", "pooled % [Wilson 95%]"]
     gold = next(r for r in t.rows if r[1].startswith("penalised steps that retrieved gold, all"))
     assert gold[0] == "Qwen2.5-7B / calibadv" and "(n=2)" in gold[2]
-    assert gold[3] == f"55.00 ± {T1 * 5.0:.2f}"  # 50% and 60%
-    # pooled 11 of 20: Wilson (0.55 + z²/40 ± z·√(0.55·0.45/20 + z²/1600)) / (1 + z²/20)
+    # a share, never mean ± t: step 1's 5 of 10 and 6 of 10 counted together, 11 of 20,
+    # Wilson (0.55 + z²/40 ± z·√(0.55·0.45/20 + z²/1600)) / (1 + z²/20); one step: pooled alike
+    assert gold[3] == "55.0 [34.2, 74.2]" and gold[4] == "55.0"
     assert gold[5] == "55.0 [34.2, 74.2]"
     c1 = next(r for r in t.rows if r[1].startswith("penalised steps the proxy calls c = 1"))
-    assert c1[3] == "40.00 ± 0.00"
+    assert c1[3] == "40.0 [21.9, 61.3]"  # 8 of 20, where mean ± t read "40.00 ± 0.00"
     ratio = next(r for r in t.rows if r[1].endswith("after rebalancing"))
     assert ratio[3] == "0.80 ± 0.00" and ratio[5] == MISSING  # a ratio, not a share
     assert any("43.97" in n for n in t.notes)
@@ -335,3 +357,82 @@ def test_figure_titles_say_what_the_band_is(config, results):
     assert band_caption(results) == "band = 95% t-interval over seeds"  # two seeds everywhere
     one = Results({}, {k: v for k, v in results.runs.items() if k[2] == 0}, {}, {}, {})
     assert band_caption(one) == "one seed: no band"
+
+
+def _predictions(config, method, seed, bench, f1s):
+    """predictions.jsonl of one evaluation: question q<i> scored f1s[i] (format-valid, ppl 1)."""
+    atomic_write_jsonl(f"{Layout.of(config).eval_dir('tiny', method, seed, bench)}/predictions.jsonl",
+                       [{"id": f"q{i}", "f1": f, "em": 0.0, "format_ok": True, "ppl": 1.0}
+                        for i, f in enumerate(f1s)])  # fmt: skip
+
+
+def test_effects_from_predictions_are_a_two_level_bootstrap_with_holm(config, results):
+    """Every question of a seed scores the seed's F1 (CalibAdv 60/70, Search-R1 50/40), so the
+    paired per-question differences are +10 at seed 0 and +30 at seed 1: the questions add no
+    spread, and the mean over two seeds drawn with replacement is 10, 20 or 30 (1/4, 1/2, 1/4):
+    [10, 30] around 20. No draw is <= 0: p = 2/2001; one effect in the family (PreThink has no
+    average), so Holm keeps p and it survives (†)."""
+    for (method, seed), f1 in SCORES.items():
+        for bench in BENCHES:
+            _predictions(config, method, seed, bench, [f1] * 3)
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    tables = {t.key: t for t in build_tables(config, collect(config), paper)}
+    t1 = tables["table1_main"]
+    rows = block_of(t1, ["Qwen2.5-7B", "CalibAdv"])
+    eff = rows["effect ours"]
+    assert eff[3] == "+20.00 [+10.00, +30.00]" and eff[10] == "+20.00 [+10.00, +30.00]†"
+    assert eff[11] == "+20.00 [+10.00, +30.00]"  # pooled: not in the family, no mark
+    assert "2-level bootstrap" in eff[2] and "Avg. p = 0.001, Holm 0.001" in eff[2]
+    assert rows["ours"][3] == f"65.00 ± {T1 * 5.0:.2f}"  # levels at n = 2: t over seeds
+    assert any("resample the seeds, then the questions" in n for n in t1.notes)
+    assert any("Holm: the Avg. effects of this table's 1 bootstrap" in n for n in t1.notes)
+    assert "95% CI" in t1.title and "bootstrap over seeds, then questions" in t1.title
+
+
+def test_one_seed_shows_the_question_bootstrap_not_no_interval(config, results):
+    """+PreThink ran seed 0 on nq alone: questions at 10 and 100 (F1 55). A resample of the two
+    is 10, 55 or 100 (1/4, 1/2, 1/4): [10, 100]. Its effect against Standard GRPO (50 on
+    every question) pairs q0 and q1: −40 and +50, draws −40, +5, +50: [−40, +50]."""
+    for (method, seed), f1 in SCORES.items():
+        for bench in BENCHES:
+            _predictions(config, method, seed, bench, [f1] * 3)
+    _predictions(config, "prethink", 0, "nq", [0.1, 1.0])
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    t2 = {t.key: t for t in build_tables(config, collect(config), paper)}["table2_ablation"]
+    rows = block_of(t2, ["+PreThink", "F1"])
+    assert rows["ours"][3] == "55.00 [10.00, 100.00]" and "n=1; question bootstrap" in rows["ours"][2]
+    assert "no interval" not in rows["ours"][2]
+    assert rows["effect ours"][3] == "+5.00 [-40.00, +50.00]"
+    assert rows["ours"][10] == MISSING and rows["ours"][11] == MISSING  # one split: no average
+
+
+def test_pooled_f1_weighs_each_split_by_its_questions():
+    from calibadv.report.tables import bench_scores
+
+    # splits of 1, 2, …, 7 questions scoring 10, 20, …, 70: the split average is 40, the pooled
+    # mean (1·10 + 2·20 + … + 7·70) / 28 = 1400 / 28 = 50
+    metrics = {b: {"f1": (i + 1) / 10, "n": i + 1} for i, b in enumerate(BENCHES)}
+    out = bench_scores(metrics)
+    assert out["average"] == pytest.approx(40.0) and out["pooled"] == pytest.approx(50.0)
+    # sizes unknown: no pooled value (never a silent unweighted one)
+    assert "pooled" not in bench_scores({b: {"f1": 0.5} for b in BENCHES})
+
+
+def test_table9_last_step_shares_are_wilson_not_t(config, results):
+    from calibadv.report.tables import _last_share
+
+    res = results
+    for seed, (rate, n) in enumerate([(0.75, 8), (1.0, 8)]):  # 6 + 8 of 16 format-valid
+        res.runs[("tiny", "calibadv", seed)].metrics.append(
+            {"step": 9, "format_rate": rate, "rollouts": n})
+    cell = _last_share(res, "tiny", "calibadv", "format_rate")
+    from calibadv.shares import wilson
+
+    low, high = wilson(14, 16)
+    assert (cell.mean, cell.low, cell.high) == pytest.approx((87.5, 100 * low, 100 * high))
+    assert cell.high <= 100.0 and cell.how == "wilson"
+    # without counts (the verl backend): the mean alone, no interval; nothing logged: None
+    assert _last_share(res, "tiny", "search-r1", "format_rate") is None
+    res.runs[("tiny", "search-r1", 0)].metrics.append({"step": 9, "format_rate": 0.5})
+    alone = _last_share(res, "tiny", "search-r1", "format_rate")
+    assert (alone.mean, alone.low, alone.high, alone.n) == (50.0, None, None, 1)
