@@ -343,7 +343,12 @@ def search_r1_server(args: argparse.Namespace, corpus: Path, index: Path) -> Ite
     cmd = [sys.executable, str(Path(__file__).with_name("search_r1_server.py")), args.search_r1,
            "--index", str(index), "--corpus", str(corpus), "--port", str(port),
            "--model", resolve_model_path("bundled:minilm"), "--threads", str(args.threads or 1)]
-    proc = subprocess.Popen(cmd)  # fmt: skip
+    # OMP_NUM_THREADS: its FastAPI endpoint searches in a worker thread, where FAISS ignores
+    # the omp_set_num_threads of the thread that loaded the index (FAISS's count is per
+    # thread); the environment holds in every thread, so both servers get the same budget
+    threads = str(args.threads or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    proc = subprocess.Popen(cmd, env=env)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 900
