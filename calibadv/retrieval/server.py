@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -478,72 +479,99 @@ def create_app(
     makes every new and queued request a 503 and stops the engine after its current chunk.
     """
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
 
-    state = _State()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval-engine")
-    model_lock = threading.Lock()
-    holder: dict[str, Any] = {}
+    service = _Service(load, cfg, on_load_error)
+    app = FastAPI(title="calibadv retrieval", lifespan=service.lifespan)
+    app.state.retrieval = service.state
+    app.state.begin_shutdown = service.begin_shutdown
+    app.add_exception_handler(Exception, service.unexpected)
+    app.add_api_route("/health", service.health, methods=["GET"])
+    # a plain Starlette route: the handler reads the raw request itself, and FastAPI's
+    # dependency solving per request was ~10% of the event loop's time under 128 clients
+    app.add_route("/retrieve", service.retrieve, methods=["POST"])
+    return app
 
-    def _load() -> None:
+
+def _error(status: int, message: str, **headers: str) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
+
+
+def _shutting_down() -> Any:
+    return _error(503, "the retrieval server is shutting down; retry on its replacement",
+                  **{"Retry-After": "5"})  # fmt: skip
+
+
+class _Service:
+    """One server's state and handlers: the engine (loaded in a background thread), the
+    micro-batcher on the event loop, and the ``/health`` and ``/retrieve`` endpoints."""
+
+    def __init__(
+        self,
+        load: Callable[[], SearchEngine],
+        cfg: ServerConfig,
+        on_load_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        self.load_engine = load
+        self.cfg = cfg
+        self.on_load_error = on_load_error
+        self.state = _State()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval-engine")
+        self.model_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.batcher: MicroBatcher | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        state = self.state
         try:
-            engine = load()
+            engine = self.load_engine()
         except BaseException as err:  # noqa: BLE001 - reported on /health and to the caller
             state.error = f"{type(err).__name__}: {err}"
             log.error("retrieval server failed to load: %s", state.error)
-            if on_load_error is not None:
-                on_load_error(err)
+            if self.on_load_error is not None:
+                self.on_load_error(err)
             return
         state.engine = engine
         state.loaded_at = time.time()
         log.info("retrieval server ready: %d passages", engine.size)
 
-    def begin_shutdown() -> None:
-        state.closing = True
-        loop = holder.get("loop")
-        if loop is not None and "batcher" in holder:
-            loop.call_soon_threadsafe(holder["batcher"].close)
+    def begin_shutdown(self) -> None:
+        self.state.closing = True
+        if self.loop is not None and self.batcher is not None:
+            self.loop.call_soon_threadsafe(self.batcher.close)
 
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        holder["loop"] = asyncio.get_running_loop()
-        threading.Thread(target=_load, name="retrieval-load", daemon=True).start()
-        if cfg.batching:
-            batcher = MicroBatcher(
-                lambda jobs: state.engine.run(jobs),  # type: ignore[union-attr]
-                cfg.max_batch,
-                cfg.max_wait_ms / 1000.0,
-                executor,
-                chunk=cfg.chunk_queries,
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> Any:
+        self.loop = asyncio.get_running_loop()
+        threading.Thread(target=self._load, name="retrieval-load", daemon=True).start()
+        if self.cfg.batching:
+            self.batcher = MicroBatcher(
+                lambda jobs: self.state.engine.run(jobs),  # type: ignore[union-attr]
+                self.cfg.max_batch,
+                self.cfg.max_wait_ms / 1000.0,
+                self.executor,
+                chunk=self.cfg.chunk_queries,
             )
-            batcher.start()
-            holder["batcher"] = batcher
+            self.batcher.start()
         yield
-        state.closing = True
-        if "batcher" in holder:
-            await holder["batcher"].stop()
-        executor.shutdown(wait=False, cancel_futures=True)
+        self.state.closing = True
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="calibadv retrieval", lifespan=lifespan)
-    app.state.retrieval = state
-    app.state.begin_shutdown = begin_shutdown
+    # -- endpoints ----------------------------------------------------------------------------
 
-    def error(status: int, message: str, **headers: str) -> JSONResponse:
-        return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
-
-    def shutting_down() -> JSONResponse:
-        return error(503, "the retrieval server is shutting down; retry on its replacement",
-                     **{"Retry-After": "5"})  # fmt: skip
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    async def unexpected(self, request: Request, err: Exception) -> Any:
         log.exception("unexpected error on %s", request.url.path)
-        return error(500, f"internal error: {type(err).__name__}: {err}")
+        return _error(500, f"internal error: {type(err).__name__}: {err}")
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(self) -> Any:
+        from fastapi.responses import JSONResponse
+
+        state, cfg = self.state, self.cfg
         if state.engine is None or state.closing:
             body = {
                 "status": "closing" if state.closing else "failed" if state.error else "loading",
@@ -557,12 +585,13 @@ def create_app(
                 "encoder": getattr(state.engine.encoder, "name", None),
                 "reranker": getattr(state.engine.reranker, "name", None),
                 "batching": cfg.batching,
-                "batches": holder["batcher"].batches if "batcher" in holder else None,
-                "isolated": holder["batcher"].isolated if "batcher" in holder else None,
+                "batches": self.batcher.batches if self.batcher is not None else None,
+                "isolated": self.batcher.isolated if self.batcher is not None else None,
             }
         )
 
-    async def _read_body(request: Request) -> bytes:
+    async def _read_body(self, request: Request) -> bytes:
+        cfg = self.cfg
         declared = request.headers.get("content-length")
         if (
             declared is not None
@@ -596,70 +625,71 @@ def create_app(
             ) from None
         return b"".join(chunks)
 
-    async def _answer(engine: SearchEngine, job: Job) -> list[list[Hit]]:
-        if "batcher" in holder:
-            return await holder["batcher"].submit(job)
+    async def _answer(self, engine: SearchEngine, job: Job) -> list[list[Hit]]:
+        if self.batcher is not None:
+            return await self.batcher.submit(job)
         loop = asyncio.get_running_loop()
 
         def run_one() -> list[list[Hit]]:
-            with model_lock:
-                return _run_chunked(engine, job, cfg.chunk_queries, state)
+            with self.model_lock:
+                return _run_chunked(engine, job, self.cfg.chunk_queries, self.state)
 
         return await loop.run_in_executor(None, run_one)
 
-    async def _parse(request: Request, engine: SearchEngine) -> tuple[Job, bool]:
-        raw = await _read_body(request)
+    async def _parse(self, request: Request, engine: SearchEngine) -> tuple[Job, bool]:
+        raw = await self._read_body(request)
         if len(raw) > JSON_OFFLOAD_BYTES:
             obj = await asyncio.to_thread(decode_json, raw)
         else:
             obj = decode_json(raw)
-        return parse_request(obj, cfg, engine.size, engine.reranker is not None)
+        return parse_request(obj, self.cfg, engine.size, engine.reranker is not None)
 
-    async def retrieve(request: Request) -> Response:
-        engine = state.engine
-        if state.closing:
-            return shutting_down()
+    async def retrieve(self, request: Request) -> Any:
+        from fastapi.responses import JSONResponse
+
+        engine = self.state.engine
+        if self.state.closing:
+            return _shutting_down()
         if engine is None:
             return JSONResponse(
-                {"detail": "index still loading; poll GET /health", "error": state.error},
+                {"detail": "index still loading; poll GET /health", "error": self.state.error},
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
         try:
-            job, return_scores = await _parse(request, engine)
+            job, return_scores = await self._parse(request, engine)
         except RequestError as err:
-            return error(err.status, err.message)
+            return _error(err.status, err.message)
         except ClientDisconnect:
             # the client went away mid-body (killed trainer, timeout): nothing to answer and
             # nothing wrong with the server, so one line instead of two tracebacks
             log.warning("client %s disconnected before sending the whole body", _peer(request))
-            return error(400, "client disconnected")
+            return _error(400, "client disconnected")
         if not job.queries:
             return JSONResponse({"result": []})  # a turn in which no rollout searched
+        return await self._respond(engine, job, return_scores)
+
+    async def _respond(self, engine: SearchEngine, job: Job, return_scores: bool) -> Any:
+        from fastapi.responses import Response
+
+        max_bytes = self.cfg.max_answer_bytes
         try:
-            answers = await _answer(engine, job)
+            answers = await self._answer(engine, job)
             if len(job.queries) > LARGE_ANSWER_QUERIES:
-                body = await asyncio.to_thread(
-                    render_answer, answers, return_scores, cfg.max_answer_bytes
-                )
-            else:  # a thread hop costs more than rendering a few hits (128 clients: ~8%)
-                body = render_answer(answers, return_scores, cfg.max_answer_bytes)
+                body = await asyncio.to_thread(render_answer, answers, return_scores, max_bytes)
+            else:  # a thread hop costs more than rendering a few hits
+                body = render_answer(answers, return_scores, max_bytes)
         except ShuttingDown:
-            return shutting_down()
+            return _shutting_down()
         except RequestError as err:
-            return error(err.status, err.message)
+            return _error(err.status, err.message)
         except Exception as err:  # noqa: BLE001 - this request's failure, reported to it alone
             log.error(
                 "engine failed on a request of %d queries: %s: %s",
                 len(job.queries), type(err).__name__, err, exc_info=err,
             )  # fmt: skip
-            return error(500, f"internal error: {type(err).__name__}: {err}")
+            return _error(500, f"internal error: {type(err).__name__}: {err}")
         return Response(body, media_type="application/json")
-
-    # a plain Starlette route: the handler reads the raw request itself, and FastAPI's
-    # dependency solving per request was ~10% of the event loop's time under 128 clients
-    app.add_route("/retrieve", retrieve, methods=["POST"])
-    return app
 
 
 def _peer(request: Request) -> str:
