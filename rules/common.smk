@@ -253,10 +253,12 @@ def eval_root(wildcards):
     return L.eval_run_dir(wildcards.model, wildcards.method, wildcards.seed)
 
 
-def eval_targets():
+def eval_targets(name="metrics.json"):
+    """`metrics.json` (or `predictions.jsonl`) of every evaluation: each run on each
+    benchmark, then each start point's (what the tables and figures read)."""
     return [
-        f"{L.eval_dir(m, x, s, b)}/metrics.json" for m, x, s in RUNS for b in BENCHMARKS
-    ] + start_eval_targets()
+        f"{L.eval_dir(m, x, s, b)}/{name}" for m, x, s in RUNS for b in BENCHMARKS
+    ] + start_eval_targets(name)
 
 
 # evaluation.start_point: start model -> (model, method, seed) of the run whose RunSpec and
@@ -264,11 +266,9 @@ def eval_targets():
 START_POINTS = start_point_runs(CFG)
 
 
-def start_eval_targets():
+def start_eval_targets(name="metrics.json"):
     return [
-        f"{L.start_eval_dir(m, b)}/metrics.json"
-        for m in START_POINTS
-        for b in BENCHMARKS
+        f"{L.start_eval_dir(m, b)}/{name}" for m in START_POINTS for b in BENCHMARKS
     ]
 
 

@@ -5,6 +5,8 @@
 rule tables:
     input:
         metrics=eval_targets(),
+        # the per-question scores behind the bootstrap intervals (calibadv.report.questions)
+        predictions=eval_targets("predictions.jsonl"),
         runs=run_targets(),
         proxy=proxy_targets(),
         judge=judge_targets(),

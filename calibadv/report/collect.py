@@ -39,6 +39,8 @@ class Results:
     # for the question-level intervals (calibadv.report.questions); absent for an evaluation
     # without the file
     questions: dict[tuple[str, str, int, str], dict[str, dict[str, float]]] = field(default_factory=dict)
+    # (start model, bench) -> the same of the start point's evaluation (Table 1's first row)
+    start_questions: dict[tuple[str, str], dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def seeds(self, model: str, method: str) -> list[int]:
         """The seeds of (model, method) that left a run folder behind (or were configured)."""
@@ -121,13 +123,17 @@ def collect(config: dict[str, Any]) -> Results:
             found = _json(Path(layout.judge_dir(model, method, seed)) / "summary.json")
             if found is not None:
                 judge[(model, method, seed)] = found
-    start_evals = {}
+    start_evals, start_questions = {}, {}
     for model in start_point_runs(config):
         for bench in config["benchmarks"]:
-            found = _json(Path(layout.start_eval_dir(model, bench)) / "metrics.json")
+            where = Path(layout.start_eval_dir(model, bench))
+            found = _json(where / "metrics.json")
             if found is not None:
                 start_evals[(model, bench)] = found
-    return Results(evals, runs, proxy, train, tests, judge, start_evals, questions)
+            preds = _questions(where / "predictions.jsonl")
+            if preds:
+                start_questions[(model, bench)] = preds
+    return Results(evals, runs, proxy, train, tests, judge, start_evals, questions, start_questions)
 
 
 def load_paper(path: str | Path) -> dict[str, Any]:

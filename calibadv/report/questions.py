@@ -7,7 +7,10 @@ from each evaluation's ``predictions.jsonl`` (collected as ``Results.questions``
 - an *effect* (method − reference) is the two-level bootstrap of the per-question paired
   differences (:func:`calibadv.evaluate.intervals.split_bootstrap`: seeds, then questions
   within each split of each drawn seed; the question is the same in both runs of a seed);
-- a *level* at one seed is the question bootstrap of that seed;
+- a *level* at one seed is the question bootstrap of that seed (so is the start point's, one
+  evaluation with no seeds: :func:`start_point_cells`);
+- an effect with nothing per question (Table 9's validation F1 and last-step shares, one number
+  per run) is the *seed* bootstrap of the per-seed paired differences (:func:`seed_effect`);
 - a *share* (High-PPL, format, EM) is a count: Wilson's interval of the questions pooled over
   seeds (inside [0, 100]; never a t-interval);
 - :func:`holm_mark` adjusts a table's family of effects (the split average of every effect row)
@@ -19,7 +22,7 @@ All values are ×100. A cell nothing measured is absent (the table prints "—")
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from calibadv.evaluate.intervals import holm, split_bootstrap
@@ -73,6 +76,32 @@ def level_cells(results: Results, model: str, method: str, metric: str,
     """A method's scores with the two-level (at one seed: question) bootstrap interval."""
     data = per_question(results, model, method, metric, benches)
     return _cells({s: {b: list(v.values()) for b, v in d.items()} for s, d in data.items()}, benches)
+
+
+def start_point_cells(results: Results, start: str, metric: str,
+                      benches: Sequence[str]) -> dict[str, Bounds]:
+    """The start point's scores (one evaluation of the start model, no seeds) with the question
+    bootstrap, like any one-seed level; empty when its predictions were not collected."""
+    data = {b: [100.0 * v[metric] for v in found.values()] for b in benches
+            if (found := results.start_questions.get((start, b)))}  # fmt: skip
+    return _cells({0: data}, benches) if data else {}
+
+
+def seed_effect(ours: Mapping[int, float], reference: Mapping[int, float]) -> Bounds | None:
+    """``ours − reference`` paired by seed, for a quantity with one number per run: the seed
+    bootstrap of the per-seed differences (:func:`split_bootstrap` with one value per seed,
+    so only the seed level resamples), its percentile interval and two-sided p-value.
+
+    One shared seed: the difference alone (no interval, no p: nothing to resample). None when
+    no seed is shared, or for a structural zero (both methods exactly 0 on every shared seed)."""
+    seeds = sorted(set(ours) & set(reference))
+    if not seeds or all(float(ours[s]) == 0.0 == float(reference[s]) for s in seeds):
+        return None
+    diffs = {s: float(ours[s]) - float(reference[s]) for s in seeds}
+    if len(seeds) == 1:
+        return Bounds(diffs[seeds[0]], None, None, 1, how="seeds")
+    boot = split_bootstrap({s: {"run": [d]} for s, d in diffs.items()}).average
+    return Bounds(boot.mean, boot.low, boot.high, boot.n_groups, how="seeds", p=boot.p)
 
 
 def effect_cells(results: Results, model: str, method: str, reference: str, metric: str,

@@ -44,9 +44,10 @@ class Bounds:
     """An estimate with an interval that need not be symmetric: a percentile bootstrap (F1
     levels and effects, :func:`calibadv.evaluate.intervals.split_bootstrap`) or Wilson's
     interval of a share. ``n`` is the number of seeds it rests on; ``how`` what the interval
-    resamples (``bootstrap``: seeds, then questions; ``wilson``: a pooled count); ``p`` the
-    bootstrap's two-sided p-value of 0 and ``p_holm`` its Holm-adjusted value where the cell is
-    in a table's family of effects; ``mark`` (``†``) says the effect survives Holm."""
+    resamples (``bootstrap``: seeds, then questions; ``seeds``: the seeds alone, one number per
+    run; ``wilson``: a pooled count); ``p`` the bootstrap's two-sided p-value of 0 and
+    ``p_holm`` its Holm-adjusted value where the cell is in a table's family of effects;
+    ``mark`` (``†``) says the effect survives Holm."""
 
     mean: float
     low: float | None
@@ -145,18 +146,20 @@ def n_label(ns: Sequence[int]) -> str:
 
 def interval_label(cells: Sequence[object]) -> str:
     """What a row's intervals rest on and resample: ``n=3`` (t over seeds, as
-    :func:`n_label`), ``n=3; 2-level bootstrap``, ``n=1; question bootstrap`` or ``n=3; Wilson,
-    questions pooled over seeds``; "mixed" when the row's cells differ (some evaluations
-    without per-question results)."""
+    :func:`n_label`), ``n=3; 2-level bootstrap``, ``n=1; question bootstrap``, ``n=3; seed
+    bootstrap`` (one number per run, :func:`calibadv.report.questions.seed_effect`) or ``n=3;
+    Wilson, questions pooled over seeds``, joined with ``+`` when a row has several; "mixed"
+    when the row's cells differ (some evaluations without per-question results)."""
     ts = [c.n for c in cells if isinstance(c, Interval)]
     bs = [c for c in cells if isinstance(c, Bounds)]
     if not bs:
         return n_label(ts)
     ns = sorted({c.n for c in bs} | set(ts))
     text = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+    names = {"bootstrap": "question bootstrap" if max(ns) == 1 else "2-level bootstrap",
+             "seeds": "seed bootstrap", "wilson": "Wilson, questions pooled over seeds"}
     hows = {c.how for c in bs}
-    if hows == {"wilson"}:
-        how = "Wilson, questions pooled over seeds"
-    else:
-        how = "question bootstrap" if max(ns) == 1 else "2-level bootstrap"
+    if hows != {"wilson"}:
+        hows.discard("wilson")  # a bootstrap row's shares: the note says they are Wilson's
+    how = " + ".join(names[h] for h in names if h in hows)
     return f"{text}; {how}" + ("; mixed with t over seeds" if ts else "")

@@ -24,7 +24,9 @@ from calibadv.report.questions import (
     has_questions,
     holm_mark,
     level_cells,
+    seed_effect,
     share_cells,
+    start_point_cells,
 )
 from calibadv.report.stats import (
     Bounds,
@@ -141,10 +143,12 @@ def block(
     keys: list[str],
     effect: tuple[str, dict[str, Cell], dict[str, Cell]] | None = None,
     digits: int = 2,
+    family: str = "average",
 ) -> list[list[str]]:
     """The rows of one entry: ours (mean ± 95% CI over seeds, n), the paper's, then
     ``Δ ours − paper`` only in the paper's own setting, and the effect rows
-    ``(ref, ours, paper)`` when given: our difference from the reference row beside the paper's."""
+    ``(ref, ours, paper)`` when given: our difference from the reference row beside the paper's,
+    its label with the p-values of its ``family`` cell (the one the table's Holm family is over)."""
     blank = [""] * len(labels)
     cells = [v for v in ours.values() if isinstance(v, (Interval, Bounds))]
     rows = [
@@ -159,20 +163,26 @@ def block(
     if effect is not None:
         ref, ours_eff, paper_eff = effect
         eff = [v for v in ours_eff.values() if isinstance(v, (Interval, Bounds))]
-        rows.append([*blank, f"effect ours: − {ref} (paired, {interval_label(eff)}{_p_text(ours_eff)})",
+        rows.append([*blank, f"effect ours: − {ref} (paired, {interval_label(eff)}{_p_text(ours_eff, family)})",
                      *(fmt_diff(ours_eff.get(k), digits) for k in keys)])  # fmt: skip
         rows.append([*blank, f"effect paper: − {ref}",
                      *(fmt_diff(paper_eff.get(k), digits) for k in keys)])  # fmt: skip
     return rows
 
 
-def _p_text(effect: dict[str, Cell]) -> str:
-    """``; Avg. p = 0.004, Holm 0.012`` for an effect whose average is in the table's Holm
-    family (bootstrap p-values); nothing otherwise."""
-    avg = effect.get("average")
-    if not isinstance(avg, Bounds) or avg.p is None:
+#: the names, in an effect row's label, of the cells a table's Holm family can be over
+FAMILY_NAMES = {"average": "Avg.", "val_last": "Val F1 last"}
+
+
+def _p_text(effect: dict[str, Cell], family: str = "average") -> str:
+    """``; Avg. p = 0.004, Holm 0.012`` for an effect whose ``family`` cell (Avg. in Tables
+    1–4, Val F1 last in Table 9) has a bootstrap p-value (and its Holm-adjusted one, once the
+    table's family is adjusted); nothing otherwise."""
+    cell = effect.get(family)
+    if not isinstance(cell, Bounds) or cell.p is None:
         return ""
-    return f"; Avg. p = {avg.p:.3f}" + ("" if avg.p_holm is None else f", Holm {avg.p_holm:.3f}")
+    return (f"; {FAMILY_NAMES[family]} p = {cell.p:.3f}"
+            + ("" if cell.p_holm is None else f", Holm {cell.p_holm:.3f}"))
 
 
 # --------------------------------------------------------------------------- our numbers
@@ -279,12 +289,13 @@ def collapse_label(results: Results, model: str, method: str) -> str | None:
 
 def start_point_scores(config: dict[str, Any], results: Results, model: str) -> dict[str, Cell] | None:
     """×100 scores of the model's start point with no RL (one evaluation, no seeds), plus the
-    average when every benchmark has one; None when the start point was not evaluated."""
+    average when every benchmark has one; with the question bootstrap interval where its
+    predictions were collected (like any one-seed row). None when it was not evaluated."""
     start = start_model(config, model)
     found = {b: results.start_evals.get((start, b)) for b, _ in BENCHMARKS}
     if all(m is None for m in found.values()):
         return None
-    return bench_scores(found)
+    return {**bench_scores(found), **start_point_cells(results, start, "f1", [b for b, _ in BENCHMARKS])}
 
 
 def time_per_step(results: Results, model: str, method: str) -> Cell:
@@ -316,14 +327,15 @@ def _model_label(config: dict[str, Any], model: str) -> str:
 # --------------------------------------------------------------------------- F1 tables
 
 
-def render_blocks(table: Table, entries: list[tuple[Any, ...]]) -> int:
-    """Holm over the table's family of effects (the split average of every effect row with a
-    bootstrap p-value, :func:`calibadv.report.questions.holm_mark`), then each entry's rows
-    (:func:`block` arguments) after a rule. Returns the family's size, for the note."""
-    family = holm_mark([e[5][1] for e in entries if len(e) > 5 and e[5] is not None])
+def render_blocks(table: Table, entries: list[tuple[Any, ...]], key: str = "average") -> int:
+    """Holm over the table's family of effects (the ``key`` cell — the split average — of
+    every effect row with a bootstrap p-value, :func:`calibadv.report.questions.holm_mark`),
+    then each entry's rows (:func:`block` arguments) after a rule. Returns the family's size,
+    for the note."""
+    family = holm_mark([e[5][1] for e in entries if len(e) > 5 and e[5] is not None], key)
     for entry in entries:
         table.breaks.append(len(table.rows))
-        table.rows += block(*entry)
+        table.rows += block(*entry, family=key)
     return family
 
 
@@ -352,51 +364,79 @@ def interval_notes(family: int) -> list[str]:
 # --------------------------------------------------------------------------- Table 1
 
 
+#: Table 1's columns after the labels: F1 per split, Avg., Pooled, collapse point
+TABLE1_KEYS = TABLE_KEYS + ["collapse"]
+
+
 def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
-    labels = config["report"]["method_labels"]
-    reference = config["report"]["reference_method"]
-    keys = TABLE_KEYS + ["collapse"]
     table = Table(
         "table1_main",
         "Table 1: main results (F1 ×100; 95% CI: t over seeds, or bootstrap over seeds, then "
         "questions — see the row label) and collapse point",
         ["Model", "Method", "", *TABLE_HEADERS, "Collapse"],
     )
-    entries: list[tuple[Any, ...]] = []  # block() arguments, rendered after Holm
     paper_rows = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
-    paper_methods = {r["method"] for r in paper.get("table1_main", [])}
     paper_models = {r["model"] for r in paper.get("table1_main", [])}
-    seen = set()
+    entries: list[tuple[Any, ...]] = []  # block() arguments, rendered after Holm
+    seen: set[tuple[str, str]] = set()  # paper rows beside one of ours (its own setting)
     with_start = False  # some model's start point was evaluated: its note follows
     for model in config["models"]:
-        pmodel = paper_model_of(config, model, paper_models)
-        setting = setting_of(config, model, pmodel)
-        ref_label = labels.get(reference, reference)
-        ref_prow = paper_rows.get((pmodel, ref_label), {})
-        start = start_point_scores(config, results, model)
+        setting = setting_of(config, model, paper_model_of(config, model, paper_models))
+        start = _start_point_entry(config, results, model, setting)
         if start is not None:
             with_start = True
-            entries.append(([_model_label(config, model), START_POINT_LABEL], setting,
-                            {**start, "collapse": None}, dict.fromkeys(keys, NOT_IN_PAPER), keys))  # fmt: skip
-        for method in model_methods(config, model):
-            if method not in labels:
-                continue
-            if setting.same:
-                seen.add((pmodel, labels[method]))
-            ours = {**our_scores(results, model, method), "collapse": collapse_label(results, model, method)}
-            prow = paper_rows.get((pmodel, labels[method]), {})
-            theirs = {**prow.get("scores", {}), "collapse": prow.get("collapse_point")}
-            in_paper = labels[method] in paper_methods
-            if not in_paper:  # a row of ours (e.g. SAPO): say so
-                theirs = dict.fromkeys(keys, NOT_IN_PAPER)
-            effect = None
-            if method != reference and reference in model_methods(config, model):
-                paper_eff = (paper_effects(prow.get("scores", {}), ref_prow.get("scores", {}), SCORE_KEYS)
-                             if in_paper and prow and ref_prow else dict.fromkeys(SCORE_KEYS))  # fmt: skip
-                effect = (ref_label, effects(results, model, method, reference), paper_eff)
-            entries.append(([_model_label(config, model), labels[method]], setting, ours, theirs,
-                            keys, effect))  # fmt: skip
+            entries.append(start)
+        ours = _table1_method_entries(config, results, model, setting, paper_rows)
+        entries += ours
+        if setting.same:
+            seen |= {(setting.paper_model, e[0][1]) for e in ours}
     family = render_blocks(table, entries)
+    _table1_paper_only_rows(table, paper_rows, seen)
+    table.notes += _table1_notes(config, family, with_start)
+    return table
+
+
+def _start_point_entry(config: dict[str, Any], results: Results, model: str,
+                       setting: Setting) -> tuple[Any, ...] | None:
+    """The block of the model's start point with no RL (None when it was not evaluated): its
+    F1 with the question bootstrap where its predictions are there; no paper row, no effect."""
+    start = start_point_scores(config, results, model)
+    if start is None:
+        return None
+    return ([_model_label(config, model), START_POINT_LABEL], setting, {**start, "collapse": None},
+            dict.fromkeys(TABLE1_KEYS, NOT_IN_PAPER), TABLE1_KEYS)  # fmt: skip
+
+
+def _table1_method_entries(config: dict[str, Any], results: Results, model: str, setting: Setting,
+                           paper_rows: dict[tuple[str, str], dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The blocks of the model's labelled methods: ours beside the paper's row of the same label
+    (or "not in paper") and, but for the reference, the effect against the reference."""
+    labels = config["report"]["method_labels"]
+    reference = config["report"]["reference_method"]
+    ref_label = labels.get(reference, reference)
+    ref_prow = paper_rows.get((setting.paper_model, ref_label), {})
+    paper_methods = {m for _, m in paper_rows}
+    out = []
+    for method in [m for m in model_methods(config, model) if m in labels]:
+        ours = {**our_scores(results, model, method), "collapse": collapse_label(results, model, method)}
+        prow = paper_rows.get((setting.paper_model, labels[method]), {})
+        theirs = {**prow.get("scores", {}), "collapse": prow.get("collapse_point")}
+        in_paper = labels[method] in paper_methods
+        if not in_paper:  # a row of ours (e.g. SAPO): say so
+            theirs = dict.fromkeys(TABLE1_KEYS, NOT_IN_PAPER)
+        effect = None
+        if method != reference and reference in model_methods(config, model):
+            paper_eff = (paper_effects(prow.get("scores", {}), ref_prow.get("scores", {}), SCORE_KEYS)
+                         if in_paper and prow and ref_prow else dict.fromkeys(SCORE_KEYS))  # fmt: skip
+            effect = (ref_label, effects(results, model, method, reference), paper_eff)
+        out.append(([_model_label(config, model), labels[method]], setting, ours, theirs,
+                    TABLE1_KEYS, effect))  # fmt: skip
+    return out
+
+
+def _table1_paper_only_rows(table: Table, paper_rows: dict[tuple[str, str], dict[str, Any]],
+                            seen: set[tuple[str, str]]) -> None:
+    """The paper's rows no run of ours sits beside in its own setting, for reference."""
     for (pmodel, method_label), prow in paper_rows.items():
         if (pmodel, method_label) in seen:
             continue
@@ -404,7 +444,10 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         table.rows.append([pmodel, method_label, f"paper: {pmodel}, {PAPER_WORLD}",
                            *(fmt(prow["scores"].get(k)) for k in TABLE_KEYS),
                            fmt(prow.get("collapse_point"))])  # fmt: skip
-    table.notes += [
+
+
+def _table1_notes(config: dict[str, Any], family: int, with_start: bool) -> list[str]:
+    notes = [
         "Each block: ours, the paper's numbers, and — only where our run is in the paper's "
         "own setting (real world, a model the paper ran) — ours − paper. Elsewhere an absolute "
         "difference means nothing: the effect rows compare our difference between methods "
@@ -420,13 +463,14 @@ def table1_main(config: dict[str, Any], results: Results, paper: dict[str, Any])
         "and at which steps.",
     ]
     if with_start:
-        table.notes.append(
+        notes.append(
             f"'{START_POINT_LABEL}': the model every run of that model starts from (its SFT warm "
             "start, else the base model), evaluated like the runs (same splits, greedy) with no "
-            "RL; one evaluation, no seeds. A method's scores at or below it mean its RL did not "
-            "raise held-out F1 (evaluation.start_point)."
+            "RL; one evaluation, no seeds: its interval is the question bootstrap (its test "
+            "questions resampled within each split), none without its predictions. A method's "
+            "scores at or below it mean its RL did not raise held-out F1 (evaluation.start_point)."
         )
-    return table
+    return notes
 
 
 def ref_label_of(config: dict[str, Any]) -> str:
@@ -914,67 +958,107 @@ def _last_share(results: Results, model: str, method: str, key: str) -> Cell:
     return Bounds(100 * mean(float(r[key]) for r in recs), None, None, len(recs), how="wilson")
 
 
+#: Table 9's columns after the labels (key, header)
+STRESS_COLUMNS = [("collapse", "Collapsed"), ("val_peak", "Val F1 peak"), ("val_last", "Val F1 last"),
+                  ("format_last", "Format % last step"), ("average", "Test F1 avg."),
+                  ("high_ppl", "High-PPL % avg."), ("train_high_ppl", "High-PPL % last step")]  # fmt: skip
+#: Table 9's Holm family: each method's effect on validation F1 at the last validation, the
+#: F1 a collapse takes away (the test checkpoint is the last before a collapse, so its F1 hides it)
+STRESS_FAMILY = "val_last"
+
+
 def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:
     """Collapse under stress: the runs of ``report.stress.model`` (a learning rate at which plain
-    GRPO degrades), each method's collapse point and High-PPL ratio over seeds."""
+    GRPO degrades), each method's collapse point and High-PPL ratio over seeds, and its effects
+    against ``report.stress.reference`` (bootstrap, Holm over the Val F1 last effects)."""
     section = config["report"]["stress"]
     model = section.get("model")
-    reference = section["reference"]
-    cols = [("collapse", "Collapsed"), ("val_peak", "Val F1 peak"), ("val_last", "Val F1 last"),
-            ("format_last", "Format % last step"), ("average", "Test F1 avg."),
-            ("high_ppl", "High-PPL % avg."), ("train_high_ppl", "High-PPL % last step")]  # fmt: skip
-    keys = [k for k, _ in cols]
     table = Table(
         "table9_stress",
         "Table 9: collapse under stress — collapse point and High-PPL ratio per method",
-        ["Model", "Method", "", *(h for _, h in cols)],
+        ["Model", "Method", "", *(h for _, h in STRESS_COLUMNS)],
     )
     if model is None:
         table.notes.append("No stress runs configured (report.stress.model).")
         return table
-    labels = config["report"]["method_labels"]
     paper_models = {r["model"] for r in paper.get("table1_main", [])}
-    pmodel = paper_model_of(config, model, paper_models)
-    setting = setting_of(config, model, pmodel)
+    setting = setting_of(config, model, paper_model_of(config, model, paper_models))
+    entries = _stress_entries(config, results, paper, model, setting)
+    family = render_blocks(table, entries, STRESS_FAMILY)
+    table.notes += _stress_notes(config, model, setting, family)
+    return table
+
+
+def _stress_per_seed(results: Results, model: str, method: str) -> dict[str, dict[int, float]]:
+    """key -> {seed: value ×100}: one number per run of every Table 9 column but the collapse."""
+    f1 = seed_scores(results, model, method, "f1")
+    ppl = seed_scores(results, model, method, "high_ppl_ratio")
+    return {"val_peak": _val_f1(results, model, method, "peak"),
+            "val_last": _val_f1(results, model, method, "last"),
+            "format_last": _last_metric(results, model, method, "format_rate"),
+            "average": f1.get("average", {}), "high_ppl": ppl.get("average", {}),
+            "train_high_ppl": _last_metric(results, model, method, "high_ppl_ratio")}  # fmt: skip
+
+
+def _stress_ours(results: Results, model: str, method: str) -> dict[str, Cell]:
+    """A method's Table 9 levels: F1 as mean ± t over seeds; shares as Wilson's interval of the
+    rollouts / questions pooled over seeds, never mean ± t (issue 31); the collapse count."""
+    values = _stress_per_seed(results, model, method)
+    ours: dict[str, Cell] = {k: t_interval(list(v.values())) for k, v in values.items()}
+    ours.update({k: _last_share(results, model, method, m) for k, m in
+                 (("format_last", "format_rate"), ("train_high_ppl", "high_ppl_ratio"))})
+    ours["high_ppl"] = share_cells(results, model, method, "high_ppl_ratio",
+                                   [b for b, _ in BENCHMARKS]).get("average")
+    ours["collapse"] = collapse_label(results, model, method)
+    return ours
+
+
+def _stress_effects(results: Results, model: str, method: str, reference: str) -> dict[str, Cell]:
+    """``method − reference`` per Table 9 column, paired by seed: the test F1 and High-PPL
+    averages by the two-level bootstrap (seeds, then questions) where both methods' predictions
+    are there; everything else — one number per run (validation F1, last-step shares) — by the
+    seed bootstrap (:func:`calibadv.report.questions.seed_effect`). "—" for structural zeros."""
+    ours, ref = _stress_per_seed(results, model, method), _stress_per_seed(results, model, reference)
+    out: dict[str, Cell] = {k: seed_effect(ours[k], ref[k]) for k in ours}
+    if has_questions(results, model, method) and has_questions(results, model, reference):
+        benches = [b for b, _ in BENCHMARKS]
+        for key, metric in (("average", "f1"), ("high_ppl", "high_ppl_ratio")):
+            out[key] = effect_cells(results, model, method, reference, metric, benches).get("average")
+    return out
+
+
+def _stress_entries(config: dict[str, Any], results: Results, paper: dict[str, Any], model: str,
+                    setting: Setting) -> list[tuple[Any, ...]]:
+    """Table 9's blocks (:func:`block` arguments): per method ours, the paper's collapse point
+    (Table 1) and High-PPL average (Table 2, where the method is an ablation row), and the
+    effect against the reference beside the paper's High-PPL difference."""
+    labels = config["report"]["method_labels"]
+    reference = config["report"]["stress"]["reference"]
     paper_t1 = {(r["model"], r["method"]): r for r in paper.get("table1_main", [])}
     ablation = config["report"]["ablation"]["rows"]
     paper_t2 = {r["variant"]: r for r in paper.get("table2_ablation", []) if r.get("metric") == "HighPPLRatio"}
-
-    def per_seed(method: str) -> dict[str, dict[int, float]]:
-        f1 = seed_scores(results, model, method, "f1")
-        ppl = seed_scores(results, model, method, "high_ppl_ratio")
-        return {"val_peak": _val_f1(results, model, method, "peak"),
-                "val_last": _val_f1(results, model, method, "last"),
-                "format_last": _last_metric(results, model, method, "format_rate"),
-                "average": f1.get("average", {}), "high_ppl": ppl.get("average", {}),
-                "train_high_ppl": _last_metric(results, model, method, "high_ppl_ratio")}  # fmt: skip
-
     methods = model_methods(config, model)
-    ref_values = per_seed(reference) if reference in methods else None
+    keys = [k for k, _ in STRESS_COLUMNS]
+    entries = []
     for method in methods:
-        values = per_seed(method)
-        ours: dict[str, Cell] = {k: t_interval(list(v.values())) for k, v in values.items()}
-        # shares: Wilson over the pooled rollouts / questions, never mean ± t (issue 31)
-        ours.update({k: _last_share(results, model, method, m) for k, m in
-                     (("format_last", "format_rate"), ("train_high_ppl", "high_ppl_ratio"))})
-        ours["high_ppl"] = share_cells(results, model, method, "high_ppl_ratio",
-                                       [b for b, _ in BENCHMARKS]).get("average")
-        ours["collapse"] = collapse_label(results, model, method)
         label = labels.get(method, method)
-        prow = paper_t1.get((pmodel, label), {})
+        prow = paper_t1.get((setting.paper_model, label), {})
         p2 = paper_t2.get(ablation.get(method, ""), {})
         theirs: dict[str, Cell] = {"collapse": prow.get("collapse_point"),
                                    "high_ppl": (p2.get("scores") or {}).get("average")}  # fmt: skip
         effect = None
-        if ref_values is not None and method != reference:
-            eff = {k: effect_or_structural_zero(values[k], ref_values[k]) for k in values}
-            ref_label = labels.get(reference, reference)
+        if reference in methods and method != reference:
             pref = paper_t2.get(ablation.get(reference, ""), {})
-            effect = (ref_label, eff, {"high_ppl": diff(theirs["high_ppl"], (pref.get("scores") or {}).get("average"))})
-        table.breaks.append(len(table.rows))
-        table.rows += block([_model_label(config, model), label], setting, ours, theirs, keys, effect)
+            effect = (labels.get(reference, reference), _stress_effects(results, model, method, reference),
+                      {"high_ppl": diff(theirs["high_ppl"], (pref.get("scores") or {}).get("average"))})  # fmt: skip
+        entries.append(([_model_label(config, model), label], setting, _stress_ours(results, model, method),
+                        theirs, keys, effect))  # fmt: skip
+    return entries
+
+
+def _stress_notes(config: dict[str, Any], model: str, setting: Setting, family: int) -> list[str]:
     training = {**(config.get("training") or {}), **(config["models"][model].get("training") or {})}
-    table.notes += [
+    notes = [
         f"Stress setting: model entry {model!r} (training lr {training.get('lr')}, "
         f"{training.get('steps')} steps); collapse as defined in calibadv.evaluate.collapse "
         f"(collapse_delta {training.get('collapse_delta')}, window {training.get('collapse_window')}): "
@@ -985,11 +1069,26 @@ def table9_stress(config: dict[str, Any], results: Results, paper: dict[str, Any
         "step). Ours: mean ± 95% t-interval over seeds for F1; shares (format, High-PPL at the "
         "last step) as the rollouts of every seed counted together with Wilson's 95% interval "
         "(the mean alone without counts); the test High-PPL average is a mean of split shares, "
-        "no interval (Table 2's Pooled column has one). Effects: paired by seed, t over seeds.",
+        "no interval (Table 2's Pooled column has one).",
+        "Effects (each method − the reference, paired by seed): [2.5%, 97.5%] percentiles of "
+        "2000 bootstrap draws. Test F1 and High-PPL averages: the 2-level bootstrap, which "
+        "resamples the seeds, then the questions within each split of each drawn seed "
+        "(per-question differences paired by seed and question), where both methods' "
+        "predictions are there; validation F1 and the last-step shares (one number per run, "
+        "nothing per question) and any test average without predictions: the seed bootstrap, "
+        "which resamples the per-seed differences over the seeds (one seed: the difference "
+        "alone, no interval). '—' = a structural zero (both methods exactly 0).",
         "Paper: collapse point (Table 1) and High-PPL average (Table 2, where the method is an "
-        f"ablation row) of {pmodel} at its own learning rate — not a stress run.",
+        f"ablation row) of {setting.paper_model} at its own learning rate — not a stress run.",
     ]
-    return table
+    if family:
+        notes.append(
+            f"Holm: the Val F1 last effects of this table's {family} effect rows are one family "
+            "(the F1 a collapse takes away); p = two-sided bootstrap p-value of 'the effect is "
+            "0' (2·(1 + the draws on the smaller side of 0) / (draws + 1), capped at 1), "
+            "Holm-adjusted step-down; † = survives at family-wise α = 0.05. Other cells are not "
+            "adjusted.")
+    return notes
 
 
 def table9_survival(config: dict[str, Any], results: Results, paper: dict[str, Any]) -> Table:

@@ -132,6 +132,21 @@ def test_evaluation_jobs_per_benchmark_or_per_run_write_the_same_files(tmp_path,
     assert (suites_bench, suites_run) == ({1}, {7})  # one command line, one --suite per split
 
 
+def test_tables_read_every_evaluations_predictions_so_a_new_file_re_renders_them(tmp_path):
+    """The tables' intervals resample each evaluation's questions (predictions.jsonl): the
+    tables job lists that file beside metrics.json, of every run and of the start point, so a
+    changed predictions file re-renders the tables."""
+    text = snakemake("-n", "-d", str(tmp_path)).stdout
+    block = next(b for b in text.split("rule ")[1:] if b.startswith("tables:"))
+    line = next(x for x in block.splitlines() if x.strip().startswith("input:"))
+    inputs = {f.strip() for f in line.split("input:", 1)[1].split(",")}
+    metrics = {f for f in inputs if f.endswith("/metrics.json")}
+    predictions = {f for f in inputs if f.endswith("/predictions.jsonl")}
+    assert len(metrics) == (5 + 1) * 7  # five runs and the start point, seven splits each
+    assert predictions == {f.replace("/metrics.json", "/predictions.jsonl") for f in metrics}
+    assert sum("/_start_point/" in f for f in predictions) == 7
+
+
 def test_adding_a_model_is_one_config_entry(tmp_path, tiny_config):
     models = dict(tiny_config["models"])
     models["tiny-b"] = {"source": "tiny", "sft": False, "methods": ["calibadv"], "seed": 1}

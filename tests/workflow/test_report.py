@@ -436,3 +436,79 @@ def test_table9_last_step_shares_are_wilson_not_t(config, results):
     res.runs[("tiny", "search-r1", 0)].metrics.append({"step": 9, "format_rate": 0.5})
     alone = _last_share(res, "tiny", "search-r1", "format_rate")
     assert (alone.mean, alone.low, alone.high, alone.n) == (50.0, None, None, 1)
+
+
+def test_the_start_point_row_has_the_question_bootstrap_of_its_predictions(config, results):
+    """The start point is one evaluation: like any n = 1 row, its interval resamples its test
+    questions. nq: questions at 10 and 50 (F1 30); a resample of the two is 10, 30 or 50 (1/4,
+    1/2, 1/4): [10, 50]. Split i > 0: three questions at 30 + i, no spread. Avg. = (nq + 201)/7:
+    33, in [211/7, 251/7] = [30.14, 35.86]; Pooled weighs nq's 2 questions against 3 a split:
+    (2·30 + 3·201)/20 = 33.15, in [(2·10 + 603)/20, (2·50 + 603)/20] = [31.15, 35.15]."""
+    layout = Layout.of(config)
+    for i, bench in enumerate(BENCHES):
+        where = layout.start_eval_dir("tiny", bench)
+        dump(f"{where}/metrics.json", {"f1": 0.30 + i / 100, "em": 0.1})
+        f1s = [0.1, 0.5] if bench == "nq" else [0.30 + i / 100] * 3
+        atomic_write_jsonl(f"{where}/predictions.jsonl",
+                           [{"id": f"q{j}", "f1": f, "format_ok": True, "ppl": 1.0} for j, f in enumerate(f1s)])
+    collected = collect(config)
+    assert len(collected.start_questions[("tiny", "nq")]) == 2
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    table1 = {t.key: t for t in build_tables(config, collected, paper)}["table1_main"]
+    rows = block_of(table1, ["Qwen2.5-7B", "start point (no RL)"])
+    assert "(n=1; question bootstrap)" in rows["ours"][2]
+    assert rows["ours"][3] == "30.00 [10.00, 50.00]" and rows["ours"][4] == "31.00 [31.00, 31.00]"
+    assert rows["ours"][10] == "33.00 [30.14, 35.86]" and rows["ours"][11] == "33.15 [31.15, 35.15]"
+    assert "effect ours" not in rows  # Table 1's effects are against Search-R1, not the start point
+    assert any("its interval is the question bootstrap" in note for note in table1.notes)
+
+
+def _stress_val(results, last):
+    """Each run's validation F1: 10 at step 0, then ``last[(method, seed)]`` at step 6 (None:
+    the run validated nothing)."""
+    for (method, seed), f1 in last.items():
+        results.runs[("tiny", method, seed)].val = [] if f1 is None else [
+            {"step": 0, "f1": 0.1}, {"step": 6, "f1": f1}]
+
+
+def test_table9_effects_are_bootstraps_with_holm_over_the_last_validation_f1(config, results):
+    """Val F1 last: CalibAdv 70/90 and prethink 50/70 against Search-R1 60/60 — differences
+    10/30 (the seed bootstrap: [10, 30], p = 2/2001) and −10/+10 (draws −10, 0, +10: p capped
+    at 1). Holm over the family of two: 2·2/2001 = 0.002 (survives, †) and max(0.002, 1) = 1.
+    Val F1 peak is the same number here, but outside the family: no mark. Test F1 from the
+    predictions (every question at its seed's F1): the 2-level bootstrap, +20 [10, 30];
+    test High-PPL 0 on every question of both: a structural zero."""
+    for (method, seed), f1 in SCORES.items():
+        for bench in BENCHES:
+            _predictions(config, method, seed, bench, [f1] * 3)
+    config["report"]["stress"] = {"model": "tiny", "reference": "search-r1"}
+    res = collect(config)
+    _stress_val(res, {("search-r1", 0): 0.6, ("search-r1", 1): 0.6, ("calibadv", 0): 0.7,
+                      ("calibadv", 1): 0.9, ("prethink", 0): 0.5, ("prethink", 1): 0.7})
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    t9 = {t.key: t for t in build_tables(config, res, paper)}["table9_stress"]
+    ours = block_of(t9, ["Qwen2.5-7B", "CalibAdv"])["effect ours"]
+    assert ours[5] == "+20.00 [+10.00, +30.00]†" and ours[4] == "+20.00 [+10.00, +30.00]"
+    assert ours[7] == "+20.00 [+10.00, +30.00]" and ours[8] == MISSING
+    assert "2-level bootstrap + seed bootstrap" in ours[2]
+    assert "Val F1 last p = 0.001, Holm 0.002" in ours[2]
+    other = block_of(t9, ["Qwen2.5-7B", "prethink"])["effect ours"]
+    assert other[5] == "+0.00 [-10.00, +10.00]" and "Val F1 last p = 1.000, Holm 1.000" in other[2]
+    assert "effect ours" not in block_of(t9, ["Qwen2.5-7B", "Search-R1"])  # the reference
+    assert any("Holm: the Val F1 last effects of this table's 2 effect rows" in n for n in t9.notes)
+    assert any("the seed bootstrap, which resamples the per-seed differences" in n for n in t9.notes)
+
+
+def test_table9_effects_without_predictions_are_seed_bootstraps(config, results):
+    """No predictions: the test F1 average too is one number per run, so its effect is the
+    seed bootstrap of the per-seed differences (10 and 30: [10, 30]); a lone seed gives the
+    difference alone, with no interval and outside the family."""
+    config["report"]["stress"] = {"model": "tiny", "reference": "search-r1"}
+    _stress_val(results, {("search-r1", 0): 0.6, ("calibadv", 0): 0.7, ("search-r1", 1): None,
+                          ("calibadv", 1): None})
+    paper = load_paper(REPO / "config/paper_results.yaml")
+    t9 = {t.key: t for t in build_tables(config, results, paper)}["table9_stress"]
+    eff = block_of(t9, ["Qwen2.5-7B", "CalibAdv"])["effect ours"]
+    assert eff[7] == "+20.00 [+10.00, +30.00]" and "n=1–2; seed bootstrap" in eff[2]
+    assert eff[5] == "+10.00" and "Holm" not in eff[2] and "†" not in "".join(eff)
+    assert not any(n.startswith("Holm") for n in t9.notes)

@@ -104,3 +104,26 @@ def test_an_effect_between_two_all_zero_methods_is_a_structural_zero():
     iv = effect_or_structural_zero({0: 0.0, 1: 2.0}, {0: 0.0, 1: 0.0})  # a measured zero-ish
     assert iv.mean == 1.0 and iv.n == 2
     assert fmt_interval(effect_or_structural_zero({0: 0.0}, {0: 0.0})) == "—"
+
+
+def test_a_seed_effect_is_the_seed_bootstrap_of_the_per_seed_differences_by_hand():
+    """One number per run (Table 9's validation F1): differences 10 and 30 over seeds 0 and 1
+    (seed 2 of the reference missing). The mean of two seeds drawn with replacement is 10, 20
+    or 30 (1/4, 1/2, 1/4): [10, 30] around 20; no draw is <= 0, so p = 2·(0 + 1)/2001."""
+    from calibadv.report.questions import seed_effect
+    from calibadv.report.stats import Bounds, interval_label
+
+    cell = seed_effect({0: 60.0, 1: 70.0, 2: 65.0}, {0: 50.0, 1: 40.0})
+    assert (cell.mean, cell.low, cell.high, cell.n, cell.how) == (20.0, 10.0, 30.0, 2, "seeds")
+    assert cell.p == pytest.approx(2 / 2001)
+    assert fmt_interval(cell, signed=True) == "+20.00 [+10.00, +30.00]"
+    # one shared seed: the difference alone, no interval and no p (nothing to resample)
+    assert seed_effect({0: 5.0}, {0: 2.0}) == Bounds(3.0, None, None, 1, how="seeds")
+    assert seed_effect({0: 0.0, 1: 0.0}, {0: 0.0, 1: 0.0}) is None  # a structural zero: "—"
+    assert seed_effect({0: 1.0}, {1: 1.0}) is None  # no shared seed
+    # a row says what each of its cells resamples
+    two_level = Bounds(1.0, 0.0, 2.0, 2)
+    assert interval_label([cell]) == "n=2; seed bootstrap"
+    assert interval_label([two_level, cell]) == "n=2; 2-level bootstrap + seed bootstrap"
+    assert interval_label([two_level, Bounds(50.0, 40.0, 60.0, 2, how="wilson")]) == \
+        "n=2; 2-level bootstrap"
