@@ -152,7 +152,7 @@ def _resample_means(values, draws: int, rng) -> object:
 
 
 def split_bootstrap(seeds: Mapping[object, Mapping[str, Sequence[float]]], reps: int = 2000,
-                    seed: int = 0, level: float = LEVEL) -> SplitBoot | None:
+                    seed: int = 0, level: float = LEVEL, guard: bool = True) -> SplitBoot | None:
     """Two-level bootstrap of per-question values ``{seed: {split: [value per question]}}``
     (e.g. paired F1 differences): each draw picks as many seeds as there are, with
     replacement, then, within every picked seed and every split, as many questions as the
@@ -162,7 +162,8 @@ def split_bootstrap(seeds: Mapping[object, Mapping[str, Sequence[float]]], reps:
     drawn (a split is resampled within itself, so every draw keeps each split's size). With one
     seed it is the question bootstrap alone. Every seed must have the same splits, each with at
     least one value (ValueError otherwise); None for no seed. Percentile intervals; p-values as
-    :func:`_boot_p` (two-sided, of "the mean is 0")."""
+    :func:`_boot_p` (two-sided, of "the mean is 0"). With 2-4 seeds, ``guard`` (default)
+    widens each answer by :func:`few_seeds_guard`; ``guard=False`` is the bootstrap alone."""
     import numpy as np
 
     keys = list(seeds)
@@ -189,13 +190,42 @@ def split_bootstrap(seeds: Mapping[object, Mapping[str, Sequence[float]]], reps:
     split_means = np.array([[v.mean() for v in row] for row in vals])  # seed x split
     pooled = (split_means * sizes).sum(axis=1) / sizes.sum(axis=1)
 
-    def boot(point: float, d) -> Boot:
+    def boot(per_seed, d) -> Boot:
         a = (1 - level) / 2
         low, high = np.quantile(d, [a, 1 - a])
-        return Boot(float(point), float(low), float(high), _boot_p(d.tolist()), len(keys))
+        b = Boot(float(per_seed.mean()), float(low), float(high), _boot_p(d.tolist()), len(keys))
+        return few_seeds_guard(b, per_seed.tolist(), level) if guard else b
 
-    return SplitBoot({b: boot(split_means[:, i].mean(), draws[b]) for i, b in enumerate(names)},
-                     boot(split_means.mean(axis=1).mean(), draws_avg), boot(pooled.mean(), draws_pool))
+    return SplitBoot({b: boot(split_means[:, i], draws[b]) for i, b in enumerate(names)},
+                     boot(split_means.mean(axis=1), draws_avg), boot(pooled, draws_pool))
+
+
+#: Below this many seeds the seed level of a bootstrap is too narrow to stand alone: 3 seeds
+#: have 10 distinct resamples, and three differences of one sign give every draw that sign
+#: (p = 2/2001 however small the differences): :func:`few_seeds_guard` widens it.
+MIN_BOOTSTRAP_SEEDS = 5
+
+
+def few_seeds_guard(b: Boot, per_seed: Sequence[float], level: float = LEVEL) -> Boot:
+    """With 2 to ``MIN_BOOTSTRAP_SEEDS - 1`` seeds, the weaker of the bootstrap and the
+    t-interval over the seeds' values (df = n - 1): the interval spanning both and the larger
+    p-value. A claim then needs both to support it. Other n: ``b`` unchanged (one seed: the
+    question bootstrap is all there is; five or more: the bootstrap stands)."""
+    import math
+
+    from scipy import stats
+
+    n = len(per_seed)
+    if not 2 <= n < MIN_BOOTSTRAP_SEEDS:
+        return b
+    mean = sum(per_seed) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (n - 1))
+    if sd == 0:  # identical seeds: t says nothing beyond the bootstrap
+        return b
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return Boot(b.mean, min(b.low, mean - half), max(b.high, mean + half), max(b.p, p),
+                b.n_groups)
 
 
 # --------------------------------------------------------------------------- families

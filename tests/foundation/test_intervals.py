@@ -139,10 +139,27 @@ def test_split_bootstrap_seed_level_by_hand():
     # mean of three seeds drawn with replacement is 10 (or 30) with probability 1/27 = 3.7% >
     # 2.5%, so the interval is [10, 30]; no draw is <= 0: p = 2 (0 + 1) / (reps + 1)
     seeds = {s: {"nq": [d] * 4, "hotpotqa": [d] * 2} for s, d in enumerate([10.0, 20.0, 30.0])}
-    b = split_bootstrap(seeds, reps=2000)
+    b = split_bootstrap(seeds, reps=2000, guard=False)
     for cell in (b.splits["nq"], b.splits["hotpotqa"], b.average, b.pooled):
         assert (cell.mean, cell.low, cell.high, cell.n_groups) == (20.0, 10.0, 30.0, 3)
         assert cell.p == pytest.approx(2 / 2001)
+
+
+def test_with_three_seeds_the_weaker_of_bootstrap_and_t_is_reported_by_hand():
+    # the same three seeds (+10, +20, +30): mean 20, sd 10, t(0.975, df 2) = 4.3027, so the
+    # t-interval is 20 -+ 4.3027 x 10 / sqrt(3) = [-4.84, 44.84] and its p-value is
+    # 2 x P(T_2 > 20 / (10 / sqrt(3)) = 3.464) = 0.0742; the bootstrap alone said [10, 30],
+    # p = 0.001: the guard reports the wider interval and the larger p
+    seeds = {s: {"nq": [d] * 4, "hotpotqa": [d] * 2} for s, d in enumerate([10.0, 20.0, 30.0])}
+    cell = split_bootstrap(seeds, reps=2000).average
+    assert cell.mean == 20.0
+    assert (cell.low, cell.high) == (pytest.approx(-4.84, abs=0.01), pytest.approx(44.84, abs=0.01))
+    assert cell.p == pytest.approx(0.0742, abs=1e-4)
+    # five seeds: the bootstrap stands alone; one seed: the question bootstrap alone
+    five = {s: {"nq": [d]} for s, d in enumerate([10.0, 20.0, 30.0, 20.0, 20.0])}
+    assert split_bootstrap(five, reps=2000).average.p == pytest.approx(2 / 2001)
+    one = split_bootstrap({0: {"nq": [0.0, 10.0]}}, reps=2000).average
+    assert (one.low, one.high) == (0.0, 10.0)
 
 
 def test_split_average_and_pooled_weigh_splits_and_questions_by_hand():
@@ -163,7 +180,7 @@ def test_split_bootstrap_matches_a_direct_two_level_resampling():
     rng = np.random.default_rng(7)
     data = {s: {"a": rng.normal(s, 3.0, 40).tolist(), "b": rng.normal(2 * s, 1.0, 25).tolist()}
             for s in range(3)}
-    ours = split_bootstrap(data, reps=4000, seed=1).average
+    ours = split_bootstrap(data, reps=4000, seed=1, guard=False).average
     direct = np.empty(4000)
     r = np.random.default_rng(99)
     for i in range(4000):

@@ -366,16 +366,25 @@ def _predictions(config, method, seed, bench, f1s):
                         for i, f in enumerate(f1s)])  # fmt: skip
 
 
-def test_effects_from_predictions_are_a_two_level_bootstrap_with_holm(config, results):
+def test_effects_from_predictions_are_a_two_level_bootstrap_with_holm(config, results, monkeypatch):
     """Every question of a seed scores the seed's F1 (CalibAdv 60/70, Search-R1 50/40), so the
     paired per-question differences are +10 at seed 0 and +30 at seed 1: the questions add no
     spread, and the mean over two seeds drawn with replacement is 10, 20 or 30 (1/4, 1/2, 1/4):
     [10, 30] around 20. No draw is <= 0: p = 2/2001; one effect in the family (PreThink has no
-    average), so Holm keeps p and it survives (†)."""
+    average), so Holm keeps p and it survives (†). That is the bootstrap alone (the guard for
+    few seeds lowered to 2 here); by default two seeds report the weaker t-interval over the
+    seeds: 20 -+ 12.706 x 10 = [-107.06, +147.06], p = 0.295, no survivor."""
+    from calibadv.evaluate import intervals
+
     for (method, seed), f1 in SCORES.items():
         for bench in BENCHES:
             _predictions(config, method, seed, bench, [f1] * 3)
     paper = load_paper(REPO / "config/paper_results.yaml")
+    guarded = {t.key: t for t in build_tables(config, collect(config), paper)}
+    eff = block_of(guarded["table1_main"], ["Qwen2.5-7B", "CalibAdv"])["effect ours"]
+    assert eff[3] == eff[10] == eff[11] == "+20.00 [-107.06, +147.06]"
+    assert "Avg. p = 0.295, Holm 0.295" in eff[2]
+    monkeypatch.setattr(intervals, "MIN_BOOTSTRAP_SEEDS", 2)
     tables = {t.key: t for t in build_tables(config, collect(config), paper)}
     t1 = tables["table1_main"]
     rows = block_of(t1, ["Qwen2.5-7B", "CalibAdv"])
@@ -471,13 +480,19 @@ def _stress_val(results, last):
             {"step": 0, "f1": 0.1}, {"step": 6, "f1": f1}]
 
 
-def test_table9_effects_are_bootstraps_with_holm_over_the_last_validation_f1(config, results):
+def test_table9_effects_are_bootstraps_with_holm_over_the_last_validation_f1(
+    config, results, monkeypatch
+):
     """Val F1 last: CalibAdv 70/90 and prethink 50/70 against Search-R1 60/60 — differences
     10/30 (the seed bootstrap: [10, 30], p = 2/2001) and −10/+10 (draws −10, 0, +10: p capped
     at 1). Holm over the family of two: 2·2/2001 = 0.002 (survives, †) and max(0.002, 1) = 1.
     Val F1 peak is the same number here, but outside the family: no mark. Test F1 from the
     predictions (every question at its seed's F1): the 2-level bootstrap, +20 [10, 30];
-    test High-PPL 0 on every question of both: a structural zero."""
+    test High-PPL 0 on every question of both: a structural zero. (The bootstrap alone: the
+    guard for few seeds is lowered to 2 here; test_effects_from_predictions_... checks it.)"""
+    from calibadv.evaluate import intervals
+
+    monkeypatch.setattr(intervals, "MIN_BOOTSTRAP_SEEDS", 2)
     for (method, seed), f1 in SCORES.items():
         for bench in BENCHES:
             _predictions(config, method, seed, bench, [f1] * 3)
@@ -499,10 +514,14 @@ def test_table9_effects_are_bootstraps_with_holm_over_the_last_validation_f1(con
     assert any("the seed bootstrap, which resamples the per-seed differences" in n for n in t9.notes)
 
 
-def test_table9_effects_without_predictions_are_seed_bootstraps(config, results):
+def test_table9_effects_without_predictions_are_seed_bootstraps(config, results, monkeypatch):
     """No predictions: the test F1 average too is one number per run, so its effect is the
     seed bootstrap of the per-seed differences (10 and 30: [10, 30]); a lone seed gives the
-    difference alone, with no interval and outside the family."""
+    difference alone, with no interval and outside the family. (Guard for few seeds lowered
+    to 2: the bootstrap alone.)"""
+    from calibadv.evaluate import intervals
+
+    monkeypatch.setattr(intervals, "MIN_BOOTSTRAP_SEEDS", 2)
     config["report"]["stress"] = {"model": "tiny", "reference": "search-r1"}
     _stress_val(results, {("search-r1", 0): 0.6, ("calibadv", 0): 0.7, ("search-r1", 1): None,
                           ("calibadv", 1): None})

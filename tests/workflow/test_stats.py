@@ -113,7 +113,15 @@ def test_a_seed_effect_is_the_seed_bootstrap_of_the_per_seed_differences_by_hand
     from calibadv.report.questions import seed_effect
     from calibadv.report.stats import Bounds, interval_label
 
-    cell = seed_effect({0: 60.0, 1: 70.0, 2: 65.0}, {0: 50.0, 1: 40.0})
+    from calibadv.evaluate import intervals
+
+    # by default two seeds report the weaker t-interval: 20 -+ 12.706 x 10, p = 0.295
+    guarded = seed_effect({0: 60.0, 1: 70.0, 2: 65.0}, {0: 50.0, 1: 40.0})
+    assert (round(guarded.low, 2), round(guarded.high, 2)) == (-107.06, 147.06)
+    assert guarded.p == pytest.approx(0.2952, abs=1e-4)
+    with pytest.MonkeyPatch.context() as mp:  # the bootstrap alone
+        mp.setattr(intervals, "MIN_BOOTSTRAP_SEEDS", 2)
+        cell = seed_effect({0: 60.0, 1: 70.0, 2: 65.0}, {0: 50.0, 1: 40.0})
     assert (cell.mean, cell.low, cell.high, cell.n, cell.how) == (20.0, 10.0, 30.0, 2, "seeds")
     assert cell.p == pytest.approx(2 / 2001)
     assert fmt_interval(cell, signed=True) == "+20.00 [+10.00, +30.00]"
