@@ -30,7 +30,7 @@ from calibadv.methods.registry import (
     check_knobs,
 )
 
-__all__ = ["loss_knobs", "filter_knobs", "estimator_knobs", "rollout_knobs", "reward_knobs",
+__all__ = ["loss_knobs", "part_knobs",
            "method_part", "method_needs", "names", "check_run_data", "check_composition"]
 
 #: Calibration switches that act only through the ``calibadv`` estimator, and their "off" values.
@@ -59,36 +59,27 @@ def loss_knobs(loss_mode: str, knobs: Mapping[str, Any] | None, where: str) -> d
     )
 
 
-def filter_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+#: The registries of a method's named parts (``loss`` has :func:`loss_knobs`: verl's
+#: built-in losses live outside the registry).
+_PART_REGISTRIES = {"estimator": ESTIMATORS, "rollout": ROLLOUTS, "reward": REWARDS,
+                    "filter": FILTERS}
+_PART_DEFAULTS = {"estimator": DEFAULT_ESTIMATOR, "rollout": DEFAULT_ROLLOUT,
+                  "reward": DEFAULT_REWARD, "filter": DEFAULT_FILTER}
+
+
+def part_knobs(kind: str, name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """Validated knobs of the ``kind`` part (``estimator``, ``rollout``, ``reward`` or
+    ``filter``) registered as ``name``; a ConfigError naming ``where`` otherwise."""
     _load_parts()
-    return FILTERS.resolve(name, knobs, where)
-
-
-def estimator_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return ESTIMATORS.resolve(name, knobs, where)
-
-
-def rollout_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return ROLLOUTS.resolve(name, knobs, where)
-
-
-def reward_knobs(name: str, knobs: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    _load_parts()
-    return REWARDS.resolve(name, knobs, where)
+    return _PART_REGISTRIES[kind].resolve(name, knobs, where)
 
 
 def method_part(method: Mapping[str, Any], key: str) -> tuple[str, dict[str, Any]]:
     """(name, checked knobs) of a method's ``estimator``, ``rollout``, ``reward`` or ``filter``
     (the registry's default entry when the preset names none)."""
-    default, check = {"estimator": (DEFAULT_ESTIMATOR, estimator_knobs),
-                      "rollout": (DEFAULT_ROLLOUT, rollout_knobs),
-                      "reward": (DEFAULT_REWARD, reward_knobs),
-                      "filter": (DEFAULT_FILTER, filter_knobs)}[key]
     part = method.get(key) or {}
-    name = part.get("name", default)
-    return name, check(name, part.get("knobs"), f"method.{key}")
+    name = part.get("name", _PART_DEFAULTS[key])
+    return name, part_knobs(key, name, part.get("knobs"), f"method.{key}")
 
 
 def method_needs(method: Mapping[str, Any]) -> set[str]:

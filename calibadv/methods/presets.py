@@ -164,7 +164,7 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
 
     ``knobs`` / ``filter`` appear only for parts that have them, so presets that use neither
     (the CalibAdv ladder) resolve exactly as before the registries existed."""
-    from calibadv.methods.catalog import filter_knobs, loss_knobs
+    from calibadv.methods.catalog import loss_knobs, part_knobs
 
     loss = {**_LOSS_DEFAULTS, **merged.get("loss", {})}
     knobs = loss_knobs(loss["loss_mode"], loss.pop("knobs", None), f"methods.{name}.loss")
@@ -175,7 +175,7 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
     fname = filt.get("name", _NO_FILTER)
     if not isinstance(fname, str):
         raise ConfigError(f"methods.{name}.filter.name must be a string, got {fname!r}")
-    fknobs = filter_knobs(fname, filt.get("knobs"), f"methods.{name}.filter")
+    fknobs = part_knobs("filter", fname, filt.get("knobs"), f"methods.{name}.filter")
     if fname != _NO_FILTER:
         out["filter"] = {"name": fname, "knobs": fknobs}
     out.update(_resolve_named(name, merged))
@@ -185,16 +185,15 @@ def _resolve_parts(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
 def _resolve_named(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
     """``estimator``, ``rollout`` and ``reward`` with knobs checked; only when not the default
     entry, so presets that name none resolve exactly as before these registries existed."""
-    from calibadv.methods.catalog import estimator_knobs, reward_knobs, rollout_knobs
+    from calibadv.methods.catalog import part_knobs
 
     out: dict[str, Any] = {}
-    for key, check in (("estimator", estimator_knobs), ("rollout", rollout_knobs),
-                       ("reward", reward_knobs)):
+    for key in ("estimator", "rollout", "reward"):
         part = dict(merged.get(key) or {})
         pname = part.get("name", _NAMED_PARTS[key])
         if not isinstance(pname, str):
             raise ConfigError(f"methods.{name}.{key}.name must be a string, got {pname!r}")
-        knobs = check(pname, part.get("knobs"), f"methods.{name}.{key}")
+        knobs = part_knobs(key, pname, part.get("knobs"), f"methods.{name}.{key}")
         if pname != _NAMED_PARTS[key]:
             out[key] = {"name": pname, "knobs": knobs}
     return out

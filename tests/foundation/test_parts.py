@@ -106,7 +106,7 @@ def test_every_part_documents_itself():
 def test_checking_a_preset_imports_no_torch():
     """The workflow validates presets while Snakemake parses the DAG."""
     code = ("import sys; import calibadv.methods.catalog as p; p._load_parts(); "
-            "p.loss_knobs('llds', {}, 'x'); p.filter_knobs('void_turns', {}, 'x'); "
+            "p.loss_knobs('llds', {}, 'x'); p.part_knobs('filter', 'void_turns', {}, 'x'); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -93,12 +93,12 @@ def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     """The estimator name and knobs for the ``calibadv`` verl estimator; a rollout shape other
     than ``chains`` is refused here, at config validation (and so in a dry run), because
     verl's agent loop grows independent rollouts only."""
-    from calibadv.methods.catalog import estimator_knobs, rollout_knobs
+    from calibadv.methods.catalog import part_knobs
     from calibadv.methods.registry import DEFAULT_ESTIMATOR, DEFAULT_ROLLOUT
 
     shape = method.get("rollout") or {}
     sname = shape.get("name", DEFAULT_ROLLOUT)
-    rollout_knobs(sname, shape.get("knobs"), "method.rollout")
+    part_knobs("rollout", sname, shape.get("knobs"), "method.rollout")
     if sname != DEFAULT_ROLLOUT:
         raise ConfigError(
             f"method.rollout.name = {sname!r}: verl's agent loop grows independent rollouts only; "
@@ -108,7 +108,7 @@ def _estimator_overrides(method: dict[str, Any]) -> list[tuple[str, Any, bool]]:
         )
     est = method.get("estimator") or {}
     ename = est.get("name", DEFAULT_ESTIMATOR)
-    eknobs = estimator_knobs(ename, est.get("knobs"), "method.estimator")
+    eknobs = part_knobs("estimator", ename, est.get("knobs"), "method.estimator")
     out = _reward_overrides(method)
     if ename in NATIVE_ESTIMATORS:
         return out + NATIVE_ESTIMATORS[ename][1](eknobs)
