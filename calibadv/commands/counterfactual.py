@@ -6,25 +6,10 @@ from __future__ import annotations
 import argparse
 
 
-def _specs(items: list[str]) -> dict[str, str]:
-    """``{method: spec path}`` from ``--spec METHOD=YAML`` flags (order kept)."""
-    from calibadv.errors import ConfigError
-
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--spec {item!r}: expected METHOD=RUNSPEC_YAML, e.g. "
-                              "calibadv=results/synthetic/runs/tiny/calibadv/seed0/spec.yaml")
-        if name in out:
-            raise ConfigError(f"--spec {name!r} is given twice")
-        out[name] = path
-    return out
-
-
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from calibadv.commands._pairs import name_value_pairs
     from calibadv.errors import ConfigError
     from calibadv.spec import load_run_spec
     from calibadv.train.counterfactual import CounterfactualConfig, run
@@ -39,7 +24,9 @@ def _run(args: argparse.Namespace) -> int:
         dev_questions=args.dev_questions, dev_samples=args.dev_samples, updates=updates,
         seed=args.seed, reference=args.reference, sample_method=args.sample_method,
         reps=args.reps)
-    specs = {m: load_run_spec(p) for m, p in _specs(args.spec).items()}
+    paths = name_value_pairs(args.spec, "--spec", "METHOD=RUNSPEC_YAML",
+                             "calibadv=results/synthetic/runs/tiny/calibadv/seed_0/spec.yaml")
+    specs = {m: load_run_spec(p) for m, p in paths.items()}
     summary = run(specs, args.start, args.train, args.dev, Path(args.out), cfg)
     for r in summary["rows"]:
         if r["cls"] == "all steps" and r["split"] == "held-out":

@@ -9,22 +9,16 @@ def _suites(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     """``{benchmark: (parquet, out_dir)}`` from ``--data/--benchmark`` or ``--suite`` flags."""
     import os
 
+    from calibadv.commands._pairs import name_value_pairs
     from calibadv.errors import ConfigError
 
     if args.suite:
         if args.data or args.benchmark:
             raise ConfigError("give either --suite NAME=PARQUET (repeatable) or --data with "
                               "--benchmark, not both")
-        suites: dict[str, tuple[str, str]] = {}
-        for item in args.suite:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise ConfigError(f"--suite {item!r}: expected NAME=PARQUET, e.g. "
-                                  "hotpotqa=results/synthetic/data/test/hotpotqa.parquet")
-            if name in suites:
-                raise ConfigError(f"--suite {name!r} is given twice")
-            suites[name] = (path, os.path.join(args.out_dir, name))
-        return suites
+        paths = name_value_pairs(args.suite, "--suite", "NAME=PARQUET",
+                                 "hotpotqa=results/synthetic/data/test/hotpotqa.parquet")
+        return {name: (path, os.path.join(args.out_dir, name)) for name, path in paths.items()}
     if not (args.data and args.benchmark):
         raise ConfigError("give --data PARQUET and --benchmark NAME (or --suite NAME=PARQUET)")
     return {args.benchmark: (args.data, args.out_dir)}

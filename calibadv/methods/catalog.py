@@ -31,7 +31,8 @@ from calibadv.methods.registry import (
 )
 
 __all__ = ["loss_knobs", "part_knobs",
-           "method_part", "method_needs", "names", "check_run_data", "check_composition"]
+           "method_part", "method_needs", "names", "check_run_data", "check_composition",
+           "prompt_flags", "check_shared_prompt"]
 
 #: Calibration switches that act only through the ``calibadv`` estimator, and their "off" values.
 _CALIBRATION_SWITCHES = {"soft_penalty": "none", "rebalance": False}
@@ -136,3 +137,26 @@ def check_composition(method: Mapping[str, Any], where: str) -> None:
                     f"{chosen['estimator']!r}, which ignores it; set calibration.{key}: "
                     f"{str(off).lower() if isinstance(off, bool) else off} or estimator.name: {readers[0]}"
                 )
+
+
+def prompt_flags(method: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(prethink, require_search) of a resolved method: the prompt it samples with and the
+    format rule it scores by."""
+    return bool(method.get("prethink", False)), bool(method.get("require_search", False))
+
+
+def check_shared_prompt(methods: Mapping[str, Mapping[str, Any]], sample_method: str) -> None:
+    """The counterfactual update's one batch is sampled with ``sample_method``'s prompt and
+    every method scores it: a method with other PreThink/require_search flags fails the format
+    check on every rollout, scores them all 0 and makes no update, a null row that would read
+    as "the method leaves the policy alone". One rule for the DAG's config check
+    (:mod:`calibadv.workflow.validation`) and the job (:mod:`calibadv.train.counterfactual`)."""
+    want = prompt_flags(methods[sample_method])
+    for name, method in methods.items():
+        if prompt_flags(method) != want:
+            raise ConfigError(
+                f"counterfactual.methods: {name!r} scores rollouts with prethink/require_search "
+                f"= {prompt_flags(method)}, but the batch is sampled with {sample_method!r}'s "
+                f"{want}: its format rule would score every sampled rollout 0. Use the GRPO "
+                "method on the same prompt (e.g. prethink for PreThink sampling) instead"
+            )

@@ -14,8 +14,13 @@ same batch; after each count in ``updates`` (1 and 4 by default) the policy is r
 - in-batch (a mechanism check): the same on the updated batch's own steps, which follows largely
   by construction (the method's advantage on exactly those tokens).
 
-The update is the trainer's (``_recompute``, ``_estimate``, ``_filter``, ``_update``): no
-second optimiser step exists to drift from the one the runs use. Every trajectory is sampled
+The update is the trainer's (``_estimate``, ``_filter``, ``_update``): no second optimiser step
+exists to drift from the one the runs use. What does not depend on the method is computed
+once: the start point's log-probs of both sets are every method's "before" and its first
+update's old log-probs, and a read after update k gives update k + 1's old log-probs (what
+``_recompute`` would compute again; it still runs for a critic or a reference model). The
+updates themselves (forward and backward of every batch rollout, K times per method) are
+~75% of the job's CPU time and cannot be shared (docs/training.md). Every trajectory is sampled
 with the prompt of ``sample_method`` (PreThink, as CalibAdv's runs), so all methods see the
 same tokens; each method scores them under its own format rules.
 """
@@ -35,6 +40,7 @@ import numpy as np
 
 from calibadv.errors import ConfigError
 from calibadv.evaluate.counterfactual import deltas, step_units, summarise, unit_logps
+from calibadv.methods.catalog import check_shared_prompt
 from calibadv.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -70,22 +76,6 @@ class CounterfactualConfig:
                                   f"the methods given ({', '.join(methods)}): add its spec")
 
 
-def check_prompts(methods: Mapping[str, Mapping[str, Any]], sample_method: str) -> None:
-    """Every method reads the one batch with the sampling method's prompt flags: a method with
-    other PreThink/require_search flags fails the format check on every sampled rollout,
-    scores them all 0 and makes no update (a null row that would read as "no effect")."""
-    def flags(m: Mapping[str, Any]) -> tuple[bool, bool]:
-        return bool(m.get("prethink")), bool(m.get("require_search"))
-
-    want = flags(methods[sample_method])
-    for name, method in methods.items():
-        if flags(method) != want:
-            raise ConfigError(
-                f"counterfactual: method {name!r} has prethink/require_search = {flags(method)}, "
-                f"the batch is sampled with {sample_method!r}'s {want}: it would score every "
-                "rollout 0. Use the GRPO method on the same prompt (prethink for PreThink)")
-
-
 def method_spec(spec: RunSpec, start: str, train: str, dev: str,
                 cfg: CounterfactualConfig) -> RunSpec:
     """``spec`` at the start point, on the dedicated batch: one step of all ``questions``."""
@@ -107,21 +97,53 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed)
 
 
-def teacher_forced(trainer: Any, trajs: Sequence[Any], chunk: int = 32) -> list[list[float]]:
-    """Each rollout's per-slot log-probs under the trainer's current policy (no grad)."""
+def policy_logps(trainer: Any, trajs: Sequence[Any], rows: Sequence[int] | None = None,
+                 chunk: int = 16) -> dict[int, Any]:
+    """Each row's response-slot log-probs (a 1-D tensor, ``len(response_ids)`` long; 0 at
+    observation slots) under the trainer's current policy, teacher-forced without a graph.
+
+    The rows go through the model sorted by length, ``chunk`` at a time, so a chunk pads
+    little (under right padding and causal attention a row's values do not depend on its
+    neighbours, up to float noise). Small chunks are cheaper per row on CPU at this model size:
+    4.4, 5.0 and 5.5 CPU-s for 256 rows of ~365 tokens in chunks of 16, 32 and 64 (one
+    thread). ``rows`` (default all) picks the rows needed."""
     import torch
 
     from calibadv.train.policy import response_logprobs
 
+    order = sorted(range(len(trajs)) if rows is None else rows,
+                   key=lambda r: len(trajs[r].prompt_ids) + len(trajs[r].response_ids))
     trainer.model.eval()
-    out: list[list[float]] = []
+    out: dict[int, Any] = {}
     with torch.no_grad():
-        for i in range(0, len(trajs), chunk):
-            part = trajs[i:i + chunk]
-            lp = response_logprobs(trainer.model, part, trainer.pad_id,
-                                   trainer.t.temperature)[0].cpu()
-            out += [lp[r, :len(tr.response_ids)].tolist() for r, tr in enumerate(part)]
+        for i in range(0, len(order), chunk):
+            part = order[i:i + chunk]
+            lp = response_logprobs(trainer.model, [trajs[r] for r in part], trainer.pad_id,
+                                   trainer.t.temperature)[0]
+            out.update((r, lp[n, :len(trajs[r].response_ids)]) for n, r in enumerate(part))
     return out
+
+
+def as_lists(logps: Mapping[int, Any]) -> list[list[float]]:
+    """:func:`policy_logps` of every row, in row order, as the lists ``unit_logps`` reads."""
+    return [logps[r].cpu().tolist() for r in range(len(logps))]
+
+
+def _fill_old(batch: Any, logps: Mapping[int, Any]) -> None:
+    """The update's old log-probs from ``logps`` (the policy before this update), laid out as
+    ``LocalTrainer._recompute`` lays them: one (rows, response width) tensor per micro-batch.
+    A micro-batch with a row missing is left out: its loss forward gives them
+    (``reuse_first_forward``), as in the trainer's own steps."""
+    import torch
+
+    for i, j in batch.chunks:
+        if not all(r in logps for r in range(i, j)):
+            continue
+        width = max(1, max(len(batch.trajs[r].response_ids) for r in range(i, j)))
+        old = torch.zeros((j - i, width), device=logps[i].device)
+        for n, r in enumerate(range(i, j)):
+            old[n, :len(logps[r])] = logps[r]
+        batch.old_logp[i] = old
 
 
 def _rows(trajs: Sequence[Any], owners: Sequence[Any]) -> list[dict[str, Any]]:
@@ -148,31 +170,54 @@ def _sample(trainer: Any, cfg: CounterfactualConfig) -> tuple[Any, list[Any], li
     return batch, dev, owners
 
 
-def _updated(trainer: Any, sampled: Any, counts: Sequence[int], on_read: Any) -> dict[str, Any]:
-    """The trainer's phases on a copy of ``sampled``, ``max(counts)`` updates; ``on_read(k)``
-    after each count in ``counts``. Returns the advantage summary of the batch."""
+def _copy_batch(trainer: Any, sampled: Any) -> Any:
+    """A fresh :class:`StepBatch` of the sampled rollouts (copied: scoring writes into them),
+    with the method's mini- and micro-batch layout."""
     from calibadv.train.local_batch import StepBatch, micro_batches
 
     trajs = copy.deepcopy(sampled.trajs)
     mb = trainer.t.mini_batch_size * trainer.per_prompt
-    batch = StepBatch(1, 0, trajs, list(sampled.owners), [dict(e) for e in sampled.extras], mb,
-                      micro_batches(len(trajs), mb, max(1, trainer.t.micro_batch_size)))
+    return StepBatch(1, 0, trajs, list(sampled.owners), [dict(e) for e in sampled.extras], mb,
+                     micro_batches(len(trajs), mb, max(1, trainer.t.micro_batch_size)))
+
+
+def _updated(trainer: Any, sampled: Any, counts: Sequence[int], start: Mapping[int, Any],
+             on_read: Any) -> dict[str, Any]:
+    """The trainer's phases on a copy of ``sampled``, ``max(counts)`` updates; after each count
+    in ``counts``, ``on_read(k, logps)`` with the batch's :func:`policy_logps` then. Returns the
+    advantage summary of the batch.
+
+    The old log-probs of update k are the policy after update k − 1 on the same rollouts: for
+    k = 1 the start point's, ``start`` (the same for every method, computed once), and after a
+    read the read's own. The trainer's ``_recompute`` computes exactly these (its entropies
+    feed only the step log, not written here), so it runs only where something else than the
+    policy's log-probs is needed: a critic's values or a reference model's log-probs."""
+    batch = _copy_batch(trainer, sampled)
     trainer._score(batch)
+    own = trainer.critic is None and trainer.ref_model is None
+    logps = start
+    skip = batch.mb_size if trainer.reuse_first_forward else 0  # the loss gives these rows'
     for k in range(1, max(counts) + 1):
         batch.old_logp.clear()
         batch.entropies.clear()
         batch.ref_logp.clear()
-        trainer._recompute(batch)
+        if own:
+            _fill_old(batch, logps)
+        else:
+            trainer._recompute(batch)
         if k == 1:
             trainer._estimate(batch)
             trainer._filter(batch)
         trainer._update(batch)
         if k in counts:
-            on_read(k)
+            logps = policy_logps(trainer, batch.trajs)
+            on_read(k, logps)
+        elif own:
+            logps = policy_logps(trainer, batch.trajs, range(skip, batch.size))
     m = batch.loss_mask.bool()
     neg = [float(batch.advantages[i][m[i]].mean()) for i in range(batch.size)
            if m[i].any() and float(batch.advantages[i][m[i]].mean()) < 0]
-    return {"reward_mean": float(np.mean([t.reward for t in trajs])),
+    return {"reward_mean": float(np.mean([t.reward for t in batch.trajs])),
             "negative_rollouts": len(neg),
             "negative_advantage_mean": float(np.mean(neg)) if neg else None}
 
@@ -185,7 +230,7 @@ def run(specs: Mapping[str, RunSpec], start: str, train: str, dev: str, out: Pat
     from calibadv.retrieval.launch import retrieval_url
 
     cfg.check(list(specs))
-    check_prompts({m: s.method for m, s in specs.items()}, cfg.sample_method)
+    check_shared_prompt({m: s.method for m, s in specs.items()}, cfg.sample_method)
     specs = {m: method_spec(s, start, train, dev, cfg) for m, s in specs.items()}
     first = specs[cfg.sample_method]
     with retrieval_url(first.retrieval) as url:
@@ -217,23 +262,30 @@ def _run(specs: Mapping[str, RunSpec], search_fn: Any, out: Path,
     sets = {"held-out": _rows(dev, dev_owners), "in-batch": _rows(batch.trajs, batch.owners)}
     trajs = {"held-out": dev, "in-batch": batch.trajs}
     units = {k: step_units(v) for k, v in sets.items()}
-    before = {k: unit_logps(units[k], sets[k], teacher_forced(base, trajs[k])) for k in sets}
+    # the start point's log-probs: every method's "before" and its first update's old ones
+    start = {k: policy_logps(base, trajs[k]) for k in sets}
+    before = {k: unit_logps(units[k], sets[k], as_lists(start[k])) for k in sets}
     times["sample_s"] = time.time() - t0
-    del base
     after: dict[tuple[int, str, str], list[float | None]] = {}
     adv: dict[str, Any] = {}
     for method, spec in specs.items():
         t1 = time.time()
         tr = _trainer(method, spec, out, search_fn)
+        own_start = (start["in-batch"] if tr.t.temperature == base.t.temperature
+                     else policy_logps(tr, batch.trajs))  # the same parameters, another T
 
-        def read(k: int, tr: Any = tr, method: str = method) -> None:
+        def read(k: int, logps: Mapping[int, Any], tr: Any = tr, method: str = method) -> None:
+            got = {"in-batch": logps, "held-out": policy_logps(tr, dev)}
             for split in sets:
-                lp = unit_logps(units[split], sets[split], teacher_forced(tr, trajs[split]))
+                lp = unit_logps(units[split], sets[split], as_lists(got[split]))
                 after[(k, split, method)] = deltas(before[split], lp)
 
-        adv[method] = _updated(tr, batch, cfg.updates, read)
+        adv[method] = _updated(tr, batch, cfg.updates, own_start, read)
         times[f"{method}_s"] = time.time() - t1
+    del base
+    t2 = time.time()
     summary = _summary(cfg, specs, units, sets, after, adv, times, time.time() - t0)
+    times["summary_s"] = time.time() - t2
     atomic_write_jsonl(out / "steps.jsonl", _step_rows(units, after))
     atomic_write_json(out / "summary.json", summary)
     return summary

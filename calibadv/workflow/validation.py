@@ -271,8 +271,6 @@ def _check_counterfactual(config: dict[str, Any]) -> None:
                 f"counterfactual.{key} = {cf.get(key)!r} is not in counterfactual.methods "
                 f"({', '.join(methods)}): add it there or pick one of them"
             )
-    from calibadv.workflow.runs import model_methods, resolve_method
-
     model = cf.get("model") or next(iter(config["models"]))
     run = model_methods(config, model) if model in config["models"] else []
     missing = [m for m in methods if m not in run]
@@ -282,18 +280,8 @@ def _check_counterfactual(config: dict[str, Any]) -> None:
             f"{model!r} (its methods: {', '.join(run)}); the update reads each method's run "
             "spec: add them to the model's methods, or set counterfactual.enabled: false"
         )
+    from calibadv.methods.catalog import check_shared_prompt
 
-    def prompt(name: str) -> tuple[bool, bool]:
-        m = resolve_method(config, name)
-        return bool(m.get("prethink")), bool(m.get("require_search"))
-
-    want = prompt(cf["sample_method"])
-    for name in methods:
-        if prompt(name) != want:
-            raise ConfigError(
-                f"counterfactual.methods: {name!r} scores rollouts with prethink/require_search "
-                f"= {prompt(name)}, but the batch is sampled with {cf['sample_method']!r}'s "
-                f"{want}: its format rule would score every sampled rollout 0. Use the GRPO "
-                "method on the same prompt (e.g. prethink for PreThink sampling) instead"
-            )
+    check_shared_prompt({name: resolve_method(config, name) for name in methods},
+                        cf["sample_method"])
 

@@ -64,10 +64,10 @@ def test_a_method_on_another_prompt_than_the_sampled_batch_is_refused_by_name():
     """search-r1 (no PreThink) would score a PreThink batch 0 everywhere: no update at all."""
     from calibadv.errors import ConfigError
     from calibadv.methods import get_method
-    from calibadv.train.counterfactual import check_prompts
+    from calibadv.methods.catalog import check_shared_prompt
 
     methods = {m: get_method(m) for m in ("search-r1", "prethink", "calibadv")}
-    with pytest.raises(ConfigError, match="'search-r1' has prethink/require_search"):
-        check_prompts(methods, "calibadv")
-    check_prompts({m: methods[m] for m in ("prethink", "calibadv")}, "calibadv")
+    with pytest.raises(ConfigError, match="'search-r1' scores rollouts with prethink/require_search"):
+        check_shared_prompt(methods, "calibadv")
+    check_shared_prompt({m: methods[m] for m in ("prethink", "calibadv")}, "calibadv")
 
