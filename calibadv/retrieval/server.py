@@ -486,10 +486,38 @@ def create_app(
     app.state.begin_shutdown = service.begin_shutdown
     app.add_exception_handler(Exception, service.unexpected)
     app.add_api_route("/health", service.health, methods=["GET"])
-    # a plain Starlette route: the handler reads the raw request itself, and FastAPI's
-    # dependency solving per request was ~10% of the event loop's time under 128 clients
     app.add_route("/retrieve", service.retrieve, methods=["POST"])
-    return app
+    return _FastPath(app, service)
+
+
+class _FastPath:
+    """The ASGI app uvicorn serves: ``POST /retrieve`` goes straight to the handler, everything
+    else (``/health``, lifespan, 404/405) through FastAPI.
+
+    Why: under 128 single-query clients, FastAPI's and Starlette's middleware and routing
+    (error, telemetry, body-limit, exit-stack middleware, the router) were ~40% of the event
+    loop's busy time (py-spy), and that time holds the GIL the engine thread needs between its
+    torch calls. The handler catches its own errors; what escapes it is a 500 here, as
+    FastAPI's handler would answer. Attributes (``state``, ...) are the FastAPI app's.
+    """
+
+    def __init__(self, app: Any, service: _Service) -> None:
+        self.app = app
+        self.service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/retrieve" and scope["method"] == "POST":
+            request = Request(scope, receive)
+            try:
+                response = await self.service.retrieve(request)
+            except Exception as err:  # noqa: BLE001 - one request's failure, answered to it
+                response = await self.service.unexpected(request, err)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, message: str, **headers: str) -> Any:
