@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from calibadv.evaluate.counterfactual import ALL, CLASSES  # noqa: E402
 from calibadv.io import atomic_write_bytes  # noqa: E402
 from calibadv.report.render import write_tables  # noqa: E402
-from calibadv.report.tables import Table  # noqa: E402
+from calibadv.report.blocks import Table  # noqa: E402
 
 TABLE_KEY = "table10_counterfactual"
 FIGURE_KEY = "counterfactual_update"

@@ -22,9 +22,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from calibadv.report.collect import Results  # noqa: E402
+from calibadv.report.figure2_gold import FIGURE2_ROWS, figure2_seed_values  # noqa: E402
+from calibadv.report.scores import seed_scores  # noqa: E402
 from calibadv.report.stats import band  # noqa: E402
 from calibadv.report.survival import km_figure  # noqa: E402
-from calibadv.report.tables import FIGURE2_ROWS, figure2_seed_values, seed_scores  # noqa: E402
 
 #: (metrics.jsonl key, panel title) of the training-dynamics grid (paper Figures 3 and 5).
 DYNAMICS = [

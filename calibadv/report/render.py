@@ -1,4 +1,4 @@
-"""Render :class:`~calibadv.report.tables.Table` objects as Markdown, LaTeX (booktabs) or
+"""Render :class:`~calibadv.report.blocks.Table` objects as Markdown, LaTeX (booktabs) or
 HTML through the jinja2 templates next to this module."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from calibadv.io import atomic_write_text
-from calibadv.report.tables import Table
+from calibadv.report.blocks import Table
 
 FORMATS = {"md": "table.md.j2", "tex": "table.tex.j2", "html": "table.html.j2"}
 

@@ -4,8 +4,8 @@ given, gold truth on the synthetic world — beside the paper's raters, never di
 from __future__ import annotations
 
 from calibadv.report.collect import Results, load_paper
+from calibadv.report.judge_datasets import table5_judge
 from calibadv.report.render import render
-from calibadv.report.tables import table5_judge
 from calibadv.workflow.layout import REPO_ROOT
 from calibadv.workflow.validation import load_config
 

@@ -14,9 +14,10 @@ from calibadv.workflow.layout import Layout
 from calibadv.workflow.validation import load_config, validate_config
 from calibadv.cli import main
 from calibadv.io import atomic_write_jsonl
+from calibadv.report.blocks import MISSING, NOT_IN_PAPER
 from calibadv.report.collect import collect, load_paper
 from calibadv.report.render import render, tex_escape
-from calibadv.report.tables import MISSING, NOT_IN_PAPER, build_tables
+from calibadv.report.tables import build_tables
 
 BENCHES = ["nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle"]
 
@@ -416,7 +417,7 @@ def test_one_seed_shows_the_question_bootstrap_not_no_interval(config, results):
 
 
 def test_pooled_f1_weighs_each_split_by_its_questions():
-    from calibadv.report.tables import bench_scores
+    from calibadv.report.scores import bench_scores
 
     # splits of 1, 2, …, 7 questions scoring 10, 20, …, 70: the split average is 40, the pooled
     # mean (1·10 + 2·20 + … + 7·70) / 28 = 1400 / 28 = 50
@@ -428,7 +429,7 @@ def test_pooled_f1_weighs_each_split_by_its_questions():
 
 
 def test_table9_last_step_shares_are_wilson_not_t(config, results):
-    from calibadv.report.tables import _last_share
+    from calibadv.report.stress import _last_share
 
     res = results
     for seed, (rate, n) in enumerate([(0.75, 8), (1.0, 8)]):  # 6 + 8 of 16 format-valid

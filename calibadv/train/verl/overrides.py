@@ -230,12 +230,46 @@ def _check_verl(spec: RunSpec) -> None:
 
 def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
                     attempt: int = 1) -> list[str]:
-    """Every override of one run, in a stable order (spec.verl_overrides last, verbatim)."""
+    """Every override of one run, in a stable order (spec.verl_overrides last, verbatim): verl's
+    own keys phase by phase (data, model and actor, rollout, algorithm and reward, trainer,
+    critic), then the keys its composed config lacks (``+``), then the method's parts."""
+    _check_run(spec)
+    prethink, require_search, calib, loss = _method_parts(spec.method)
+    from calibadv.train.verl.method_parts import verl_estimator
+
+    native_estimator, kl_in_reward = verl_estimator(spec.method)  # gae: verl's own, with a critic
+    critic = native_estimator is not None
+    paths = RunPaths(Path(out_dir).resolve())
+    micro = max(1, spec.training.micro_batch_size)
+    model = _local(spec.model.path) if Path(spec.model.path).exists() else spec.model.path
+    kv: list[tuple[str, Any]] = [
+        *_data(spec),
+        *_actor(spec, model, micro, loss),
+        *_rollout(spec, micro),
+        *_algorithm(native_estimator, kl_in_reward, calib),
+        *_trainer(spec, out_dir, paths),
+        *_critic(spec, model, micro, critic),
+    ]
+    added: list[tuple[str, Any]] = [
+        ("actor_rollout_ref.model.override_config.attn_implementation", spec.verl.attn_implementation),
+        *_calibadv_keys(spec, retrieval_url, paths, prethink, require_search, calib),
+        *_logging_keys(spec, paths, attempt),
+        *_critic_engine(spec, micro, critic),
+    ]
+    out = [f"{k}={hydra_value(v)}" for k, v in kv]
+    out += [f"+{k}={hydra_value(v)}" for k, v in added]
+    out += _method_part_overrides(spec.method)
+    return out + list(spec.verl_overrides)
+
+
+def _check_run(spec: RunSpec) -> None:
+    """What a verl run cannot start without (a policy, training data, GPUs), then the
+    ``verl`` section (:func:`_check_verl`)."""
     if not spec.model.path:
         raise ConfigError("model.path: give the HF directory (or hub id) of the policy to train")
     if not spec.data.train:
         raise ConfigError("data.train: give the training Parquet file (calibadv prepare-data)")
-    r, t, a = spec.resources, spec.training, spec.agent
+    r = spec.resources
     if r.gpus < 1:
         raise ConfigError(
             f"resources.gpus: the verl backend needs GPUs per node >= 1 (got {r.gpus}); "
@@ -244,31 +278,31 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
     if r.nodes < 1:
         raise ConfigError(f"resources.nodes must be >= 1, got {r.nodes}")
     _check_verl(spec)
-    v = spec.verl
-    prethink, require_search, calib, loss = _method_parts(spec.method)
-    from calibadv.train.verl.method_parts import verl_estimator
 
-    native_estimator, kl_in_reward = verl_estimator(spec.method)  # gae: verl's own, with a critic
-    paths = RunPaths(Path(out_dir).resolve())
-    micro = max(1, t.micro_batch_size)
-    use_kl = t.kl_coef > 0
 
+def _data(spec: RunSpec) -> list[tuple[str, Any]]:
+    """``data.*``: the Parquet files (absolute), batch size, prompt and response budgets."""
+    t = spec.training
     train, val = _local(spec.data.train), _local(spec.data.val or spec.data.train)
-    model = _local(spec.model.path) if Path(spec.model.path).exists() else spec.model.path
-    kv: list[tuple[str, Any]] = [
-        # data
+    return [
         ("data.train_files", train),
         ("data.val_files", val),
         ("data.train_batch_size", t.batch_size),
         ("data.max_prompt_length", MAX_PROMPT_LENGTH),
-        ("data.max_response_length", a.max_response_tokens),
+        ("data.max_response_length", spec.agent.max_response_tokens),
         ("data.filter_overlong_prompts", True),
         ("data.truncation", "error"),
         ("data.return_raw_chat", True),
         ("data.shuffle", True),
         ("data.seed", spec.seed),
         ("data.val_max_samples", spec.data.val_size if spec.data.val_size else -1),
-        # model + actor (full fine-tuning with FSDP)
+    ]
+
+
+def _actor(spec: RunSpec, model: str, micro: int, loss: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Model, actor and reference: full fine-tuning with FSDP, the method's policy loss."""
+    t, v = spec.training, spec.verl
+    return [
         ("actor_rollout_ref.model.path", model),
         ("actor_rollout_ref.model.use_remove_padding", v.use_remove_padding),
         ("actor_rollout_ref.model.enable_gradient_checkpointing", True),
@@ -286,13 +320,20 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("actor_rollout_ref.actor.clip_ratio_low", t.clip_ratio),
         ("actor_rollout_ref.actor.clip_ratio_high", t.clip_ratio),
         ("actor_rollout_ref.actor.entropy_coeff", t.entropy_coef),
-        ("actor_rollout_ref.actor.use_kl_loss", use_kl),
+        ("actor_rollout_ref.actor.use_kl_loss", t.kl_coef > 0),
         ("actor_rollout_ref.actor.kl_loss_coef", t.kl_coef),
         ("actor_rollout_ref.actor.policy_loss.loss_mode", loss.get("loss_mode", "vanilla")),
         ("actor_rollout_ref.actor.loss_agg_mode", loss.get("loss_agg_mode", "token-mean")),
         ("actor_rollout_ref.actor.checkpoint.save_contents", list(SAVE_CONTENTS)),
         ("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", micro),
-        # rollout: vLLM, TP 1, G rollouts per question
+    ]
+
+
+def _rollout(spec: RunSpec, micro: int) -> list[tuple[str, Any]]:
+    """The rollout: vLLM, TP 1, G rollouts per question through our agent loop; greedy
+    validation."""
+    t, v = spec.training, spec.verl
+    return [
         ("actor_rollout_ref.rollout.name", "vllm"),
         ("actor_rollout_ref.rollout.tensor_model_parallel_size", 1),
         ("actor_rollout_ref.rollout.gpu_memory_utilization", v.gpu_memory_utilization),
@@ -310,14 +351,27 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("actor_rollout_ref.rollout.val_kwargs.do_sample", False),
         ("actor_rollout_ref.rollout.val_kwargs.n", 1),
         ("actor_rollout_ref.rollout.agent.default_agent_loop", AGENT_LOOP_NAME),
-        # algorithm: our estimator (or verl's GAE for PPO), KL in the reward only for PPO's
+    ]
+
+
+def _algorithm(native_estimator: str | None, kl_in_reward: bool,
+               calib: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The algorithm: our estimator (or verl's GAE for PPO), KL in the reward only for PPO's;
+    the reward function."""
+    return [
         ("algorithm.adv_estimator", native_estimator or ESTIMATOR_NAME),
         ("algorithm.use_kl_in_reward", kl_in_reward),
         ("algorithm.norm_adv_by_std_in_grpo", bool(calib.get("norm_by_std", True))),
-        # reward
         ("reward.custom_reward_function.path", REWARD_PATH),
         ("reward.custom_reward_function.name", REWARD_NAME),
-        # trainer
+    ]
+
+
+def _trainer(spec: RunSpec, out_dir: Path, paths: RunPaths) -> list[tuple[str, Any]]:
+    """The trainer: verl's v1 trainer, logging, steps and validation, checkpoints and resume,
+    Ray's CPUs and TransferQueue's storage units (unless ``verl_overrides`` sets them)."""
+    r, t, v = spec.resources, spec.training, spec.verl
+    return [
         ("trainer.use_v1", True),
         ("trainer.v1.trainer_mode", TRAINER_MODE),
         ("trainer.project_name", "calibadv"),
@@ -339,10 +393,15 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("ray_kwargs.ray_init.num_cpus", r.cpus),
         *([] if _user_sets(spec, TQ_STORAGE_UNITS_KEY)
           else [(TQ_STORAGE_UNITS_KEY, tq_storage_units(spec))]),
-        *_critic(spec, model, micro, native_estimator is not None),
     ]
-    added: list[tuple[str, Any]] = [
-        ("actor_rollout_ref.model.override_config.attn_implementation", v.attn_implementation),
+
+
+def _calibadv_keys(spec: RunSpec, retrieval_url: str, paths: RunPaths, prethink: bool,
+                   require_search: bool, calib: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Our keys verl's config lacks: the reward's kwargs and ``algorithm.calibadv`` (the method,
+    the agent's budgets and retriever, the run directory, the rollout dumps)."""
+    a = spec.agent
+    return [
         ("reward.custom_reward_function.reward_kwargs.prethink", prethink),
         ("reward.custom_reward_function.reward_kwargs.require_search", require_search),
         ("algorithm.calibadv.prethink", prethink),
@@ -355,16 +414,18 @@ def build_overrides(spec: RunSpec, out_dir: Path, retrieval_url: str,
         ("algorithm.calibadv.agent.retrieval_url", retrieval_url),
         ("algorithm.calibadv.agent.topk", spec.retrieval.topk),
         ("algorithm.calibadv.run_dir", str(paths.out_dir)),
-        ("algorithm.calibadv.dump_rollouts_at", list(t.dump_rollouts_at)),
+        ("algorithm.calibadv.dump_rollouts_at", list(spec.training.dump_rollouts_at)),
+    ]
+
+
+def _logging_keys(spec: RunSpec, paths: RunPaths, attempt: int) -> list[tuple[str, Any]]:
+    """Where verl's file logger (this attempt's metrics) and the tracking backends write."""
+    v = spec.verl
+    return [
         ("ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
          str(paths.attempt_log(attempt))),
         *_tracking_env(v.loggers, v.wandb_mode, paths),
-        *_critic_engine(spec, micro, native_estimator is not None),
     ]
-    out = [f"{k}={hydra_value(v)}" for k, v in kv]
-    out += [f"+{k}={hydra_value(v)}" for k, v in added]
-    out += _method_part_overrides(spec.method)
-    return out + list(spec.verl_overrides)
 
 
 def _critic(spec: RunSpec, model: str, micro: int, enabled: bool) -> list[tuple[str, Any]]:
