@@ -80,7 +80,9 @@ def interval_notes(family: int) -> list[str]:
         "k RL seeds (no interval at n=1 without per-question results); '2-level bootstrap' = "
         "[2.5%, 97.5%] percentiles of 2000 draws that resample the seeds, then the questions "
         "within each split of each drawn seed (effects: per-question differences paired by seed "
-        "and question); 'question bootstrap' = the same at one seed (the questions alone); "
+        "and question; with 2–4 seeds the interval spanning both this and the t-interval over "
+        "the seeds, and the larger p-value: a seed bootstrap of so few seeds is too narrow); "
+        "'question bootstrap' = the same at one seed (the questions alone); "
         "'Wilson' = a share's score interval of the questions pooled over seeds (in [0, 100]).",
         "Avg. = the mean of the seven split scores (the paper's); Pooled = the mean over every "
         "test question of every split (splits weighted by their questions); '—' = not "

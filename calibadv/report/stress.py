@@ -187,7 +187,9 @@ def _stress_notes(config: dict[str, Any], model: str, setting: Setting, family: 
         "predictions are there; validation F1 and the last-step shares (one number per run, "
         "nothing per question) and any test average without predictions: the seed bootstrap, "
         "which resamples the per-seed differences over the seeds (one seed: the difference "
-        "alone, no interval). '—' = a structural zero (both methods exactly 0).",
+        "alone, no interval). With 2–4 seeds, either gives the interval spanning itself and "
+        "the t-interval over the seeds, and the larger p-value (too few seeds for a bootstrap "
+        "alone). '—' = a structural zero (both methods exactly 0).",
         "Paper: collapse point (Table 1) and High-PPL average (Table 2, where the method is an "
         f"ablation row) of {setting.paper_model} at its own learning rate — not a stress run.",
     ]
