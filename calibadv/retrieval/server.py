@@ -36,6 +36,7 @@ from typing import Any
 from fastapi import (
     Request,  # module level: FastAPI resolves endpoint annotations by name
 )
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from calibadv.retrieval.engine import Hit, Job, SearchEngine
@@ -521,8 +522,6 @@ class _FastPath:
 
 
 def _error(status: int, message: str, **headers: str) -> Any:
-    from fastapi.responses import JSONResponse
-
     return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
 
 
@@ -597,8 +596,6 @@ class _Service:
         return _error(500, f"internal error: {type(err).__name__}: {err}")
 
     async def health(self) -> Any:
-        from fastapi.responses import JSONResponse
-
         state, cfg = self.state, self.cfg
         if state.engine is None or state.closing:
             body = {
@@ -673,8 +670,6 @@ class _Service:
         return parse_request(obj, self.cfg, engine.size, engine.reranker is not None)
 
     async def retrieve(self, request: Request) -> Any:
-        from fastapi.responses import JSONResponse
-
         engine = self.state.engine
         if self.state.closing:
             return _shutting_down()
@@ -698,8 +693,6 @@ class _Service:
         return await self._respond(engine, job, return_scores)
 
     async def _respond(self, engine: SearchEngine, job: Job, return_scores: bool) -> Any:
-        from fastapi.responses import Response
-
         max_bytes = self.cfg.max_answer_bytes
         try:
             answers = await self._answer(engine, job)
